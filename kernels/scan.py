@@ -1,0 +1,118 @@
+"""The public selective-scan op: one signature for every backend (mamba's `selective_scan_fn` shape).
+
+The op is a `torch.library` custom op, so torch.compile and FlopCounterMode see a single
+`vimbench::selective_scan` call whatever backend runs inside, and the FLOP formula registered in
+`vimbench.profile.flops` counts it. Backends register themselves in `registry.py`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .reference import selective_scan_ref
+from .registry import ScanBackend, get_backend, register_backend, resolve_backend
+
+_GRAD_INPUTS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def _reference_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+    return selective_scan_ref(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state=True, reverse=reverse
+    )
+
+
+def _reference_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+    """Gradients by re-running the reference loop under autograd (slow, exact)."""
+    inputs = [u, delta, A, B, C, D, z, delta_bias]
+    leaves = [t.detach().requires_grad_(True) if t is not None else None for t in inputs]
+    with torch.enable_grad():
+        out = selective_scan_ref(*leaves[:5], *leaves[5:7], leaves[7], delta_softplus, reverse=reverse)
+        wanted = [t for t in leaves if t is not None]
+        grads = iter(torch.autograd.grad(out, wanted, dout, allow_unused=True))
+    return tuple(next(grads) if t is not None else None for t in leaves)
+
+
+register_backend(
+    ScanBackend(
+        name="reference",
+        description="plain PyTorch sequential loop (any dtype, float64 included)",
+        forward=_reference_forward,
+        backward=_reference_backward,
+        is_available=lambda device: True,
+        priority=900,
+    )
+)
+
+
+@torch.library.custom_op("vimbench::selective_scan", mutates_args=())
+def _selective_scan_op(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
+    reverse: bool,
+    backend: str,
+) -> tuple[Tensor, Tensor]:
+    out, last_state = get_backend(backend).forward(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse
+    )
+    # custom ops may not return views of their inputs
+    return out.clone() if out is u else out, last_state
+
+
+@_selective_scan_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend):
+    state_dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+    return torch.empty_like(u), u.new_empty((u.shape[0], u.shape[1], A.shape[1]), dtype=state_dtype)
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:8])
+    ctx.delta_softplus, ctx.reverse, ctx.backend = inputs[8], inputs[9], inputs[10]
+    ctx.mark_non_differentiable(output[1])
+
+
+def _backward(ctx, dout, _dlast_state):
+    backend = get_backend(ctx.backend)
+    if backend.backward is None:
+        raise RuntimeError(f"scan backend {ctx.backend!r} has no backward; use another for training")
+    grads = backend.backward(dout.contiguous(), *ctx.saved_tensors, ctx.delta_softplus, ctx.reverse)
+    return (*grads, None, None, None)
+
+
+_selective_scan_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    *,
+    reverse: bool = False,
+    backend: str = "auto",
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Selective scan (Mamba-1 semantics) on the named backend.
+
+    u, delta, z: (B, E, L); A: (E, N) float32; B, C: (B, N, L) or grouped (B, G, N, L); D, delta_bias: (E,).
+    `reverse=True` scans from position L-1 down to 0 (Vim's backward direction) without reversed copies.
+    Returns `out` (dtype of u), or `(out, last_state)` with last_state (B, E, N) in float32. As in mamba,
+    gradients do not flow through last_state.
+    """
+    name = resolve_backend(backend, u.device)
+    out, last_state = _selective_scan_op(
+        u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), bool(reverse), name
+    )
+    return (out, last_state) if return_last_state else out

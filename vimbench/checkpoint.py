@@ -1,0 +1,130 @@
+"""Load official Vim / timm DeiT checkpoints (and our own saves) into vimbench models.
+
+Official Vim `.pth` files keep the weights under "model" beside optimizer state and an
+`argparse.Namespace`; they load with `weights_only=True` and an allow-list, never by unpickling arbitrary
+objects. Position embeddings are resized to the model's resolution keeping the cls token where the family
+puts it: the middle of the sequence for Vim (upstream's own interpolation gets this wrong), the front for
+DeiT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# what an official training checkpoint may hold besides tensors
+_SAFE_GLOBALS = [argparse.Namespace]
+_WEIGHT_KEYS = ("model", "state_dict", "model_state", "module")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded into the requested model (the message says why)."""
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """The model weights in `path` (.pth/.pt or .safetensors), prefixes like "module." stripped."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        obj: object = load_file(str(path))
+    else:
+        try:
+            with torch.serialization.safe_globals(_SAFE_GLOBALS):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle errors come in many types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"cannot load {path} safely (weights_only): {first}") from exc
+    if isinstance(obj, dict):
+        for key in _WEIGHT_KEYS:
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} holds no state dict (looked at the top level and {_WEIGHT_KEYS})")
+    return {_strip_prefix(k): v for k, v in obj.items()}
+
+
+def _strip_prefix(key: str) -> str:
+    for prefix in ("module.", "_orig_mod."):
+        if key.startswith(prefix):
+            key = key[len(prefix) :]
+    return key
+
+
+def resize_pos_embed(pos_embed: Tensor, num_tokens: int, cls_index: int | str) -> Tensor:
+    """Resize (1, M0+1, D) to (1, M1+1, D) bicubically over the square patch grid.
+
+    cls_index: 0 for a leading cls token, "middle" for Vim's token at M//2 (old and new M each use their own).
+    """
+    old_patches = pos_embed.shape[1] - 1
+    new_patches = num_tokens - 1
+    old_grid, new_grid = math.isqrt(old_patches), math.isqrt(new_patches)
+    if old_grid * old_grid != old_patches or new_grid * new_grid != new_patches:
+        raise CheckpointError(f"pos_embed with {old_patches} patches is not a square grid; cannot resize")
+    old_cls = old_patches // 2 if cls_index == "middle" else int(cls_index)
+    new_cls = new_patches // 2 if cls_index == "middle" else int(cls_index)
+    cls = pos_embed[:, old_cls : old_cls + 1]
+    grid = torch.cat((pos_embed[:, :old_cls], pos_embed[:, old_cls + 1 :]), dim=1)
+    dim = grid.shape[-1]
+    grid = grid.float().reshape(1, old_grid, old_grid, dim).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(new_grid, new_grid), mode="bicubic", align_corners=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, new_patches, dim).to(pos_embed.dtype)
+    return torch.cat((grid[:, :new_cls], cls, grid[:, new_cls:]), dim=1)
+
+
+def adapt_state_dict(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Check keys and shapes against `model`, resizing pos_embed; CheckpointError on any mismatch."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint does not match {type(model).__name__}: "
+            f"missing {_first(missing)}; unexpected {_first(unexpected)}"
+        )
+    out = dict(state)
+    if out["pos_embed"].shape != expected["pos_embed"].shape:
+        cls_index = "middle" if getattr(model, "family", "") == "vim" else 0
+        out["pos_embed"] = resize_pos_embed(out["pos_embed"], expected["pos_embed"].shape[1], cls_index)
+    bad = [k for k, v in expected.items() if out[k].shape != v.shape]
+    if bad:
+        k = bad[0]
+        raise CheckpointError(
+            f"checkpoint shapes differ from the model at {len(bad)} keys, first {k}: "
+            f"file {tuple(out[k].shape)} vs model {tuple(expected[k].shape)}"
+        )
+    return out
+
+
+def _first(keys: list[str], n: int = 4) -> str:
+    if not keys:
+        return "none"
+    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load `path` into `model` strictly (after pos-embed resizing); returns the model."""
+    state = adapt_state_dict(model, read_state_dict(path))
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def save_checkpoint(model: nn.Module, path: str | Path) -> Path:
+    """Save weights in the official layout (under "model") plus what vimbench needs to rebuild it."""
+    path = Path(path)
+    meta = {
+        "name": getattr(model, "vimbench_name", type(model).__name__),
+        "img_size": getattr(model, "img_size", None),
+        "num_classes": getattr(model, "num_classes", None),
+    }
+    torch.save({"model": model.state_dict(), "vimbench": meta}, path)
+    return path

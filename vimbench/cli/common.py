@@ -1,0 +1,46 @@
+"""What every command shares: the console, one-line errors with exit code 2, input parsers."""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+from rich.console import Console
+
+try:  # typer up to 0.2x depends on click; newer releases vendor it
+    import click
+except ModuleNotFoundError:  # pragma: no cover - depends on the installed typer
+    from typer import _click as click  # type: ignore[no-redef]  # noqa: F401
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_USAGE = 2
+
+
+class UsageError(ValueError):
+    """Bad input from the user: printed as one line, exit code 2, no traceback."""
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print `error: message` on one line to stderr and exit."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def parse_csv_list(value: str | None) -> list[str]:
+    """"a,b, c" -> ["a", "b", "c"]; None or "" -> []."""
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def parse_model_names(value: str) -> list[str]:
+    """Comma-separated model names resolved to registry names; UsageError lists the known ones."""
+    from vimbench.models import get_spec
+
+    names = parse_csv_list(value)
+    if not names:
+        raise UsageError("no model given")
+    try:
+        return [get_spec(n).name for n in names]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None

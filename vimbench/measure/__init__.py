@@ -1,0 +1,1 @@
+"""Measurement: environment capture, sweep plan, isolated workers, timing, memory, results store."""

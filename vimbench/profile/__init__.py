@@ -1,0 +1,1 @@
+"""Profiling and scan-aware FLOP counting."""
