@@ -1,0 +1,239 @@
+"""Ahead-of-time compilation of every Triton kernel configuration for a GPU architecture, with no GPU.
+
+`compile_all("sm_90")` builds each (kernel, dtype, launch config) the launchers can pick through
+`triton.compile(ASTSource(...), target=GPUTarget("cuda", 90, 32))`, then reads registers and spills from
+`ptxas -v` on the generated PTX (the compiled kernel only reports them once loaded on a device) and shared
+memory from the kernel metadata. The kernels' `JITFunction` form is built directly, so this works even in a
+process where TRITON_INTERPRET=1 is set. Supports triton 3.0+ (ASTSource's signature changed in 3.3).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ARCHS = {"sm_80": 80, "sm_90": 90}
+DTYPES = ("fp32", "fp16", "bf16")
+# pointers that are float32 whatever the activations' dtype (parameters, states, gradient partials)
+_FP32_POINTERS = {
+    "A_ptr", "D_ptr", "bias_ptr", "last_ptr", "Af_ptr", "Df_ptr", "biasf_ptr", "Ab_ptr", "Db_ptr",
+    "biasb_ptr", "dA_ptr", "dD_ptr", "dbias_ptr", "dB_ptr", "dC_ptr", "ckpt_ptr", "hbuf_ptr", "w_ptr",
+    "res_in_ptr", "res_out_ptr",
+}
+_FLOAT_SCALARS = {"eps"}
+_SHORT = {"HAS_Z": "z", "BLOCK_E": "E", "N_PAD": "N", "CHUNK": "T", "BLOCK_L": "L", "HAS_RESIDUAL": "res",
+          "BLOCK_D": "D"}
+
+
+@dataclass(frozen=True)
+class CompileJob:
+    kernel: str
+    dtype: str
+    constexprs: tuple[tuple[str, object], ...]
+    num_warps: int
+
+    @property
+    def config(self) -> str:
+        """Compact, e.g. "z E32 N16 w4" (flags by name when on, "-" + name when off)."""
+        parts = [(_SHORT[k] if v else f"-{_SHORT[k]}") if isinstance(v, bool) else f"{_SHORT[k]}{v}"
+                 for k, v in self.constexprs]
+        return " ".join([*parts, f"w{self.num_warps}"])
+
+
+@dataclass
+class CompileResult:
+    kernel: str
+    dtype: str
+    config: str
+    arch: str
+    ok: bool
+    registers: int | None = None
+    spill_store_bytes: int | None = None
+    spill_load_bytes: int | None = None
+    shared_bytes: int | None = None
+    seconds: float = 0.0
+    error: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def _kernels() -> dict:
+    """name -> TritonKernel, imported lazily (the kernel modules import torch)."""
+    from .triton_bidirectional import bidir_fwd_kernel
+    from .triton_ops import add_rms_norm_kernel, conv1d_silu_kernel
+    from .triton_scan_bwd import scan_bwd_kernel
+    from .triton_scan_fwd import scan_fwd_kernel
+
+    return {
+        "scan_fwd": scan_fwd_kernel,
+        "scan_bwd": scan_bwd_kernel,
+        "bidirectional_fwd": bidir_fwd_kernel,
+        "conv1d_silu": conv1d_silu_kernel,
+        "add_rms_norm": add_rms_norm_kernel,
+    }
+
+
+def kernel_names() -> list[str]:
+    return ["scan_fwd", "scan_bwd", "bidirectional_fwd", "conv1d_silu", "add_rms_norm"]
+
+
+def compile_jobs(kernels: list[str] | None = None, dtypes: list[str] | None = None,
+                 d_states: list[int] | None = None, quick: bool = False) -> list[CompileJob]:
+    """Every configuration the launchers can pick, optionally restricted to kernels/dtypes/state sizes.
+
+    `quick`: only the first configuration of each (kernel, dtype): a smoke test that every kernel builds.
+    """
+    if quick:
+        full = compile_jobs(kernels, dtypes, d_states)
+        return [job for i, job in enumerate(full)
+                if i == 0 or (job.kernel, job.dtype) != (full[i - 1].kernel, full[i - 1].dtype)]
+    from . import triton_ops, triton_scan_bwd
+    from .triton_scan_fwd import all_configs, n_pad_for
+
+    wanted_pads = {n_pad_for(n) for n in d_states} if d_states else None
+    jobs: list[CompileJob] = []
+    for name in kernels or kernel_names():
+        for dtype in dtypes or DTYPES:
+            if name in ("scan_fwd", "scan_bwd", "bidirectional_fwd"):
+                for cfg in all_configs():
+                    if wanted_pads is not None and cfg.n_pad not in wanted_pads:
+                        continue
+                    for has_z in (True, False):
+                        consts = [("HAS_Z", has_z), ("BLOCK_E", cfg.block_e), ("N_PAD", cfg.n_pad)]
+                        if name == "scan_bwd":
+                            consts.append(("CHUNK", triton_scan_bwd.CHUNK))
+                        jobs.append(CompileJob(name, dtype, tuple(consts), cfg.num_warps))
+            elif name == "conv1d_silu":
+                consts = (("BLOCK_E", triton_ops.CONV_BLOCK_E), ("BLOCK_L", triton_ops.CONV_BLOCK_L))
+                jobs.append(CompileJob(name, dtype, consts, triton_ops.CONV_NUM_WARPS))
+            elif name == "add_rms_norm":
+                for block, warps in triton_ops.norm_configs():
+                    for has_res in (True, False):
+                        consts = (("HAS_RESIDUAL", has_res), ("BLOCK_D", block))
+                        jobs.append(CompileJob(name, dtype, consts, warps))
+            else:
+                raise ValueError(f"unknown kernel {name!r}; known: {', '.join(kernel_names())}")
+    return jobs
+
+
+def _signature(fn, dtype: str, constexprs: dict) -> dict[str, str]:
+    sig = {}
+    for name in fn.arg_names:
+        if name in constexprs:
+            sig[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            sig[name] = "*fp32" if name in _FP32_POINTERS else f"*{dtype}"
+        else:
+            sig[name] = "fp32" if name in _FLOAT_SCALARS else "i32"
+    return sig
+
+
+def make_source(fn, signature: dict[str, str], constexprs: dict):
+    """ASTSource across triton versions: 3.3+ takes `constexprs` and 'constexpr' signature entries."""
+    from triton.compiler import ASTSource
+
+    params = inspect.signature(ASTSource.__init__).parameters
+    if "constexprs" in params:
+        return ASTSource(fn, signature, constexprs=constexprs)
+    runtime = {k: v for k, v in signature.items() if v != "constexpr"}
+    try:  # triton 3.2: names
+        return ASTSource(fn, signature=runtime, constants=constexprs)
+    except Exception:  # triton 3.0/3.1: argument indices
+        index = fn.arg_names.index
+        return ASTSource(fn, signature={index(k): v for k, v in runtime.items()},
+                         constants={index(k): v for k, v in constexprs.items()})
+
+
+def _ptxas_candidates(cc: int) -> Iterator[str]:
+    try:
+        from triton.backends.nvidia import compiler as nv
+    except ImportError:
+        nv = None
+    getter = getattr(nv, "get_ptxas", None)
+    for args in ((cc,), ()):
+        try:
+            found = getter(*args)  # type: ignore[misc]
+            yield getattr(found, "path", None) or found[0]
+        except Exception:
+            pass
+    if nv is not None:
+        bin_dir = Path(nv.__file__).parent / "bin"
+        for name in ("ptxas", "ptxas-blackwell"):
+            if (bin_dir / name).exists():
+                yield str(bin_dir / name)
+    if shutil.which("ptxas"):
+        yield shutil.which("ptxas")  # type: ignore[misc]
+
+
+def ptxas_usage(ptx: str, cc: int) -> dict[str, int]:
+    """Registers and spill bytes of the kernel in `ptx`, from `ptxas -v` (the first ptxas that accepts it)."""
+    match = re.search(r"\.target\s+(sm_\w+)", ptx)
+    gpu_name = match.group(1) if match else f"sm_{cc}"
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "k.ptx"
+        src.write_text(ptx)
+        for ptxas in dict.fromkeys(_ptxas_candidates(cc)):
+            cmd = [ptxas, "-v", f"--gpu-name={gpu_name}", str(src), "-o", str(Path(tmp) / "k.o")]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            if proc.returncode:
+                continue
+            log = proc.stderr + proc.stdout
+            regs = re.search(r"Used (\d+) registers", log)
+            stores = re.search(r"(\d+) bytes spill stores", log)
+            loads = re.search(r"(\d+) bytes spill loads", log)
+            return {"registers": int(regs.group(1)) if regs else -1,
+                    "spill_store_bytes": int(stores.group(1)) if stores else 0,
+                    "spill_load_bytes": int(loads.group(1)) if loads else 0}
+    raise RuntimeError("no ptxas accepted the generated PTX")
+
+
+def compile_one(job: CompileJob, arch: str) -> CompileResult:
+    """Compile one configuration; a failure is returned (with the error's last line), never raised."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    result = CompileResult(job.kernel, job.dtype, job.config, arch, ok=False)
+    start = time.perf_counter()
+    try:
+        fn = _kernels()[job.kernel].compiled
+        constexprs = dict(job.constexprs)
+        source = make_source(fn, _signature(fn, job.dtype, constexprs), constexprs)
+        compiled = triton.compile(source, target=GPUTarget("cuda", ARCHS[arch], 32),
+                                  options={"num_warps": job.num_warps})
+        result.shared_bytes = int(getattr(compiled.metadata, "shared", 0))
+        usage = ptxas_usage(compiled.asm["ptx"], ARCHS[arch])
+        result.registers = usage["registers"]
+        result.spill_store_bytes = usage["spill_store_bytes"]
+        result.spill_load_bytes = usage["spill_load_bytes"]
+        result.ok = True
+    except Exception as exc:  # report, keep going: one broken config must not hide the others
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        result.error = f"{type(exc).__name__}: {lines[-1] if lines else ''}"
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _compile_one_dict(job: CompileJob, arch: str) -> dict:
+    return asdict(compile_one(job, arch))
+
+
+def compile_all(arch: str, jobs: list[CompileJob], workers: int = 1) -> Iterator[CompileResult]:
+    """Results in job order; `workers` > 1 compiles in that many fresh processes."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; known: {', '.join(ARCHS)}")
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield compile_one(job, arch)
+        return
+    import multiprocessing
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for row in pool.map(_compile_one_dict, jobs, [arch] * len(jobs)):
+            yield CompileResult(**row)

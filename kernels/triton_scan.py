@@ -1,0 +1,152 @@
+"""The "triton" scan backend: launchers for the forward/backward kernels, registered on import.
+
+Runs on CUDA (compiled) and, with TRITON_INTERPRET=1, on CPU tensors in Triton's interpreter (how the tests
+check it without a GPU). Inputs in fp32/fp16/bf16 with any strides (no copies of u/delta/z/B/C), fp32
+state, B/C shared (B, N, L), grouped (B, G, N, L) or constant (E, N), reverse, any L. Importing this module
+also registers the fused bidirectional scan and the Triton conv1d/RMSNorm ops.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from torch import Tensor
+
+from . import triton_scan_bwd
+from .registry import ScanBackend, register_backend
+from .triton_scan_fwd import SCAN_DTYPES, pick_config, scan_fwd_kernel, triton_available
+
+
+def _check_dtypes(u: Tensor) -> None:
+    if u.dtype not in SCAN_DTYPES:
+        raise ValueError(f"triton scan takes float32/float16/bfloat16 inputs, got {u.dtype}")
+
+
+def _state_input(X: Tensor, batch: int, dim: int, length: int) -> Tensor:
+    """B or C as a (batch, groups, N, L) view: shared, grouped, or constant (E, N) as E groups of one."""
+    if X.dim() == 2:
+        return X.unsqueeze(0).unsqueeze(-1).expand(batch, dim, X.shape[1], length)
+    if X.dim() == 3:
+        return X.unsqueeze(1)
+    if dim % X.shape[1]:
+        raise ValueError(f"{dim} channels cannot be split into {X.shape[1]} groups of B/C")
+    return X
+
+
+def _vector_or_zeros(x: Tensor | None, like: Tensor, dim: int) -> Tensor:
+    return torch.zeros(dim, device=like.device, dtype=torch.float32) if x is None else x.contiguous()
+
+
+class _Prepared:
+    """Shapes, views and the launch config shared by the forward and backward launchers."""
+
+    def __init__(self, u, delta, A, B, C, D, delta_bias):
+        _check_dtypes(u)
+        self.batch, self.dim, self.length = u.shape
+        self.d_state = A.shape[1]
+        self.B4 = _state_input(B, self.batch, self.dim, self.length)
+        self.C4 = _state_input(C, self.batch, self.dim, self.length)
+        if self.B4.shape[1] != self.C4.shape[1]:
+            raise ValueError("B and C must have the same number of groups")
+        self.groups = self.B4.shape[1]
+        self.ch_per_group = self.dim // self.groups
+        self.cfg = pick_config(self.d_state, self.ch_per_group if self.groups > 1 else 0)
+        self.n_eblk = triton.cdiv(self.dim, self.cfg.block_e)
+        self.A = A.contiguous()
+        self.D = _vector_or_zeros(D, u, self.dim)
+        self.bias = _vector_or_zeros(delta_bias, u, self.dim)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return (self.n_eblk, self.batch)
+
+    def bc_strides(self) -> tuple[int, ...]:
+        return (*self.B4.stride(), *self.C4.stride())
+
+
+def triton_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+    """(out, last_state): out in u's dtype, last_state (B, E, N) float32."""
+    p = _Prepared(u, delta, A, B, C, D, delta_bias)
+    out = torch.empty(u.shape, device=u.device, dtype=u.dtype)
+    last = torch.zeros(p.batch, p.dim, p.d_state, device=u.device, dtype=torch.float32)
+    if p.length == 0 or p.batch == 0 or p.dim == 0:
+        return out, last
+    zz = z if z is not None else u
+    scan_fwd_kernel.on(u.device)[p.grid](
+        u, delta, p.A, p.B4, p.C4, p.D, zz, p.bias, out, last,
+        p.dim, p.length, p.d_state, max(p.ch_per_group, 1), int(delta_softplus), int(reverse),
+        *u.stride(), *delta.stride(), *p.bc_strides(), *zz.stride(), *out.stride(),
+        HAS_Z=z is not None, BLOCK_E=p.cfg.block_e, N_PAD=p.cfg.n_pad, num_warps=p.cfg.num_warps,
+    )
+    return out, last
+
+
+def _reduce_state_grad(part: Tensor, p: _Prepared, X: Tensor) -> Tensor:
+    """Sum the per-channel-block dB/dC partials (batch, n_eblk, N, L) into X's shape, deterministically."""
+    if p.groups == 1:
+        full = part.sum(1, keepdim=True)
+    else:
+        full = part.view(p.batch, p.groups, -1, p.d_state, p.length).sum(2)
+    if X.dim() == 2:
+        return full.sum((0, 3)).to(X.dtype)
+    if X.dim() == 3:
+        return full.squeeze(1).to(X.dtype)
+    return full.to(X.dtype)
+
+
+def triton_scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+    """(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias), None where the input was None."""
+    p = _Prepared(u, delta, A, B, C, D, delta_bias)
+    dev, f32 = u.device, torch.float32
+    bsz, dim, length, n = p.batch, p.dim, p.length, p.d_state
+    du = torch.zeros(u.shape, device=dev, dtype=u.dtype)
+    ddelta = torch.zeros(delta.shape, device=dev, dtype=delta.dtype)
+    dz = torch.zeros(z.shape, device=dev, dtype=z.dtype) if z is not None else None
+    dA_part = torch.zeros(bsz, dim, n, device=dev, dtype=f32)
+    dD_part = torch.zeros(bsz, dim, device=dev, dtype=f32)
+    dbias_part = torch.zeros(bsz, dim, device=dev, dtype=f32)
+    dB_part = torch.zeros(bsz, p.n_eblk, n, length, device=dev, dtype=f32)
+    dC_part = torch.zeros(bsz, p.n_eblk, n, length, device=dev, dtype=f32)
+    if length and bsz and dim:
+        chunk = triton_scan_bwd.CHUNK
+        n_chunks = triton.cdiv(length, chunk)
+        tile = p.cfg.block_e * p.cfg.n_pad
+        programs = bsz * p.n_eblk
+        ckpt = torch.empty(programs * n_chunks * tile, device=dev, dtype=f32)
+        hbuf = torch.empty(programs * chunk * tile, device=dev, dtype=f32)
+        zz = z if z is not None else u
+        triton_scan_bwd.scan_bwd_kernel.on(dev)[p.grid](
+            u, delta, p.A, p.B4, p.C4, p.D, zz, p.bias, dout,
+            du, ddelta, dz if dz is not None else du, dA_part, dD_part, dbias_part, dB_part, dC_part,
+            ckpt, hbuf,
+            dim, length, n, max(p.ch_per_group, 1), int(delta_softplus), int(reverse), n_chunks,
+            *u.stride(), *delta.stride(), *p.bc_strides(), *zz.stride(), *dout.stride(),
+            HAS_Z=z is not None, BLOCK_E=p.cfg.block_e, N_PAD=p.cfg.n_pad, CHUNK=chunk,
+            num_warps=p.cfg.num_warps,
+        )
+    dA = dA_part.sum(0).to(A.dtype)
+    dB = _reduce_state_grad(dB_part, p, B)
+    dC = _reduce_state_grad(dC_part, p, C)
+    dD = dD_part.sum(0).to(D.dtype) if D is not None else None
+    dbias = dbias_part.sum(0).to(delta_bias.dtype) if delta_bias is not None else None
+    return du, ddelta, dA, dB, dC, dD, dz, dbias
+
+
+def _available(device: torch.device) -> bool:
+    return triton_available(torch.device(device))
+
+
+BACKEND = register_backend(
+    ScanBackend(
+        name="triton",
+        description="Triton kernels: channel block x all states in registers, sequential over L; "
+        "chunked-recompute backward without atomics",
+        forward=triton_scan_forward,
+        backward=triton_scan_backward,
+        is_available=_available,
+        priority=20,
+    )
+)
+
+from . import triton_bidirectional as _bidirectional  # noqa: E402, F401  (registers the fused scan)
+from . import triton_ops as _ops  # noqa: E402, F401  (registers conv1d + SiLU and add + RMSNorm)

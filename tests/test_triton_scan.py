@@ -1,0 +1,255 @@
+"""The Triton scan kernels (forward, chunked backward, fused bidirectional) against the float64 reference.
+
+On CPU they run in Triton's interpreter. Triton decides at import time whether its own library functions
+(tl.sum, tl.sigmoid) are interpretable, so TRITON_INTERPRET=1 must be set before triton is imported: the
+checks run in ONE subprocess started with it (nothing leaks into other test files), each reported as its own
+test. The backward's chunk is shrunk to 8 so L=33 crosses chunk boundaries. Shapes are tiny: the
+interpreter is slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import requires_cuda
+from torch.utils.flop_counter import FlopCounterMode
+from vimbench.kernels import (
+    ScanDirection,
+    available_backends,
+    bidirectional_selective_scan,
+    fused_bidirectional_backends,
+    selective_scan,
+    selective_scan_ref,
+    triton_scan_bwd,
+)
+
+from vimbench.profile.flops import scan_flops
+
+GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def run_interpreter_checks(module: str, names: list[str]) -> dict[str, str | None]:
+    """Run `module._run_checks(names)` in a fresh interpreter-mode Python: {name: None or the failure}."""
+    code = (f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r}); import {module} as m; "
+            f"print('@@' + json.dumps(m._run_checks({names!r})))")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
+    marked = [line for line in proc.stdout.splitlines() if line.startswith("@@")]
+    if not marked:
+        raise RuntimeError(f"interpreter checks crashed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(marked[-1][2:])
+
+
+def run_checks_here(checks: dict, names: list[str]) -> dict[str, str | None]:
+    """Inside the subprocess: each check's traceback, or None if it passed."""
+    results = {}
+    for name in names:
+        try:
+            checks[name]()
+            results[name] = None
+        except Exception:
+            results[name] = traceback.format_exc()
+    return results
+
+
+CHECKS: dict = {}
+
+
+def check(name: str):
+    def add(fn):
+        CHECKS[name] = fn
+        return fn
+    return add
+
+
+def _run_checks(names: list[str]) -> dict[str, str | None]:
+    triton_scan_bwd.CHUNK = 8
+    return run_checks_here(CHECKS, names)
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """max|x - ref| / max|ref| (NaN anywhere -> inf, so it never passes)."""
+    x, ref = x.double(), ref.double()
+    if not torch.isfinite(x).all():
+        return float("inf")
+    return ((x - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+
+
+def make_inputs(batch, dim, length, d_state, groups, extras, seed=0, big_decay=False):
+    """float64 scan inputs; B/C shared (groups=0 -> (B, N, L)) or grouped; extras: z, D, delta_bias."""
+    g = torch.Generator().manual_seed(seed)
+    f64 = torch.float64
+
+    def rnd(*shape, scale=1.0):
+        return torch.randn(*shape, generator=g, dtype=f64) * scale
+
+    bc_shape = (batch, d_state, length) if groups == 0 else (batch, groups, d_state, length)
+    A = -(torch.rand(dim, d_state, generator=g, dtype=f64) * (8.0 if big_decay else 1.0) + 0.5)
+    return {
+        "u": rnd(batch, dim, length), "delta": rnd(batch, dim, length, scale=3.0 if big_decay else 0.5),
+        "A": A, "B": rnd(*bc_shape), "C": rnd(*bc_shape),
+        "D": rnd(dim) if extras else None, "z": rnd(batch, dim, length) if extras else None,
+        "delta_bias": rnd(dim, scale=0.2) if extras else None,
+    }
+
+
+def run_with_grads(fn, inputs, dout, dtype=None):
+    def leaf(k, v):
+        cast = dtype is not None and k not in ("A", "D", "delta_bias")
+        return (v.to(dtype) if cast else v).clone().requires_grad_(True)
+
+    leaves = {k: leaf(k, v) if v is not None else None for k, v in inputs.items()}
+    out, last = fn(leaves)
+    (out.double() * dout).sum().backward()
+    return out, last, {k: v.grad for k, v in leaves.items() if v is not None}
+
+
+CASES = [  # (length, d_state, groups, reverse, extras, softplus, dim)
+    (1, 4, 0, False, True, True, 5),
+    (7, 1, 0, True, True, True, 5),
+    (7, 4, 0, False, False, False, 5),
+    (7, 4, 2, True, True, True, 6),  # 3 channels per group: the one-channel-per-program fallback
+    (33, 4, 0, False, True, True, 5),  # crosses four backward chunks of 8
+    (33, 4, 0, True, True, False, 5),
+    (33, 4, 2, False, True, True, 64),  # 32 channels per group: the table's block of 32
+]
+
+
+def check_against_reference(length, d_state, groups, reverse, extras, softplus, dim):
+    inputs = make_inputs(2, dim, length, d_state, groups, extras, big_decay=length == 33 and softplus)
+    dout = torch.randn(2, dim, length, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+    def scan(backend):
+        def call(t):
+            return selective_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"],
+                                  softplus, True, reverse=reverse, backend=backend)
+        return call
+
+    def ref(t):
+        return selective_scan_ref(t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"],
+                                  softplus, True, reverse=reverse)
+
+    out_ref, last_ref, grads_ref = run_with_grads(ref, inputs, dout)
+    f32 = {k: v.float() if v is not None else None for k, v in inputs.items()}
+    out, last, grads = run_with_grads(scan("triton"), f32, dout)
+    assert out.dtype == torch.float32 and last.dtype == torch.float32
+    assert rel_err(out, out_ref) < 1e-5
+    assert rel_err(last, last_ref) < 1e-5
+    assert set(grads) == set(grads_ref)
+    for name in grads:
+        assert grads[name].shape == inputs[name].shape, name
+        tol = 1e-3 if name != "A" or length > 1 else 1e-6
+        assert rel_err(grads[name], grads_ref[name]) < tol, name
+
+
+@check("noncontiguous_and_constant_BC")
+def check_noncontiguous_inputs_and_constant_BC():
+    """Vim's u and delta are transposed views: no copies, same numbers; constant (E, N) B/C also work."""
+    base = make_inputs(2, 6, 9, 4, 0, True)
+    u_t = base["u"].transpose(1, 2).contiguous().transpose(1, 2).float()  # strides (L*E, 1, E)
+    assert not u_t.is_contiguous()
+    f32 = {k: v.float() if v is not None else None for k, v in base.items()}
+    delta_view = torch.cat([f32["delta"], f32["delta"]], dim=1)[:, 6:]  # batch stride 2*E*L, like xz.chunk
+    assert not delta_view.is_contiguous()
+    out = selective_scan(u_t, delta_view, f32["A"], f32["B"], f32["C"], f32["D"], f32["z"],
+                         f32["delta_bias"], True, backend="triton")
+    ref = selective_scan_ref(base["u"], base["delta"], base["A"], base["B"], base["C"], base["D"], base["z"],
+                             base["delta_bias"], True)
+    assert rel_err(out, ref) < 1e-5
+    B_const, C_const = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    out_c = selective_scan(f32["u"], f32["delta"], f32["A"], B_const.float(), C_const.float(),
+                           backend="triton")
+    ref_c = selective_scan_ref(base["u"], base["delta"], base["A"], B_const, C_const)
+    assert rel_err(out_c, ref_c) < 1e-5
+
+
+def check_half_precision(dtype, tol):
+    inputs = make_inputs(2, 5, 12, 4, 0, True)
+    ref = selective_scan_ref(*inputs.values(), True, reverse=True)
+    low = {k: (v.to(dtype) if k in ("u", "delta", "B", "C", "z") else v.float()) if v is not None else None
+           for k, v in inputs.items()}
+    out, last = selective_scan(*low.values(), True, True, reverse=True, backend="triton")
+    assert out.dtype == dtype and last.dtype == torch.float32
+    assert rel_err(out, ref) < tol
+
+
+def test_availability_follows_the_interpreter_flag(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert "triton" not in available_backends("cpu")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert "triton" in available_backends("cpu")
+    assert "triton" in fused_bidirectional_backends("cpu")
+
+
+def _directions(dim=5, length=7, d_state=4, seed=0):
+    pair = [make_inputs(2, dim, length, d_state, 0, True, seed=seed + i) for i in range(2)]
+    z = pair[0]["z"]
+    dirs = [ScanDirection(**{k: v.float().requires_grad_(True) for k, v in p.items() if k != "z"})
+            for p in pair]
+    return dirs, z.float().requires_grad_(True)
+
+
+def check_fused_bidirectional(length):
+    (fwd, bwd), z = _directions(length=length)
+    fused = bidirectional_selective_scan(fwd, bwd, z, backend="triton")
+    g = torch.randn_like(fused)
+    fused_grads = torch.autograd.grad(fused, [*vars(fwd).values(), *vars(bwd).values(), z], g)
+    separate = bidirectional_selective_scan(fwd, bwd, z, backend="reference", fused=False)
+    sep_grads = torch.autograd.grad(separate, [*vars(fwd).values(), *vars(bwd).values(), z], g)
+    assert rel_err(fused, separate) < 1e-5
+    for a, b in zip(fused_grads, sep_grads, strict=True):
+        assert rel_err(a, b) < 1e-4
+
+
+@check("bidirectional_flops")
+def check_fused_bidirectional_counts_two_scan_directions():
+    (fwd, bwd), z = _directions()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        bidirectional_selective_scan(fwd, bwd, z, backend="triton")
+    counts = counter.get_flop_counts()["Global"]
+    assert counts[torch.ops.vimbench.bidirectional_selective_scan] == 2 * scan_flops(2, 7, 5, 4)
+
+
+for _case in CASES:
+    check("reference-L{}-N{}-G{}-rev{}-extras{}-softplus{}-E{}".format(*_case))(
+        lambda c=_case: check_against_reference(*c))
+for _dtype, _tol in ((torch.float16, 3e-3), (torch.bfloat16, 3e-2)):
+    check(f"half-{_dtype}")(lambda d=_dtype, t=_tol: check_half_precision(d, t))
+for _length in (1, 6, 7):
+    check(f"bidirectional-L{_length}")(lambda n=_length: check_fused_bidirectional(n))
+
+
+@pytest.fixture(scope="module")
+def interpreter_results() -> dict[str, str | None]:
+    return run_interpreter_checks(Path(__file__).stem, list(CHECKS))
+
+
+@pytest.mark.parametrize("name", list(CHECKS))
+def test_in_triton_interpreter(interpreter_results, name):
+    """Each check above, run on CPU tensors in Triton's interpreter (see the module docstring)."""
+    if interpreter_results[name] is not None:
+        pytest.fail(interpreter_results[name], pytrace=False)
+
+
+@requires_cuda
+@pytest.mark.parametrize("length", [197, 2049])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)])
+def test_cuda_matches_reference(length, dtype, tol):
+    """The real check: compiled kernels on a GPU at a Vim-like width, gradients included."""
+    host = make_inputs(2, 96, length, 16, 0, True)
+    inputs = {k: v.cuda() if v is not None else None for k, v in host.items()}
+    dout = torch.randn(2, 96, length, dtype=torch.float64, device="cuda")
+    ref_out, ref_last, ref_grads = run_with_grads(
+        lambda t: selective_scan_ref(*t.values(), True, True), inputs, dout)
+    out, last, grads = run_with_grads(
+        lambda t: selective_scan(*t.values(), True, True, backend="triton"), inputs, dout, dtype=dtype)
+    assert rel_err(out, ref_out) < tol and rel_err(last, ref_last) < tol
+    for name, grad in grads.items():
+        assert rel_err(grad, ref_grads[name]) < (1e-3 if dtype == torch.float32 else 5e-2), name
