@@ -7,10 +7,13 @@ from typing import NoReturn
 
 from rich.console import Console
 
-try:  # typer up to 0.2x depends on click; newer releases vendor it
-    import click
-except ModuleNotFoundError:  # pragma: no cover - depends on the installed typer
-    from typer import _click as click  # type: ignore[no-redef]  # noqa: F401
+try:  # newer typer vendors click and raises its own copy's exceptions, even when a real click is installed
+    from typer import _click as click
+except ImportError:  # pragma: no cover - older typer depends on the real click
+    import click  # type: ignore[no-redef]
+
+__all__ = ["EXIT_USAGE", "UsageError", "click", "console", "err_console", "fail", "parse_csv_list",
+           "parse_model_names"]
 
 console = Console()
 err_console = Console(stderr=True)

@@ -81,18 +81,34 @@ def torch_cuda_devices() -> list[dict[str, Any]]:
     devices = []
     for i in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(i)
-        uuid = getattr(props, "uuid", None)
         devices.append(
             {
                 "torch_index": i,
                 "name": props.name,
-                "uuid": f"GPU-{uuid}" if uuid is not None and not str(uuid).startswith("GPU-") else uuid,
+                "uuid": _torch_uuid(props),
                 "capability": f"{props.major}.{props.minor}",
                 "memory_total_mib": round(props.total_memory / 2**20),
                 "multiprocessors": props.multi_processor_count,
             }
         )
     return devices
+
+
+def _torch_uuid(props: Any) -> str | None:
+    """torch's device UUID in NVML's spelling ("GPU-..."; MIG slices keep their "MIG-" prefix)."""
+    uuid = getattr(props, "uuid", None)
+    if uuid is None:
+        return None
+    text = str(uuid)
+    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
+
+
+def describe_device(device: str) -> dict[str, Any]:
+    """Name and UUID of a resolved device ("cpu" or "cuda:N") as every results row records them."""
+    if device == "cpu":
+        return {"device": "cpu", "name": _cpu_model(), "uuid": ""}
+    props = torch.cuda.get_device_properties(torch.device(device))
+    return {"device": device, "name": props.name, "uuid": _torch_uuid(props) or ""}
 
 
 def precision_flags() -> dict[str, Any]:
