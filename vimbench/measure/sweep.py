@@ -178,7 +178,8 @@ def _run_meta(config: SweepConfig, points: list[Point]) -> dict[str, Any]:
     first = points[0] if points else None
     return {
         "vimbench_version": __version__,
-        "command": sys.argv,
+        "command": " ".join(sys.argv),
+        "argv": sys.argv,
         "started": now_utc(),
         "config": config_to_json(config),
         "measurement": {

@@ -43,3 +43,29 @@ def paper_points(model: str) -> list[dict]:
 def paper_point(model: str, img_size: int) -> dict | None:
     """The paper's point for `model` at a measured resolution (736 matches the paper's 738), or None."""
     return next((p for p in paper_points(model) if p["img_size"] == img_size), None)
+
+
+def paper_speedup(img_size: int) -> float | None:
+    """Vim-Ti FPS over DeiT-Ti FPS as plotted in Fig. 1 at a measured resolution (2.82 at 1248)."""
+    vim, deit = paper_point("vim-t", img_size), paper_point("deit-t", img_size)
+    if vim is None or deit is None:
+        return None
+    return 10 ** (_LOG10_FPS["vim-t"][_index(img_size)] - _LOG10_FPS["deit-t"][_index(img_size)])
+
+
+def paper_memory_saving_pct(img_size: int) -> float | None:
+    """100 * (1 - Vim-Ti GB / DeiT-Ti GB) from Fig. 1; None where DeiT-Ti is OOM (1248)."""
+    vim, deit = paper_point("vim-t", img_size), paper_point("deit-t", img_size)
+    if vim is None or deit is None or deit["memory_gb"] is None:
+        return None
+    return 100.0 * (1.0 - vim["memory_gb"] / deit["memory_gb"])
+
+
+def implied_deit_memory_gb() -> float:
+    """The DeiT-Ti memory at 1248 that the 86.8% headline implies (Fig. 1 itself shows OOM there): ~84 GB."""
+    vim_1248 = _MEMORY_GB["vim-t"][-1]
+    return vim_1248 / (1.0 - HEADLINE_MEMORY_SAVING_PCT / 100.0)
+
+
+def _index(img_size: int) -> int:
+    return MEASURED_RESOLUTIONS.index(img_size)
