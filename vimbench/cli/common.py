@@ -6,6 +6,7 @@ import sys
 from typing import NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 
 try:  # newer typer vendors click and raises its own copy's exceptions, even when a real click is installed
     from typer import _click as click
@@ -26,8 +27,8 @@ class UsageError(ValueError):
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    """Print `error: message` on one line to stderr and exit."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print `error: message` on one line to stderr and exit (the message is literal text, not markup)."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

@@ -1,0 +1,221 @@
+"""Reading the runs a gate compares: results.csv (+ run.json when present) and the machine fingerprint.
+
+Every problem with an input is a GateInputError (a ValueError with a one-line message): the gate exits 2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vimbench.measure.executors import require_one_device
+from vimbench.measure.schema import POINT_KEY, point_key
+from vimbench.measure.store import RESULTS_FILE, RUN_FILE, ResultsStore, read_results
+
+# The identity of a point across two runs: the schema key without the device name (a different GPU is
+# caught by the fingerprint check instead), plus cpu-vs-cuda so one run's CPU and GPU rows never merge.
+GATE_KEY: tuple[str, ...] = (*(k for k in POINT_KEY if k != "device_name"), "device_kind")
+_REQUIRED_COLUMNS = (*POINT_KEY, "device", "status", "throughput")
+
+# Compared between baseline and current; a difference refuses the gate unless --force.
+FINGERPRINT_FIELDS: tuple[str, ...] = (
+    "gpu", "nvidia_driver", "cuda_runtime", "torch", "triton", "cpu", "cpu_threads",
+)
+
+
+class GateInputError(ValueError):
+    """An input the gate cannot use (missing, corrupt, nothing to compare, different machine)."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measured point of a run, as the gate sees it."""
+
+    key: tuple[str, ...]  # values of GATE_KEY
+    status: str
+    throughput: float  # img/s median over repeats; nan when not ok
+    samples: tuple[float, ...]  # per-repeat img/s; may be empty
+    device_name: str
+    error: str = ""
+    threads: str = ""  # torch threads of the worker (CSV "threads"), when recorded
+
+    def field(self, name: str) -> str:
+        return self.key[GATE_KEY.index(name)]
+
+
+@dataclass
+class Run:
+    source: Path  # what the user passed
+    results_path: Path
+    points: dict[tuple[str, ...], Point]
+    environment: dict[str, Any] | None  # run.json "environment"; None for a bare results.csv
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return str(self.source)
+
+
+def _read_table(csv_path: Path) -> pd.DataFrame:
+    try:
+        return read_results(csv_path)
+    except ValueError as exc:
+        raise GateInputError(str(exc)) from None
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _parse_float(value: Any, where: str, what: str) -> float:
+    text = _cell(value)
+    try:
+        number = float(text)
+    except ValueError:
+        raise GateInputError(f"{where}: {what} {text!r} is not a number") from None
+    if not math.isfinite(number) or number < 0:
+        raise GateInputError(f"{where}: {what} {text!r} is not a finite non-negative number")
+    return number
+
+
+def _parse_samples(value: Any, where: str) -> tuple[float, ...]:
+    if isinstance(value, list | tuple):
+        return tuple(_parse_float(v, where, "throughput sample") for v in value)
+    return tuple(_parse_float(v, where, "throughput sample") for v in _cell(value).split())
+
+
+def _device_kind(device: str) -> str:
+    return device.split(":", 1)[0] if device else "cpu"
+
+
+def _points_from_table(table: pd.DataFrame, csv_path: Path, notes: list[str]) -> dict[tuple[str, ...], Point]:
+    missing = [c for c in _REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise GateInputError(f"{csv_path}: not a vimbench results.csv (missing columns: "
+                             f"{', '.join(missing)})")
+    if table.empty:
+        raise GateInputError(f"{csv_path}: no points in it")
+    for kind, rows in table.groupby(table["device"].map(lambda d: _device_kind(_cell(d)))):
+        try:  # the gate key leaves device_name out, so two GPU models in one run would collide
+            require_one_device(rows, f"{csv_path} ({kind} rows)")
+        except ValueError as exc:
+            raise GateInputError(str(exc)) from None
+    points: dict[tuple[str, ...], Point] = {}
+    duplicates = 0
+    for line, row in enumerate(table.to_dict("records"), start=2):  # line 1 is the header
+        where = f"{csv_path} line {line}"
+        schema_key = dict(zip(POINT_KEY, point_key(row), strict=True))
+        schema_key["device_kind"] = _device_kind(_cell(row.get("device")))
+        key = tuple(schema_key[k] for k in GATE_KEY)
+        status = _cell(row.get("status"))
+        ok = status == "ok"
+        throughput = _parse_float(row.get("throughput"), where, "throughput") if ok else math.nan
+        samples = _parse_samples(row.get("throughput_samples"), where) if ok else ()
+        if ok and throughput <= 0:
+            raise GateInputError(f"{where}: status ok with throughput {throughput}")
+        point = Point(key, status, throughput, samples, schema_key["device_name"], _cell(row.get("error")),
+                      _cell(row.get("threads")))
+        previous = points.get(key)
+        if previous is not None:
+            duplicates += 1
+            if previous.status == "ok" and not ok:  # a later failed retry never hides a measurement
+                continue
+        points[key] = point
+    if duplicates:
+        notes.append(f"{csv_path}: {duplicates} repeated point(s); the last ok row of each is used")
+    return points
+
+
+def load_run(path: str | Path, role: str) -> Run:
+    """A run dir (results.csv + run.json) or a bare results.csv (run.json beside it is used if present)."""
+    source = Path(path)
+    if source.is_dir():
+        csv_path, json_path = source / RESULTS_FILE, source / RUN_FILE
+        if not csv_path.is_file():
+            raise GateInputError(f"{role} {source}: no {RESULTS_FILE} in this directory")
+    elif source.is_file():
+        csv_path, json_path = source, source.with_name(RUN_FILE)
+    else:
+        raise GateInputError(f"{role} {source}: no such file or directory")
+    notes: list[str] = []
+    points = _points_from_table(_read_table(csv_path), csv_path, notes)
+    try:
+        meta = ResultsStore(json_path.parent).read_run_json()
+    except ValueError as exc:
+        raise GateInputError(f"{role}: {exc}") from None
+    if not isinstance(meta, dict):
+        raise GateInputError(f"{json_path}: expected a JSON object")
+    environment = meta.get("environment")
+    if environment is not None and not isinstance(environment, dict):
+        raise GateInputError(f"{json_path}: \"environment\" is not an object")
+    if environment is None:
+        notes.append(
+            f"{role}: no run.json environment next to {csv_path.name}; the fingerprint uses only the CSV's "
+            "device_name (driver, CUDA, torch, triton not checked)"
+        )
+    return Run(source, csv_path, points, environment, notes)
+
+
+def fingerprint(run: Run) -> dict[str, str | None]:
+    """What a throughput number depends on besides the code. Absent key = unknown; None = not applicable."""
+    kinds = {p.field("device_kind") for p in run.points.values()}
+    names = {kind: sorted({p.device_name for p in run.points.values() if p.field("device_kind") == kind})
+             for kind in kinds}
+    uses_gpu = any(kind != "cpu" for kind in kinds)
+    uses_cpu = "cpu" in kinds
+    result: dict[str, str | None] = {
+        "gpu": ", ".join(n for kind in sorted(kinds - {"cpu"}) for n in names[kind]) if uses_gpu else None,
+        "cpu": ", ".join(names["cpu"]) if uses_cpu else None,
+    }
+    env = run.environment
+    if env is not None:
+        def text(value: Any) -> str | None:
+            return None if value is None else str(value)
+
+        result["torch"] = text(env.get("torch"))
+        result["triton"] = text(env.get("triton"))
+        result["nvidia_driver"] = text(env.get("nvidia_driver")) if uses_gpu else None
+        result["cuda_runtime"] = text(env.get("cuda_runtime")) if uses_gpu else None
+        result["cpu_threads"] = text(env.get("torch_threads")) if uses_cpu else None
+    cpu_threads = sorted({p.threads for p in run.points.values() if p.field("device_kind") == "cpu"} - {""})
+    if cpu_threads:  # what the workers really used beats the parent process's setting
+        result["cpu_threads"] = ", ".join(cpu_threads)
+    return {k: result[k] for k in FINGERPRINT_FIELDS if k in result}
+
+
+@dataclass
+class FingerprintCheck:
+    differences: list[str]  # "torch: 2.11.0 (baseline) vs 2.12.0 (current)"
+    unchecked: list[str]  # fields unknown on one side
+    warnings: list[str]  # differences that do not refuse the gate (precision flags)
+
+
+def compare_fingerprints(baseline: Run, current: Run) -> FingerprintCheck:
+    base_fp, cur_fp = fingerprint(baseline), fingerprint(current)
+    differences, unchecked = [], []
+    for name in FINGERPRINT_FIELDS:
+        if name not in base_fp or name not in cur_fp:
+            if base_fp.get(name) is not None or cur_fp.get(name) is not None:
+                unchecked.append(name)
+            continue
+        if base_fp[name] != cur_fp[name]:
+            differences.append(
+                f"{name}: {base_fp[name] or 'none'} (baseline) vs {cur_fp[name] or 'none'} (current)"
+            )
+    warnings = []
+    if baseline.environment is not None and current.environment is not None:
+        base_flags = baseline.environment.get("precision") or {}
+        cur_flags = current.environment.get("precision") or {}
+        for flag in sorted(set(base_flags) | set(cur_flags)):
+            if base_flags.get(flag) != cur_flags.get(flag):
+                warnings.append(f"precision flag {flag}: {base_flags.get(flag)} (baseline) vs "
+                                f"{cur_flags.get(flag)} (current)")
+    return FingerprintCheck(differences, unchecked, warnings)
