@@ -1,0 +1,137 @@
+"""Backend "cuda": our own CUDA C++ selective scan (forward and backward), built on first use.
+
+The kernel (csrc/selective_scan_cuda.cu + selective_scan_cuda_core.cuh) is plain CUDA C++: one thread per
+(batch, channel) row walks the sequence with its d_state states in float32 registers, reads any strides
+(no copies for transposed inputs), runs `reverse` by walking from the end, and writes out * silu(z) and
+the last state. The backward recomputes states from per-chunk checkpoints and accumulates dA/dB/dC/dD/
+d(delta_bias) in float32 with atomics (so, like mamba's, it is not bitwise deterministic).
+
+Nothing is compiled at import: the first `is_available(cuda device)` or call builds the extension with
+torch.utils.cpp_extension (a minute or two, cached by torch afterwards). A failed build logs one line
+and the backend reports itself unavailable.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from .registry import ScanBackend, register_backend
+
+log = logging.getLogger(__name__)
+
+CSRC = Path(__file__).resolve().parent / "csrc"
+SOURCES = ("selective_scan_cuda_binding.cpp", "selective_scan_cuda.cu")
+MAX_DSTATE = 64
+_IO_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@functools.cache
+def load_extension() -> ModuleType | None:
+    """Compile (or load torch's cached build of) the extension; None, after one log line, if that fails."""
+    try:
+        from torch.utils.cpp_extension import load
+
+        return load(
+            name="vimbench_selective_scan_cuda",
+            sources=[str(CSRC / s) for s in SOURCES],
+            extra_include_paths=[str(CSRC)],
+            extra_cflags=["-O3"],
+            extra_cuda_cflags=["-O3", "-lineinfo"],
+            verbose=False,
+        )
+    except Exception as exc:  # no nvcc, wrong toolkit, compiler error: the backend is just unavailable
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.warning("cuda scan backend unavailable: build failed: %s", first)
+        return None
+
+
+def is_available(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_available() and load_extension() is not None
+
+
+def as_4d(X: Tensor, batch: int, length: int) -> Tensor:
+    """B or C as a (batch, groups, N, L) view: (B, N, L) -> 1 group; constant (E, N) -> E groups, stride 0."""
+    if X.dim() == 4:
+        return X
+    if X.dim() == 3:
+        return X.unsqueeze(1)
+    if X.dim() == 2:
+        return X[None, :, :, None].expand(batch, X.shape[0], X.shape[1], length)
+    raise ValueError(f"B/C must be 2-D, 3-D or 4-D, got shape {tuple(X.shape)}")
+
+
+def prepare(u, delta, A, B, C, D, z, delta_bias):
+    """Inputs in the layout and dtypes the kernel reads (casts only where the kernel cannot read as is)."""
+    if u.dtype not in _IO_DTYPES:
+        raise TypeError(f"cuda scan backend: u dtype {u.dtype} not supported (float32, float16, bfloat16)")
+    if A.shape[1] > MAX_DSTATE:
+        raise ValueError(f"cuda scan backend: d_state {A.shape[1]} > {MAX_DSTATE}")
+    io = u.dtype
+    delta = delta.to(io)
+    z = z.to(io) if z is not None else None
+    batch, _, length = u.shape
+    B4 = as_4d(B.to(io), batch, length)  # the kernel reads B/C in the I/O dtype (Vim's are anyway)
+    C4 = as_4d(C.to(io), batch, length)
+    A = A.float()
+    D = D.float() if D is not None else None
+    delta_bias = delta_bias.float() if delta_bias is not None else None
+    return u, delta, A, B4, C4, D, z, delta_bias
+
+
+def _extension() -> ModuleType:
+    ext = load_extension()
+    if ext is None:
+        raise RuntimeError("cuda scan backend: the extension failed to build (see the log)")
+    return ext
+
+
+def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+    args = prepare(u, delta, A, B, C, D, z, delta_bias)
+    out, last_state = _extension().fwd(*args, bool(delta_softplus), bool(reverse))
+    return out, last_state
+
+
+def _reduce_like(grad4: Tensor, X: Tensor) -> Tensor:
+    """The kernel's float32 (batch, groups, N, L) gradient back to X's own shape and dtype."""
+    if X.dim() == 3:
+        grad = grad4.squeeze(1)
+    elif X.dim() == 2:
+        grad = grad4.sum(dim=(0, 3))
+    else:
+        grad = grad4
+    return grad.to(X.dtype)
+
+
+def _backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+    args = prepare(u, delta, A, B, C, D, z, delta_bias)
+    du, ddelta, dA, dB, dC, dD, dz, dbias = _extension().bwd(
+        dout.to(args[0].dtype), *args, bool(delta_softplus), bool(reverse)
+    )
+    return (
+        du.to(u.dtype),
+        ddelta.to(delta.dtype),
+        dA.to(A.dtype),
+        _reduce_like(dB, B),
+        _reduce_like(dC, C),
+        dD.to(D.dtype) if D is not None else None,
+        dz.to(z.dtype) if z is not None else None,
+        dbias.to(delta_bias.dtype) if delta_bias is not None else None,
+    )
+
+
+register_backend(
+    ScanBackend(
+        name="cuda",
+        description="our CUDA C++ kernel: thread per (batch, channel), fp32 states, forward + backward",
+        forward=_forward,
+        backward=_backward,
+        is_available=is_available,
+        priority=30,
+    )
+)

@@ -1,0 +1,236 @@
+"""The CUDA scan kernel without a GPU: its source compiles for sm_80/sm_90 with nvcc, and its per-row code
+(the exact functions each CUDA thread runs) matches the float64 reference when run on the host."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from vimbench.kernels.cuda_scan import CSRC, prepare
+from vimbench.kernels.reference import selective_scan_ref
+
+from tests.conftest import requires_cuda
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
+def test_kernel_source_compiles_for_ampere_and_hopper(tmp_path: Path) -> None:
+    """One nvcc run, two targets; no torch headers involved. ptxas must report both entry points."""
+    cmd = [
+        "nvcc",
+        "-std=c++17",
+        "-O3",
+        "-c",
+        str(CSRC / "selective_scan_cuda.cu"),
+        "-o",
+        str(tmp_path / "k.o"),
+        "-gencode",
+        "arch=compute_80,code=sm_80",
+        "-gencode",
+        "arch=compute_90,code=sm_90",
+        "-Xptxas",
+        "-v",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for arch in ("sm_80", "sm_90"):
+        assert f"for '{arch}'" in proc.stderr
+    assert "selective_scan_fwd_kernel" in proc.stderr and "selective_scan_bwd_kernel" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def host_lib(tmp_path_factory) -> ctypes.CDLL:
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        pytest.skip("no C++ compiler")
+    lib = tmp_path_factory.mktemp("scan_host") / "libscan_host.so"
+    subprocess.run(
+        [
+            compiler,
+            "-std=c++17",
+            "-O2",
+            "-shared",
+            "-fPIC",
+            str(CSRC / "selective_scan_cuda_host.cpp"),
+            "-o",
+            str(lib),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return ctypes.CDLL(str(lib))
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return t.data_ptr() if t is not None else None
+
+
+def _strides(t: torch.Tensor | None, n: int) -> list[int]:
+    return list(t.stride()) if t is not None else [0] * n
+
+
+def _host_call(lib, args: dict, softplus: bool, reverse: bool, dout: torch.Tensor | None = None):
+    """Run the kernels' per-row code on the host through the same `prepare` the CUDA backend uses."""
+    u, delta, A, B4, C4, D, z, bias = prepare(
+        *(args[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias"))
+    )
+    batch, dim, length = u.shape
+    out = torch.empty(batch, dim, length)
+    last = torch.empty(batch, dim, A.shape[1])
+    sizes = (ctypes.c_int * 7)(
+        batch, dim, length, A.shape[1], dim // B4.shape[1], int(softplus), int(reverse)
+    )
+    strides = (ctypes.c_int64 * 24)(
+        *_strides(u, 3),
+        *_strides(delta, 3),
+        *_strides(z, 3),
+        *out.stride(),
+        *A.stride(),
+        *B4.stride(),
+        *C4.stride(),
+        *_strides(D, 1),
+        *_strides(bias, 1),
+    )
+    ptrs = (ctypes.c_void_p * 10)(*map(_ptr, (u, delta, A, B4, C4, D, z, bias, out, last)))
+    if dout is None:
+        assert lib.vb_scan_fwd_host(sizes, strides, ptrs) == 0
+        return out, last
+    grads = {
+        "u": torch.empty_like(out),
+        "delta": torch.empty_like(out),
+        "z": torch.empty_like(out) if z is not None else None,
+        "A": torch.zeros_like(A),
+        "B": torch.zeros(B4.shape),
+        "C": torch.zeros(C4.shape),
+        "D": torch.zeros_like(D) if D is not None else None,
+        "delta_bias": torch.zeros_like(bias) if bias is not None else None,
+    }
+    bwd_strides = (ctypes.c_int64 * 11)(*dout.stride(), *grads["B"].stride(), *grads["C"].stride())
+    bwd_ptrs = (ctypes.c_void_p * 9)(
+        *map(
+            _ptr,
+            (
+                dout,
+                grads["u"],
+                grads["delta"],
+                grads["z"],
+                grads["A"],
+                grads["B"],
+                grads["C"],
+                grads["D"],
+                grads["delta_bias"],
+            ),
+        )
+    )
+    assert lib.vb_scan_bwd_host(sizes, strides, ptrs, bwd_strides, bwd_ptrs) == 0
+    for k in ("B", "C"):  # back to the caller's B/C shape, as cuda_scan._reduce_like does
+        x = args[k]
+        grads[k] = grads[k].squeeze(1) if x.dim() == 3 else grads[k].sum((0, 3)) if x.dim() == 2 else grads[k]
+    return grads
+
+
+CASES = [  # (L, N, groups, z, D, bias, softplus, reverse, strided, constant_bc)
+    (1, 16, 1, True, True, True, True, False, False, False),
+    (7, 1, 1, False, False, False, False, True, False, False),
+    (40, 16, 2, True, True, True, True, True, True, False),  # crosses backward chunk boundaries
+    (197, 16, 1, True, True, True, True, False, False, False),
+    (33, 64, 2, True, False, True, True, False, False, False),
+    (16, 8, 1, True, True, False, False, True, False, True),  # constant (E, N) B and C
+]
+
+
+def _inputs(L, N, groups, with_z, with_D, with_bias, softplus, strided, constant_bc):
+    gen = torch.Generator().manual_seed(L * 131 + N)
+    b, e = 2, 4
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen)
+
+    def seq(*shape):  # (b, e, L), optionally a transposed view
+        return randn(shape[0], shape[2], shape[1]).transpose(1, 2) if strided else randn(*shape)
+
+    if constant_bc:
+        B, C = randn(e, N), randn(e, N)
+    elif groups > 1:
+        B, C = randn(b, groups, N, L), randn(b, groups, N, L)
+    else:
+        B, C = randn(b, N, L), randn(b, N, L)
+    delta = seq(b, e, L) * 0.5 - 1.0 if softplus else torch.rand(b, e, L, generator=gen) * 0.3
+    return {
+        "u": seq(b, e, L),
+        "delta": delta,
+        "A": -torch.arange(1, N + 1.0).repeat(e, 1) * 0.7,
+        "B": B,
+        "C": C,
+        "D": randn(e) if with_D else None,
+        "z": seq(b, e, L) if with_z else None,
+        "delta_bias": torch.rand(e, generator=gen) * 0.2 if with_bias else None,
+    }
+
+
+def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
+    x, ref = x.detach().double(), ref.detach()
+    return float((x - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"L{c[0]}-N{c[1]}-G{c[2]}{'-rev' if c[7] else ''}")
+def test_host_run_of_kernel_code_matches_reference(host_lib, case) -> None:
+    L, N, groups, with_z, with_D, with_bias, softplus, reverse, strided, constant_bc = case
+    args = _inputs(L, N, groups, with_z, with_D, with_bias, softplus, strided, constant_bc)
+    leaves = {k: v.double().requires_grad_() if v is not None else None for k, v in args.items()}
+    ref_out, ref_last = selective_scan_ref(
+        *(leaves[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")),
+        softplus,
+        return_last_state=True,
+        reverse=reverse,
+    )
+    out, last = _host_call(host_lib, args, softplus, reverse)
+    assert _rel(out, ref_out) < 1e-5
+    assert _rel(last, ref_last) < 1e-5
+
+    dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(7))
+    wanted = {k: v for k, v in leaves.items() if v is not None}
+    ref_grads = dict(
+        zip(wanted, torch.autograd.grad(ref_out, list(wanted.values()), dout.double()), strict=True)
+    )
+    grads = _host_call(host_lib, args, softplus, reverse, dout=dout)
+    for name, ref in ref_grads.items():
+        assert grads[name].shape == ref.shape, name
+        assert _rel(grads[name], ref) < 1e-4, name
+
+
+@requires_cuda
+def test_cuda_backend_passes_quick_check() -> None:
+    from vimbench.kernels.checking import quick_cases, run_checks
+
+    rows = run_checks(["cuda"], ["fp32", "bf16"], quick_cases(), "cuda")
+    assert rows and not [r for r in rows if r.failed]
+
+
+def test_failed_build_reports_unavailable_with_one_log_line(monkeypatch, caplog) -> None:
+    """No nvcc / compiler error on a GPU machine: one warning, backend unavailable, no exception."""
+    import torch.utils.cpp_extension
+    from vimbench.kernels import cuda_scan
+
+    def broken_load(**kwargs):
+        raise RuntimeError("Error building extension 'vimbench_selective_scan_cuda'\nlong compiler log...")
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", broken_load)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cuda_scan.load_extension.cache_clear()
+    try:
+        with caplog.at_level("WARNING"):
+            assert not cuda_scan.is_available(torch.device("cuda"))
+            assert not cuda_scan.is_available(torch.device("cuda"))  # cached: one build attempt, one line
+        lines = [r.getMessage() for r in caplog.records if "cuda scan" in r.getMessage()]
+        assert lines == [
+            "cuda scan backend unavailable: build failed: Error building extension "
+            "'vimbench_selective_scan_cuda'"
+        ]
+        assert not cuda_scan.is_available(torch.device("cpu"))
+    finally:
+        cuda_scan.load_extension.cache_clear()
