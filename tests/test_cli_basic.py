@@ -57,3 +57,13 @@ def test_bad_inputs_are_one_line_exit_2(cli):
         assert result.err.strip().count("\n") == 0 and result.err.startswith("error:"), result.err
         assert "Traceback" not in result.err
     assert "240 or 256" in cli(["models", "--res", "250"]).err
+
+
+def test_kernels_list_names_every_backend_and_the_auto_pick(cli):
+    from vimbench.kernels import all_backends, resolve_backend
+
+    result = cli(["kernels", "list"])
+    assert result.code == 0
+    for backend in all_backends():
+        assert backend.name in result.out
+    assert f"auto on cpu: {resolve_backend('auto', 'cpu')}" in result.out
