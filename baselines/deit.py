@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vimbench.models.layers import PatchEmbed, check_img_size, init_linear_conv, trunc_normal_
+from vimbench.models.layers import add_patch_tokens, init_linear_conv, trunc_normal_
 
 ATTENTION_BACKENDS = ("sdpa", "math")
 
@@ -96,15 +96,9 @@ class DeiT(nn.Module):
         attn_backend: str = "auto",
     ):
         super().__init__()
-        check_img_size(img_size, cfg.patch_size, cfg.stride)
         self.cfg = cfg
-        self.img_size = img_size
         self.num_classes = num_classes
-        self.embed_dim = cfg.embed_dim
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
-        self.patch_embed = PatchEmbed(img_size, cfg.patch_size, cfg.stride, in_chans, cfg.embed_dim)
-        self.num_tokens = self.patch_embed.num_patches + 1
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, cfg.embed_dim))
+        add_patch_tokens(self, img_size, cfg.patch_size, cfg.stride, in_chans, cfg.embed_dim)
         self.blocks = nn.Sequential(*(Block(cfg, attn_backend) for _ in range(cfg.depth)))
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
         self.head = nn.Linear(cfg.embed_dim, num_classes) if num_classes > 0 else nn.Identity()

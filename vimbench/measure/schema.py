@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -65,11 +66,12 @@ POINT_KEY: tuple[str, ...] = (
 
 def point_key(row: Mapping[str, Any]) -> tuple[str, ...]:
     """The identity of a measured point, as strings so CSV-read and in-memory rows compare equal."""
-    return tuple(_norm(row.get(k)) for k in POINT_KEY)
+    return tuple(as_text(row.get(k)) for k in POINT_KEY)
 
 
-def _norm(value: Any) -> str:
-    if value is None:
+def as_text(value: Any) -> str:
+    """A cell as the text a results.csv holds: None/NaN -> "", True -> "true", 224.0 -> "224"."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -22,6 +22,22 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+def add_patch_tokens(
+    model: nn.Module, img_size: int, patch_size: int, stride: int, in_chans: int, embed_dim: int
+) -> None:
+    """Give `model` the official top-level token parameters: cls_token, patch_embed, pos_embed (M+1 tokens).
+
+    Where the cls token goes is the family's business (Vim: middle, DeiT: front); the keys are the same.
+    """
+    check_img_size(img_size, patch_size, stride)
+    model.img_size = img_size
+    model.embed_dim = embed_dim
+    model.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+    model.patch_embed = PatchEmbed(img_size, patch_size, stride, in_chans, embed_dim)
+    model.num_tokens = model.patch_embed.num_patches + 1
+    model.pos_embed = nn.Parameter(torch.zeros(1, model.num_tokens, embed_dim))
+
+
 def grid_size(img_size: int, patch_size: int, stride: int) -> int:
     return (img_size - patch_size) // stride + 1
 

@@ -22,7 +22,7 @@ from vimbench.kernels import (
     causal_conv1d_silu,
 )
 
-from .layers import PatchEmbed, check_img_size, init_linear_conv, trunc_normal_
+from .layers import add_patch_tokens, init_linear_conv, trunc_normal_
 
 
 @dataclass(frozen=True)
@@ -141,15 +141,9 @@ class VisionMamba(nn.Module):
         scan_backend: str = "auto",
     ):
         super().__init__()
-        check_img_size(img_size, cfg.patch_size, cfg.stride)
         self.cfg = cfg
-        self.img_size = img_size
         self.num_classes = num_classes
-        self.embed_dim = cfg.embed_dim
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
-        self.patch_embed = PatchEmbed(img_size, cfg.patch_size, cfg.stride, in_chans, cfg.embed_dim)
-        self.num_tokens = self.patch_embed.num_patches + 1
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, cfg.embed_dim))
+        add_patch_tokens(self, img_size, cfg.patch_size, cfg.stride, in_chans, cfg.embed_dim)
         self.head = nn.Linear(cfg.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.layers = nn.ModuleList(VimBlock(cfg, scan_backend) for _ in range(cfg.depth))
         self.norm_f = RMSNorm(cfg.embed_dim, cfg.norm_eps)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from vimbench.measure.schema import POINT_KEY, RESULT_COLUMNS, point_key
+from vimbench.measure.schema import POINT_KEY, RESULT_COLUMNS, as_text, point_key
 from vimbench.measure.store import NUMERIC_COLUMNS, read_results
 
 CONFIG_KEYS: tuple[str, ...] = tuple(k for k in POINT_KEY if k != "img_size")
@@ -45,17 +45,6 @@ def normalize_results(frame: pd.DataFrame) -> pd.DataFrame:
     keys = pd.Series([point_key(row) for row in frame.to_dict("records")], index=frame.index, dtype=object)
     frame = frame.loc[~keys.duplicated(keep="last")]
     return frame.sort_values(["model", "img_size"], kind="stable").reset_index(drop=True)
-
-
-def as_text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    text = str(value)
-    return text.lower() if text in ("True", "False") else text
 
 
 @dataclass(eq=False)
