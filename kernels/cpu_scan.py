@@ -1,0 +1,233 @@
+"""Fast CPU selective scan: a C++ loop compiled on first use (backend "cpu", picked by "auto" on CPU).
+
+The source is `csrc/cpu_scan.cpp` and its `cpu_scan_*.h` headers. Forward: tiles of 16 channels scan
+together, one channel per vector lane, so exp(delta*A) and the state update are plain vector ops; tiles are
+spread over torch's threads. Backward recomputes each row's states (L*N floats per thread, never the whole
+(B, E, L, N) tensor) and runs the adjoint scan; dB/dC are summed per block of channels in a fixed order, so
+gradients are deterministic whatever the thread count.
+
+Dtypes: float32 and float64 compute in their own precision; float16/bfloat16 inputs are converted to
+float32 (as the reference does) and the output converted back. Inputs may have any strides.
+
+Build: `torch.utils.cpp_extension.load` into the torch extensions cache (TORCH_EXTENSIONS_DIR respected),
+once per process, on the first `is_available` check or call, never at import. ISA flags follow
+`torch.backends.cpu.get_cpu_capability()`; they and a digest of the sources are part of the extension name,
+so one cache serves machines with different CPUs and never loads a build of other sources. With no compiler
+(or a failed build) the backend reports itself unavailable, logs one warning with the reason, and "auto"
+falls back to "reference". `VIMBENCH_CPU_SCAN=0` skips the build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .registry import ScanBackend, register_backend
+
+log = logging.getLogger(__name__)
+
+CSRC = Path(__file__).resolve().parent / "csrc"
+SOURCE = CSRC / "cpu_scan.cpp"  # includes the cpu_scan_*.h headers next to it
+# channels whose dB/dC contributions one task sums before the fixed-order reduction across blocks
+CHANNEL_BLOCK = 32
+_ISA_FLAGS = {
+    "AVX512": ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mavx2", "-mfma"],
+    "AVX2": ["-mavx2", "-mfma"],
+}
+
+
+@dataclass(frozen=True)
+class BuildStatus:
+    ok: bool
+    error: str | None = None
+
+
+_build_lock = threading.Lock()
+_status: BuildStatus | None = None
+
+
+def _compile() -> None:
+    """Build and load the extension (raises on any failure; the caller turns that into a warning)."""
+    from torch.utils import cpp_extension
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    cflags = ["-O3", *_ISA_FLAGS.get(capability, [])]
+    ldflags: list[str] = []
+    if sys.platform.startswith("linux"):  # torch's own libgomp is already loaded: the .so shares it
+        cflags.append("-fopenmp")
+        ldflags.append("-fopenmp")
+    digest = hashlib.sha256()
+    for path in sorted(CSRC.glob("cpu_scan*")):
+        digest.update(path.name.encode() + path.read_bytes())
+    name = f"vimbench_cpu_scan_{capability.lower()}_{digest.hexdigest()[:10]}"
+    _remove_stale_lock(name)
+    cpp_extension.load(
+        name=name,
+        sources=[str(SOURCE)],
+        extra_cflags=cflags,
+        extra_ldflags=ldflags,
+        is_python_module=False,
+        verbose=False,
+    )
+    if not hasattr(torch.ops.vimbench_cpu_scan, "fwd"):
+        raise RuntimeError("extension built but did not register torch.ops.vimbench_cpu_scan")
+
+
+def _remove_stale_lock(name: str, max_age_s: float = 600.0) -> None:
+    """A build killed mid-way (a sweep timeout) leaves `lock` behind, and torch then waits on it forever."""
+    from torch.utils import cpp_extension
+
+    try:
+        lock = Path(cpp_extension._get_build_directory(name, verbose=False)) / "lock"
+        if time.time() - lock.stat().st_mtime > max_age_s:
+            lock.unlink()
+            log.warning("removed stale extension build lock %s", lock)
+    except (AttributeError, OSError):  # private helper gone in some torch, or no lock: nothing to do
+        pass
+
+
+def _short_reason(exc: BaseException) -> str:
+    """The informative line of a build failure (the compiler's error, not torch's "Error building")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    markers = ("error:", "not found", "no such file", "required")
+    errors = [line for line in lines if any(m in line.lower() for m in markers)]
+    reason = (errors or lines or [type(exc).__name__])[0]
+    return f"{type(exc).__name__}: {reason[:300]}"
+
+
+def build_status() -> BuildStatus:
+    """Compile the extension if this process has not tried yet; thread-safe, one attempt per process."""
+    global _status
+    if _status is not None:
+        return _status
+    with _build_lock:
+        if _status is None:
+            if os.environ.get("VIMBENCH_CPU_SCAN", "1") == "0":
+                _status = BuildStatus(False, "disabled by VIMBENCH_CPU_SCAN=0")
+            else:
+                try:
+                    _compile()
+                    _status = BuildStatus(True)
+                except Exception as exc:  # no compiler, no ninja, compile error, load error
+                    log.debug("cpu scan build failed", exc_info=True)
+                    _status = BuildStatus(False, _short_reason(exc))
+                    log.warning("cpu scan backend unavailable, using 'reference': %s", _status.error)
+    return _status
+
+
+def is_available(device: torch.device) -> bool:
+    return device.type == "cpu" and build_status().ok
+
+
+def _ops():
+    status = build_status()
+    if not status.ok:
+        raise RuntimeError(f"cpu scan backend unavailable: {status.error}")
+    return torch.ops.vimbench_cpu_scan
+
+
+def _compute_dtype(u: Tensor) -> torch.dtype:
+    return torch.float64 if u.dtype == torch.float64 else torch.float32
+
+
+def _as(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    return None if t is None else t.to(dtype)
+
+
+def _vector(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    return None if t is None else t.to(dtype).contiguous()
+
+
+def _state_layout(X: Tensor, batch: int, dim: int, length: int, dtype: torch.dtype) -> Tensor:
+    """B or C as (batch, groups, L, N) with unit N-stride: one state vector per position is contiguous."""
+    if X.dim() == 2:  # (dim, N), constant over time: a zero-stride view, one group per channel
+        return X.to(dtype).contiguous()[None, :, None, :].expand(batch, dim, length, X.shape[1])
+    grouped = X.unsqueeze(1) if X.dim() == 3 else X
+    if grouped.dim() != 4 or dim % grouped.shape[1]:
+        raise ValueError(f"B/C of shape {tuple(X.shape)} do not fit {dim} channels")
+    positions_major = grouped.transpose(2, 3)
+    if positions_major.dtype == dtype and (positions_major.stride(3) == 1 or positions_major.shape[3] == 1):
+        return positions_major  # already one contiguous state vector per position (e.g. a slice of x_proj)
+    out = torch.empty(positions_major.shape, dtype=dtype)
+    return out.copy_(positions_major)
+
+
+def _state_grad(grad: Tensor, X: Tensor) -> Tensor:
+    """(batch, groups, L, N) gradient back to the caller's B/C layout and dtype."""
+    if X.dim() == 2:
+        return grad.sum((0, 2)).to(X.dtype)
+    grad = grad.transpose(2, 3)
+    return (grad[:, 0] if X.dim() == 3 else grad).to(X.dtype).contiguous()
+
+
+def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+    cdt = _compute_dtype(u)
+    batch, dim, length = u.shape
+    nstate = A.shape[1]
+    out = torch.empty(batch, dim, length, dtype=cdt)
+    last_state = torch.zeros(batch, dim, nstate, dtype=cdt)
+    if length and batch and dim:
+        _ops().fwd(
+            u.to(cdt), _as(delta, cdt), A.to(cdt).contiguous(),
+            _state_layout(B, batch, dim, length, cdt), _state_layout(C, batch, dim, length, cdt),
+            _vector(D, cdt), _as(z, cdt), _vector(delta_bias, cdt), bool(delta_softplus), bool(reverse),
+            out, last_state,
+        )  # fmt: skip
+    return out.to(u.dtype), last_state
+
+
+def _backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+    cdt = _compute_dtype(u)
+    batch, dim, length = u.shape
+    nstate = A.shape[1]
+    Bt = _state_layout(B, batch, dim, length, cdt)
+    Ct = _state_layout(C, batch, dim, length, cdt)
+    groups = Bt.shape[1]
+    blocks = -(-(dim // groups) // CHANNEL_BLOCK)
+    work = bool(length and batch and dim)
+    alloc = torch.empty if work else torch.zeros  # the kernel writes every element it is given
+    du = alloc(batch, dim, length, dtype=cdt)
+    ddelta = alloc(batch, dim, length, dtype=cdt)
+    dz = alloc(batch, dim, length, dtype=cdt) if z is not None else du.new_empty(0)
+    dA = alloc(batch, dim, nstate, dtype=cdt)
+    dB = alloc(batch, groups, blocks, length, nstate, dtype=cdt)
+    dC = alloc(batch, groups, blocks, length, nstate, dtype=cdt)
+    dD = alloc(batch, dim, dtype=cdt)
+    dbias = alloc(batch, dim, dtype=cdt)
+    if work:
+        _ops().bwd(
+            dout.to(cdt), u.to(cdt), _as(delta, cdt), A.to(cdt).contiguous(), Bt, Ct,
+            _vector(D, cdt), _as(z, cdt), _vector(delta_bias, cdt), bool(delta_softplus), bool(reverse),
+            CHANNEL_BLOCK, du, ddelta, dA, dB, dC, dD, dz, dbias,
+        )  # fmt: skip
+    return (
+        du.to(u.dtype),
+        ddelta.to(delta.dtype),
+        dA.sum(0).to(A.dtype),
+        _state_grad(dB[:, :, 0], B),
+        _state_grad(dC[:, :, 0], C),
+        None if D is None else dD.sum(0).to(D.dtype),
+        None if z is None else dz.to(z.dtype),
+        None if delta_bias is None else dbias.sum(0).to(delta_bias.dtype),
+    )
+
+
+register_backend(
+    ScanBackend(
+        name="cpu",
+        description="C++ loop, rows over torch's threads, vectorised exp (compiled on first use)",
+        forward=_forward,
+        backward=_backward,
+        is_available=is_available,
+        priority=10,
+    )
+)

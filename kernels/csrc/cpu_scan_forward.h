@@ -1,0 +1,143 @@
+// Forward of the CPU scan.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "cpu_scan_inputs.h"
+
+namespace vimbench_cpu_scan {
+
+constexpr int64_t kTimeBlock = 256;  // forward: positions prepared and scanned per pass (buffers stay in L1/L2)
+
+// forward: channels scanned together, one per vector lane (64 bytes: one AVX-512 register, two AVX2 ones)
+template <typename T>
+constexpr int64_t kLanes = 64 / sizeof(T);
+
+// A tile of kLanes channels of one group scans together, one channel per vector lane: per position and
+// state, exp(dt*A), the state update and the output sum are plain lane-wise vector ops (B_t[n] and C_t[n]
+// are shared by the tile, so they are broadcasts), with no horizontal sums and kLanes independent chains.
+
+template <typename T>
+struct TileScratch {
+  static constexpr int64_t W = kLanes<T>;
+  std::vector<T> buffer;
+  T *u, *dt_row, *dtu_row, *slope, *gate;  // one lane's positions: kTimeBlock each (u: W of them)
+  T *dt, *dtu, *y;                         // (kTimeBlock, W) tiles
+  T *A, *state;                            // (N, W)
+
+  explicit TileScratch(int64_t nstate) {
+    buffer.assign(W * kTimeBlock + 4 * kTimeBlock + 3 * kTimeBlock * W + 2 * nstate * W, T(0));
+    T* p = buffer.data();
+    u = p;
+    p += W * kTimeBlock;
+    for (T** slot : {&dt_row, &dtu_row, &slope, &gate}) {
+      *slot = p;
+      p += kTimeBlock;
+    }
+    for (T** slot : {&dt, &dtu, &y}) {
+      *slot = p;
+      p += kTimeBlock * W;
+    }
+    A = p;
+    state = p + nstate * W;
+  }
+};
+
+// positions [t0, t1) of the tile, in scan order
+template <typename T>
+void scan_tile_block(const ScanInputs<T>& in, const T* B_row, const T* C_row, TileScratch<T>& s, int64_t t0,
+                     int64_t t1) {
+  constexpr int64_t W = kLanes<T>;
+  const int64_t nstate = in.nstate;
+  for (int64_t i = 0; i < t1 - t0; ++i) {
+    const int64_t t = in.reverse ? t1 - 1 - i : t0 + i;
+    const T* __restrict__ dt = s.dt + (t - t0) * W;
+    const T* __restrict__ dtu = s.dtu + (t - t0) * W;
+    const T* __restrict__ bt = B_row + t * in.B.sl;
+    const T* __restrict__ ct = C_row + t * in.C.sl;
+    T acc[W] = {};
+    for (int64_t n = 0; n < nstate; ++n) {
+      const T b = bt[n], c = ct[n];
+      const T* __restrict__ a = s.A + n * W;
+      T* __restrict__ h = s.state + n * W;
+#pragma omp simd
+      for (int64_t w = 0; w < W; ++w) {
+        const T state = exp_approx(dt[w] * a[w]) * h[w] + dtu[w] * b;
+        h[w] = state;
+        acc[w] += state * c;
+      }
+    }
+    T* __restrict__ y = s.y + (t - t0) * W;
+#pragma omp simd
+    for (int64_t w = 0; w < W; ++w) y[w] = acc[w];
+  }
+}
+
+// channels [e0, e0 + lanes) of batch b, all in one group
+template <typename T>
+void forward_tile(const ScanInputs<T>& in, int64_t b, int64_t e0, int64_t lanes, TileScratch<T>& s, T* out,
+                  T* last_state) {
+  constexpr int64_t W = kLanes<T>;
+  const int64_t length = in.length, nstate = in.nstate;
+  const int64_t g = in.group_of(e0);
+  const T* B_row = in.B.row(b, g);
+  const T* C_row = in.C.row(b, g);
+  std::fill(s.A, s.A + nstate * W, T(0));  // idle lanes: A = dt = dtu = 0 keeps them finite
+  std::fill(s.dt, s.dt + kTimeBlock * W, T(0));
+  std::fill(s.dtu, s.dtu + kTimeBlock * W, T(0));
+  std::fill(s.state, s.state + nstate * W, T(0));
+  for (int64_t w = 0; w < lanes; ++w) {
+    for (int64_t n = 0; n < nstate; ++n) s.A[n * W + w] = in.A[(e0 + w) * nstate + n];
+  }
+  const int64_t blocks = (length + kTimeBlock - 1) / kTimeBlock;
+  for (int64_t k = 0; k < blocks; ++k) {
+    const int64_t t0 = (in.reverse ? blocks - 1 - k : k) * kTimeBlock;
+    const int64_t t1 = std::min(length, t0 + kTimeBlock);
+    const int64_t count = t1 - t0;
+    for (int64_t w = 0; w < lanes; ++w) {
+      prepare_range(in, b, e0 + w, t0, t1, s.u + w * kTimeBlock, s.dt_row, s.dtu_row, s.slope);
+      for (int64_t t = 0; t < count; ++t) {
+        s.dt[t * W + w] = s.dt_row[t];
+        s.dtu[t * W + w] = s.dtu_row[t];
+      }
+    }
+    scan_tile_block(in, B_row, C_row, s, t0, t1);
+    for (int64_t w = 0; w < lanes; ++w) {
+      const int64_t e = e0 + w;
+      const T D = in.D ? in.D[e] : T(0);
+      const T* u = s.u + w * kTimeBlock;
+      T* dst = out + (b * in.dim + e) * length + t0;
+      for (int64_t t = 0; t < count; ++t) dst[t] = s.y[t * W + w] + D * u[t];
+      if (in.z.data) {
+        in.z.load_range(b, e, t0, t1, s.dt_row);
+        silu_row(s.dt_row, count, s.gate, static_cast<T*>(nullptr));
+#pragma omp simd
+        for (int64_t t = 0; t < count; ++t) dst[t] *= s.gate[t];
+      }
+    }
+  }
+  for (int64_t w = 0; w < lanes; ++w) {
+    T* dst = last_state + (b * in.dim + e0 + w) * nstate;
+    for (int64_t n = 0; n < nstate; ++n) dst[n] = s.state[n * W + w];
+  }
+}
+
+template <typename T>
+void forward_impl(const ScanInputs<T>& in, T* out, T* last_state) {
+  constexpr int64_t W = kLanes<T>;
+  const int64_t per_group = in.dim / in.groups;
+  const int64_t tiles_per_group = (per_group + W - 1) / W;
+  const int64_t tiles = in.batch * in.groups * tiles_per_group;
+  parallel_dynamic(
+      tiles, 1, [&] { return TileScratch<T>(in.nstate); },
+      [&](TileScratch<T>& scratch, int64_t tile, int64_t) {
+        const int64_t bg = tile / tiles_per_group, k = tile % tiles_per_group;
+        const int64_t b = bg / in.groups, g = bg % in.groups;
+        const int64_t e0 = g * per_group + k * W;
+        forward_tile(in, b, e0, std::min(W, g * per_group + per_group - e0), scratch, out, last_state);
+      });
+}
+
+}  // namespace vimbench_cpu_scan
