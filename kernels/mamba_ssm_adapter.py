@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .registry import ScanBackend, register_backend
+from .registry import ScanBackend, backward_by_autograd, register_backend
 
 log = logging.getLogger(__name__)
 
@@ -66,23 +66,12 @@ def _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse) -> tuple[
     return (out.flip(-1) if reverse else out), last_state.float()
 
 
-def _backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
-    """Gradients through upstream's autograd Function (forward re-run with leaves that require grad)."""
-    inputs = [u, delta, A, B, C, D, z, delta_bias]
-    leaves = [t.detach().requires_grad_(True) if t is not None else None for t in inputs]
-    with torch.enable_grad():
-        out, _ = _run(*leaves, delta_softplus, reverse)
-        wanted = [t for t in leaves if t is not None]
-        grads = iter(torch.autograd.grad(out, wanted, dout, allow_unused=True))
-    return tuple(next(grads) if t is not None else None for t in leaves)
-
-
 register_backend(
     ScanBackend(
         name="mamba_ssm",
         description="official mamba_ssm CUDA selective_scan_fn (reverse by flip copies; if installed)",
         forward=_run,
-        backward=_backward,
+        backward=backward_by_autograd(_run),
         is_available=is_available,
         priority=50,
     )

@@ -18,6 +18,21 @@ ScanForward = Callable[..., tuple[Tensor, Tensor]]
 ScanBackward = Callable[..., tuple[Tensor | None, ...]]
 
 
+def backward_by_autograd(forward: ScanForward) -> ScanBackward:
+    """A backend backward that re-runs a differentiable `forward` under autograd: slow, but exact."""
+
+    def backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+        inputs = (u, delta, A, B, C, D, z, delta_bias)
+        leaves = [t.detach().requires_grad_(True) if t is not None else None for t in inputs]
+        with torch.enable_grad():
+            out, _ = forward(*leaves, delta_softplus, reverse)
+            wanted = [t for t in leaves if t is not None]
+            grads = iter(torch.autograd.grad(out, wanted, dout, allow_unused=True))
+        return tuple(next(grads) if t is not None else None for t in leaves)
+
+    return backward
+
+
 @dataclass(frozen=True)
 class ScanBackend:
     name: str

@@ -11,9 +11,7 @@ import torch
 from torch import Tensor
 
 from .reference import selective_scan_ref
-from .registry import ScanBackend, get_backend, register_backend, resolve_backend
-
-_GRAD_INPUTS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+from .registry import ScanBackend, backward_by_autograd, get_backend, register_backend, resolve_backend
 
 
 def _reference_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
@@ -22,23 +20,12 @@ def _reference_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reve
     )
 
 
-def _reference_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
-    """Gradients by re-running the reference loop under autograd (slow, exact)."""
-    inputs = [u, delta, A, B, C, D, z, delta_bias]
-    leaves = [t.detach().requires_grad_(True) if t is not None else None for t in inputs]
-    with torch.enable_grad():
-        out = selective_scan_ref(*leaves[:5], *leaves[5:7], leaves[7], delta_softplus, reverse=reverse)
-        wanted = [t for t in leaves if t is not None]
-        grads = iter(torch.autograd.grad(out, wanted, dout, allow_unused=True))
-    return tuple(next(grads) if t is not None else None for t in leaves)
-
-
 register_backend(
     ScanBackend(
         name="reference",
         description="plain PyTorch sequential loop (any dtype, float64 included)",
         forward=_reference_forward,
-        backward=_reference_backward,
+        backward=backward_by_autograd(_reference_forward),
         is_available=lambda device: True,
         priority=900,
     )

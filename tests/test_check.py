@@ -16,8 +16,10 @@ from vimbench.kernels.checking import (
     quick_cases,
     run_checks,
 )
-from vimbench.kernels.registry import ScanBackend
-from vimbench.kernels.scan import _reference_backward, _reference_forward
+from vimbench.kernels.registry import ScanBackend, backward_by_autograd
+from vimbench.kernels.scan import _reference_forward
+
+_reference_backward = backward_by_autograd(_reference_forward)
 
 SMALL = [
     CheckCase("L7", 7),

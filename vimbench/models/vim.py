@@ -95,8 +95,9 @@ class VimMixer(nn.Module):
         x_dbl = F.linear(xc.transpose(1, 2).reshape(batch * length, -1), x_proj.weight)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = (dt_proj.weight @ dt.t()).view(-1, batch, length).transpose(0, 1)
-        B = B.view(batch, length, -1).transpose(1, 2).contiguous()
-        C = C.view(batch, length, -1).transpose(1, 2).contiguous()
+        # strided views of x_dbl: every scan backend reads B and C through their strides
+        B = B.view(batch, length, -1).transpose(1, 2)
+        C = C.view(batch, length, -1).transpose(1, 2)
         return ScanDirection(
             u=xc, delta=delta, A=-torch.exp(A_log.float()), B=B, C=C, D=D.float(),
             delta_bias=dt_proj.bias.float(),
@@ -113,7 +114,8 @@ class VimMixer(nn.Module):
         fwd = self._direction(xc_f, self.x_proj, self.dt_proj, self.A_log, self.D)
         bwd = self._direction(xc_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b)
         y = bidirectional_selective_scan(fwd, bwd, z, delta_softplus=True, backend=self.scan_backend)
-        return F.linear(y.transpose(1, 2) / 2, self.out_proj.weight)
+        # halving after the projection is exact and touches D instead of E channels
+        return F.linear(y.transpose(1, 2), self.out_proj.weight) * 0.5
 
 
 class VimBlock(nn.Module):
