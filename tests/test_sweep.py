@@ -268,3 +268,22 @@ def test_compare_reads_only_the_asked_configuration(cli, tmp_path) -> None:
     assert result.code == 2 and "no rows of vim-s or deit-s" in result.err
     result = cli(["compare", "vim-s", "deit-s", "--from", tmp_path])
     assert result.code == 0 and "2.00x" in result.out and "paper" not in result.out
+
+
+def test_summary_table_names_the_setting_that_differs_within_a_model():
+    from rich.console import Console
+
+    from vimbench.measure.sweep import results_table
+
+    rows = [
+        {"model": "vim-t", "img_size": 128, "scan_backend": "cpu", "status": "ok", "throughput": 30.0},
+        {"model": "vim-t", "img_size": 128, "scan_backend": "reference", "status": "error", "error": "x [y]"},
+        {"model": "deit-t", "img_size": 128, "scan_backend": "-", "status": "ok", "throughput": 40.0},
+    ]
+    console = Console(width=200, record=True)
+    console.print(results_table(rows))
+    text = console.export_text()
+    assert "scan=cpu" in text and "scan=reference" in text and "x [y]" in text
+    console = Console(width=200, record=True)
+    console.print(results_table([rows[0], rows[2]]))  # one config per model: no config column
+    assert "config" not in console.export_text()

@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -76,11 +77,27 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
     return "-" if number != number else format(number, spec)
 
 
+# what can differ between rows of one run besides model and resolution, with short labels for the table
+_CONFIG_KEYS = ("batch_size", "dtype", "mode", "scan_backend", "attn_backend", "compile", "channels_last",
+                "device_name")
+_SHORT = {"batch_size": "bs", "scan_backend": "scan", "attn_backend": "attn", "device_name": "device"}
+
+
 def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
-    """One line per row: what a user scans for (throughput, spread, memory and its source, status)."""
+    """One line per row: what a user scans for (throughput, spread, memory and its source, status).
+
+    When rows of one model differ in more than resolution (backends, mode, batch...), a "config" column
+    says how.
+    """
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_model.setdefault(str(r.get("model", "")), []).append(r)
+    groups = list(by_model.values())
+    varying = [k for k in _CONFIG_KEYS if any(len({str(r.get(k, "")) for r in g}) > 1 for g in groups)]
     table = Table(title=title, title_justify="left")
     for col, justify in (
         ("model", "left"),
+        *((("config", "left"),) if varying else ()),
         ("res", "right"),
         ("tokens", "right"),
         ("status", "left"),
@@ -98,9 +115,11 @@ def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Table
         iqr = _fmt(row.get("iqr_pct")) + (" noisy" if noisy else "")
         shown_status = f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]"
         if status not in ("ok", "skipped-oom") and row.get("error"):
-            shown_status += f" [dim]{str(row['error'])[:60]}[/]"
+            shown_status += f" [dim]{escape(str(row['error'])[:60])}[/]"
+        config = [" ".join(f"{_SHORT.get(k, k)}={row.get(k, '')}" for k in varying)] if varying else []
         table.add_row(
             str(row.get("model", "")),
+            *config,
             str(row.get("img_size", "")),
             str(row.get("tokens", "")),
             shown_status,
