@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import sys
 import threading
 import time
@@ -376,10 +377,16 @@ def test_ctrl_c_kills_running_workers_and_keeps_nothing_half_done():
         _thread.interrupt_main()
 
     rows: list = []
-    threading.Thread(target=interrupt_when_both_run, daemon=True).start()
     points = plan(("vim-t", "deit-t"), (32,), threads=1, timeout_s=120.0)
-    with pytest.raises(KeyboardInterrupt):
-        MultiDeviceExecutor(["gpu-a", "gpu-b"], runner=cpu_runner).run(points, lambda p, r: rows.append(r))
+    # interrupt_main() goes through the SIGINT handler: make sure it is Python's own, whatever ran before
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt_when_both_run, daemon=True).start()
+        executor = MultiDeviceExecutor(["gpu-a", "gpu-b"], runner=cpu_runner)
+        with pytest.raises(KeyboardInterrupt):
+            executor.run(points, lambda p, r: rows.append(r))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     started = time.monotonic()
     while workers() and time.monotonic() - started < 5:
         time.sleep(0.05)
