@@ -287,3 +287,16 @@ def test_summary_table_names_the_setting_that_differs_within_a_model():
     console = Console(width=200, record=True)
     console.print(results_table([rows[0], rows[2]]))  # one config per model: no config column
     assert "config" not in console.export_text()
+
+
+def test_compare_narrows_deit_by_attention_without_dropping_vim(cli, tmp_path) -> None:
+    store = ResultsStore(tmp_path)
+    for model, attn, fps in (("vim-t", "auto", 20.0), ("deit-t", "math", 10.0), ("deit-t", "sdpa", 40.0)):
+        row = identity_row(Point(model, 224, device="cpu", attn_backend=attn))
+        row.update(status="ok", throughput=fps, peak_mem_mib=100.0, peak_mem_source="rss")
+        store.append(row)
+    result = cli(["compare", "vim-t", "deit-t", "--from", tmp_path, "--attn-backend", "math"])
+    assert result.code == 0, result.err
+    assert "2.00x" in result.out and "several configurations" not in result.out
+    result = cli(["compare", "vim-t", "deit-t", "--from", tmp_path])
+    assert result.code == 0 and "several configurations of deit-t" in result.out

@@ -182,7 +182,7 @@ def compare(
     from_dir: Path | None = typer.Option(None, "--from", help="Read a finished run instead of measuring."),
 ) -> None:  # fmt: skip
     """Run two models (or read a finished run) and print them side by side per resolution."""
-    from vimbench.measure.compare import compare_rows, configurations
+    from vimbench.measure.compare import compare_rows, configurations, matching_rows
     from vimbench.measure.executors import require_one_device
     from vimbench.measure.plan import parse_resolutions
     from vimbench.measure.store import read_results
@@ -235,10 +235,11 @@ def compare(
             f"{', '.join(sorted(set(frame['model']))) or 'none'}"
         )
     for name in names:
-        if len(configurations(frame, name)) > 1:
+        if len(configurations(matching_rows(frame, name, filters), name)) > 1:
             console.print(
                 f"[yellow]note:[/] {run_dir} holds several configurations of {name}; "
-                "showing the latest row per resolution (narrow with --dtype/--batch-size/...)",
+                "showing the latest row per resolution "
+                "(narrow with --attn-backend, --scan-backend, --dtype, --batch-size...)",
                 highlight=False,
                 soft_wrap=True,
             )

@@ -22,16 +22,25 @@ def _num(value: Any) -> float | None:
     return None if math.isnan(number) else number
 
 
-def select_rows(frame: pd.DataFrame, model: str, filters: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
-    """img_size -> the latest row of `model` matching every `filters` column (bools compare as true/false)."""
+def matching_rows(frame: pd.DataFrame, model: str, filters: Mapping[str, Any]) -> pd.DataFrame:
+    """Rows of `model` matching every `filters` column (bools compare as true/false).
+
+    A cell "-" means the setting does not apply to that model (a scan backend for DeiT, an attention backend
+    for Vim), so it matches any filter value.
+    """
     rows = frame[frame["model"] == model]
     for column, wanted in filters.items():
         if wanted is None or column not in rows.columns:
             continue
         text = ("true" if wanted else "false") if isinstance(wanted, bool) else str(wanted)
-        rows = rows[rows[column].astype(str).str.lower().isin({text.lower(), f"{text}.0"})]
+        rows = rows[rows[column].astype(str).str.lower().isin({text.lower(), f"{text}.0", "-"})]
+    return rows
+
+
+def select_rows(frame: pd.DataFrame, model: str, filters: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+    """img_size -> the latest row of `model` matching `filters` (see `matching_rows`)."""
     picked: dict[int, dict[str, Any]] = {}
-    for record in rows.to_dict("records"):
+    for record in matching_rows(frame, model, filters).to_dict("records"):
         size = _num(record.get("img_size"))
         if size is not None:
             picked[int(size)] = record  # later rows win: a resumed or re-run point replaces the old one
