@@ -39,6 +39,15 @@ def cli(capsys):
     return run
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny shapes gain nothing from intra-op threads, and on a busy 2-core runner they cost seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():

@@ -27,13 +27,7 @@ from vimbench.profile.flops import (
 NUM_CLASSES = 1000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny shapes gain nothing from intra-op threads, and on a busy 2-core runner they cost seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def vim_hand_count(name: str, img_size: int, batch: int) -> dict[str, int]:
