@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from vimbench.measure.schema import RESULT_COLUMNS
 from vimbench.measure.store import ResultsStore
+from vimbench.results import CORE_COLUMNS as RESULT_COLUMNS
 
 H100 = "NVIDIA H100 80GB HBM3"
 ENV: dict[str, Any] = {

@@ -35,7 +35,7 @@ def _parse_device(device: str | None) -> torch.device:
 
 
 def _parse_dtypes(value: str | None) -> list[str]:
-    from vimbench.kernels.checking import DTYPES, normalize_dtype
+    from vimbench.dtypes import DTYPES, normalize_dtype
 
     names = parse_csv_list(value) or list(DTYPES)
     try:

@@ -156,8 +156,8 @@ def bench(
     csv_path: Path = typer.Option(None, "--csv", help="Write one row per measurement to this CSV file."),
 ) -> None:
     """Time each scan backend at Vim layer shapes: median and p10/p90, GB/s and % of the card's ceilings."""
+    from vimbench.dtypes import normalize_dtype
     from vimbench.kernels.bench import ceiling_for, device_name, run_bench, seqlen_for
-    from vimbench.kernels.checking import normalize_dtype
 
     dev = _parse_device(device)
     shape_names = _parse_shapes(shapes, dev)

@@ -185,9 +185,9 @@ def compare(
     from vimbench.measure.compare import compare_rows, configurations, matching_rows
     from vimbench.measure.executors import require_one_device
     from vimbench.measure.plan import parse_resolutions
-    from vimbench.measure.store import read_results
     from vimbench.measure.sweep import wide_console
     from vimbench.report.paper import MEASURED_RESOLUTIONS
+    from vimbench.results import Run
 
     names = parse_model_names(f"{model_a},{model_b}")
     if names[0] == names[1]:
@@ -217,7 +217,7 @@ def compare(
             if value != "auto":
                 filters[column] = value
     try:
-        frame = read_results(run_dir)
+        frame = Run.load(run_dir).table
         wanted = set(parse_resolutions(res)) if res is not None else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None

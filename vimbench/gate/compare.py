@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .inputs import GATE_KEY, GateInputError, Point, Run
+from .inputs import GATE_KEY, GateInputError, GatePoint, GateRun
 from .stats import mann_whitney_u
 
 # The significance test needs this many per-repeat samples on each side; with 5 vs 5 the smallest
@@ -78,7 +78,7 @@ def point_label(key: tuple[str, ...]) -> str:
     return " ".join(parts)
 
 
-def compare_point(base: Point, cur: Point, threshold: float, alpha: float) -> PointVerdict:
+def compare_point(base: GatePoint, cur: GatePoint, threshold: float, alpha: float) -> PointVerdict:
     counts = (len(base.samples), len(cur.samples))
     base_ok, cur_ok = base.status == "ok", cur.status == "ok"
     if not (base_ok and cur_ok):
@@ -86,9 +86,9 @@ def compare_point(base: Point, cur: Point, threshold: float, alpha: float) -> Po
         error = cur.error or base.error
         detail = f"{status}: {error}" if error else status
         verdict = NOW_FAILING if base_ok else FIXED if cur_ok else BOTH_FAILING
-        return PointVerdict(base.key, verdict, base.throughput if base_ok else None,
-                            cur.throughput if cur_ok else None, None, None, counts, detail)
-    change = cur.throughput / base.throughput - 1
+        return PointVerdict(base.key, verdict, base.value if base_ok else None,
+                            cur.value if cur_ok else None, None, None, counts, detail)
+    change = cur.value / base.value - 1
     pvalue = None
     detail = ""
     if min(counts) >= MIN_SAMPLES_FOR_TEST:
@@ -104,10 +104,10 @@ def compare_point(base: Point, cur: Point, threshold: float, alpha: float) -> Po
         verdict = IMPROVED
     else:
         verdict = UNCHANGED
-    return PointVerdict(base.key, verdict, base.throughput, cur.throughput, change, pvalue, counts, detail)
+    return PointVerdict(base.key, verdict, base.value, cur.value, change, pvalue, counts, detail)
 
 
-def compare_runs(baseline: Run, current: Run, threshold: float, alpha: float) -> list[PointVerdict]:
+def compare_runs(baseline: GateRun, current: GateRun, threshold: float, alpha: float) -> list[PointVerdict]:
     """Every point of either run, matched by GATE_KEY; GateInputError when the runs share no point."""
     shared = [k for k in baseline.points if k in current.points]
     if not shared:
@@ -130,11 +130,11 @@ def compare_runs(baseline: Run, current: Run, threshold: float, alpha: float) ->
     return verdicts
 
 
-def _ok_throughput(point: Point) -> float | None:
-    return point.throughput if point.status == "ok" else None
+def _ok_throughput(point: GatePoint) -> float | None:
+    return point.value if point.status == "ok" else None
 
 
-def _summary(run: Run) -> str:
+def _summary(run: GateRun) -> str:
     models = sorted({p.field("model") for p in run.points.values()})
     sizes = sorted({p.field("img_size") for p in run.points.values()}, key=lambda s: (len(s), s))
     return f"{len(run.points)} point(s): {', '.join(models)} at {', '.join(sizes)}px"

@@ -97,7 +97,7 @@ def run_gate(
             report.points = sorted(compare_runs(baseline_run, current_run, report.threshold, alpha),
                                    key=_sort_key)
         for gate in gates:
-            report.ratios.extend(evaluate_ratio_gate(gate, current_run))
+            report.ratios.extend(evaluate_ratio_gate(gate, current_run.for_metric("throughput")))
     except GateInputError as exc:
         report.error = str(exc)
     return report

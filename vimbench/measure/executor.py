@@ -59,8 +59,7 @@ def _chain_key(point: Point) -> tuple[Any, ...]:
         point.dtype,
         point.device,
         point.mode,
-        point.scan_backend,
-        point.attn_backend,
+        tuple(sorted(point.options.items())),
         point.compile,
         point.channels_last,
     )

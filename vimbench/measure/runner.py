@@ -7,64 +7,28 @@ create a CUDA context and may run out of memory, all of which must die with the 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-from .memory import reset_torch_peaks, rss_now_mib, rss_peak_mib, torch_peaks_mib
-from .nvml_sampler import NvmlPeak, NvmlSampler
+from vimbench.dtypes import torch_dtype
+from vimbench.metrics import Collector, MetricContext, all_metrics
+
 from .plan import Point
 from .timing import time_steps
-from .worker import DTYPE_NAMES, failure_row, identity_row, is_oom, now_utc, resolved_backends
+from .worker import failure_row, identity_row, is_oom, now_utc, resolved_backends
 
 
-class _Memory:
-    """Collects the memory readings of one point, whatever way it ends."""
+def start_collectors(point: Point, device_uuid: str) -> list[Collector]:
+    """Every registered metric's collector for this point, built now (before the model: a memory peak
+    covers the whole point), in registry order."""
+    if point.device.startswith("cuda"):
+        import torch
 
-    def __init__(self, point: Point):
-        self.device = point.device
-        self.sampler: NvmlSampler | None = None
-        self.rss_baseline = rss_now_mib()
-        if self.device.startswith("cuda"):
-            import torch
-
-            from .environment import describe_device
-
-            torch.cuda.set_device(torch.device(self.device))
-            try:
-                uuid = describe_device(self.device)["uuid"]
-                self.sampler = NvmlSampler.for_uuid(uuid, os.getpid(), point.nvml_interval_ms).start()
-            except Exception:  # no NVML (some containers): the row falls back to torch's reserved peak
-                self.sampler = None
-            reset_torch_peaks(self.device)
-
-    def columns(self) -> dict[str, Any]:
-        nvml: NvmlPeak | None = self.sampler.stop() if self.sampler is not None else None
-        alloc, reserved = torch_peaks_mib(self.device)
-        rss = rss_peak_mib()
-        cols: dict[str, Any] = {
-            "torch_peak_alloc_mib": alloc,
-            "torch_peak_reserved_mib": reserved,
-            "rss_peak_mib": rss,
-            "rss_baseline_mib": self.rss_baseline,
-        }
-        if nvml is not None:
-            if self.sampler is not None and self.sampler.uuid:
-                cols["device_uuid"] = self.sampler.uuid  # NVML's spelling: tells a MIG slice from its GPU
-            cols.update(
-                nvml_peak_mib=nvml.peak_mib,
-                nvml_interval_ms=nvml.interval_ms,
-                nvml_baseline_mib=nvml.baseline_mib,
-                peak_mem_mib=nvml.peak_mib,
-                peak_mem_source=nvml.source,
-            )
-        elif self.device.startswith("cuda"):
-            cols.update(peak_mem_mib=reserved, peak_mem_source="torch-reserved")
-        else:
-            cols.update(peak_mem_mib=rss, peak_mem_source="rss")
-        return cols
+        torch.cuda.set_device(torch.device(point.device))
+    context = MetricContext(point.device, point.batch_size, point.nvml_interval_ms, device_uuid)
+    return [metric.collector(context) for metric in all_metrics() if metric.collector is not None]
 
 
 def _sync_for(device: str) -> Callable[[], None]:
@@ -82,7 +46,7 @@ def _build(point: Point, scan: str, attn: str):
 
     from vimbench.models import create_model
 
-    dtype = getattr(torch, DTYPE_NAMES[point.dtype])
+    dtype = torch_dtype(point.dtype)
     device = torch.device(point.device)
     model = create_model(
         point.model,
@@ -144,9 +108,9 @@ def measure_point(point: Point, hooks: Callable[[Point], None] | None = None) ->
         torch.set_num_threads(point.threads)
     row = identity_row(point)
     row["threads"] = torch.get_num_threads()
-    memory: _Memory | None = None
+    collectors: list[Collector] = []
     try:
-        memory = _Memory(point)
+        collectors = start_collectors(point, row.get("device_uuid") or "")
         scan, attn = resolved_backends(point)
         params, step = _build(point, scan, attn)
         if hooks is not None:
@@ -161,19 +125,21 @@ def measure_point(point: Point, hooks: Callable[[Point], None] | None = None) ->
                 min_time_s=point.min_time_s,
                 repeats=point.repeats,
                 sync=_sync_for(point.device),
+                on_start=lambda: [c.start() for c in collectors],
+                on_stop=lambda: [c.stop() for c in collectors],
             )
-        row.update(timing.summary())
-        row.update(memory.columns())
+        for collector in collectors:
+            row.update(collector.columns(timing))
         row.update(status="ok", params=params, gflops=_gflops(point), error="")
     except Exception as exc:
         oom = is_oom(exc)
         message = f"{type(exc).__name__}: {exc}" if not oom else str(exc).split("\n")[0]
         if not oom:
             traceback.print_exc()  # to stderr: the full story for whoever reads the worker's log
-        extra = {}
-        if memory is not None:
+        extra: dict[str, Any] = {}
+        for collector in collectors:  # what was read before the failure (memory peaks) still counts
             with contextlib.suppress(Exception):
-                extra = memory.columns()
+                extra.update(collector.columns(None))
         row = failure_row(point, "oom" if oom else "error", message, threads=row["threads"], **extra)
     row["timestamp"] = now_utc()
     row["duration_s"] = time.perf_counter() - started

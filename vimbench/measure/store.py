@@ -17,66 +17,24 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from .schema import RESULT_COLUMNS, point_key
-
-RESULTS_FILE = "results.csv"
-RUN_FILE = "run.json"
-# written after the contract columns: the knobs behind each number that the contract does not name
-EXTRA_COLUMNS: tuple[str, ...] = (
-    "warmup",
-    "min_time_s",
-    "threads",
-    "precision",  # cast (infer fp16/bf16) | autocast (train fp16/bf16) | fp32
-    "nvml_baseline_mib",
-    "rss_baseline_mib",
-    "torch_version",
+from vimbench.results import (
+    ALL_COLUMNS,
+    CORE_COLUMNS,
+    RESULTS_FILE,
+    RUN_FILE,
+    SCHEMA_VERSION,
+    cell_text,
+    point_key,
+    read_run_json,
 )
-ALL_COLUMNS: tuple[str, ...] = RESULT_COLUMNS + EXTRA_COLUMNS
-NUMERIC_COLUMNS = frozenset(
-    {
-        "img_size",
-        "tokens",
-        "batch_size",
-        "throughput",
-        "latency_ms",
-        "latency_ms_p10",
-        "latency_ms_p90",
-        "iqr_pct",
-        "iters",
-        "repeats",
-        "peak_mem_mib",
-        "torch_peak_alloc_mib",
-        "torch_peak_reserved_mib",
-        "nvml_peak_mib",
-        "nvml_interval_ms",
-        "rss_peak_mib",
-        "params",
-        "gflops",
-        "duration_s",
-        "warmup",
-        "min_time_s",
-        "threads",
-        "nvml_baseline_mib",
-        "rss_baseline_mib",
-    }
-)
+
+# kept under these names for the code that writes runs; the spec lives in vimbench.results
+RESULT_COLUMNS: tuple[str, ...] = CORE_COLUMNS
 
 
 def format_value(value: Any) -> str:
-    """CSV text for one cell: booleans as true/false, None as empty, floats to 6 significant digits."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        if value != value:  # NaN
-            return ""
-        return format(value, ".6g") if abs(value) < 1e15 else repr(value)
-    if isinstance(value, list | tuple):
-        return " ".join(format_value(v) for v in value)
-    return str(value).replace("\r", " ").replace("\n", " ")
+    """CSV text for one cell (vimbench.results.cell_text)."""
+    return cell_text(value)
 
 
 def _csv_line(values: Sequence[str]) -> str:
@@ -124,7 +82,8 @@ class ResultsStore:
                 raw = raw[:keep]
             header = self._header(raw)
             text = "" if raw else _csv_line(header)
-            text += _csv_line([format_value(row.get(col)) for col in header])
+            values = {**row, "schema_version": SCHEMA_VERSION}
+            text += _csv_line([format_value(values.get(col)) for col in header])
             data = text.encode("utf-8")
             written = os.write(fd, data)
             while written < len(data):  # regular files write fully; be safe anyway
@@ -156,46 +115,13 @@ class ResultsStore:
         return {point_key(r) for r in self.rows() if statuses is None or r.get("status") in statuses}
 
     def write_run_json(self, meta: Mapping[str, Any]) -> None:
-        """Write run.json atomically (temp file + rename)."""
+        """Write run.json atomically (temp file + rename), stamped with the schema version."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        meta = {"schema_version": SCHEMA_VERSION, **meta}
         tmp = self.run_json_path.with_suffix(f".json.tmp{os.getpid()}")
         tmp.write_text(json.dumps(meta, indent=2, sort_keys=False, default=str) + "\n")
         os.replace(tmp, self.run_json_path)
 
     def read_run_json(self) -> dict[str, Any]:
-        if not self.run_json_path.is_file():
-            return {}
-        try:
-            return json.loads(self.run_json_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{self.run_json_path} is not readable JSON: {exc}") from None
-
-
-def read_results(path_or_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """A run dir or a results.csv -> DataFrame: numeric columns as numbers (NaN when empty), the rest as text.
-
-    Raises ValueError with a one-line message when the file is missing, empty or not a results.csv.
-    """
-    path = Path(path_or_dir)
-    csv_path = path / RESULTS_FILE if path.is_dir() else path
-    if not csv_path.is_file():
-        where = f"in {path}" if path.is_dir() else f"at {path}"
-        raise ValueError(f"no results.csv {where}")
-    try:
-        text = _complete_text(csv_path.read_bytes())
-    except OSError as exc:
-        raise ValueError(f"cannot read {csv_path}: {exc.strerror}") from None
-    if not text.strip():
-        raise ValueError(f"{csv_path} is empty")
-    try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ValueError(f"{csv_path} is not a readable CSV: {str(exc).splitlines()[0]}") from None
-    missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
-    if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise ValueError(f"{csv_path} is not a vimbench results.csv: missing column(s) {shown}")
-    for col in frame.columns:
-        if col in NUMERIC_COLUMNS:
-            frame[col] = pd.to_numeric(frame[col], errors="coerce")
-    return frame
+        """run.json as a dict ({} when missing); ValueError (one line) when it is not a JSON object."""
+        return read_run_json(self.run_json_path)

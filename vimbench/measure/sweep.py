@@ -29,10 +29,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from vimbench.metrics import TableColumn, all_metrics
+from vimbench.results import option_names, point_key
+
 from .executor import Executor, LocalExecutor, OomSkipper
 from .executors import distinct_devices
 from .plan import Point, SweepConfig, build_plan, config_to_json, validate_config
-from .schema import point_key
 from .store import ResultsStore
 from .worker import failure_row, identity_row, now_utc
 
@@ -78,9 +80,18 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
 
 
 # what can differ between rows of one run besides model and resolution, with short labels for the table
-_CONFIG_KEYS = ("batch_size", "dtype", "mode", "scan_backend", "attn_backend", "compile", "channels_last",
-                "device_name")
+_CONFIG_KEYS = ("batch_size", "dtype", "mode", *option_names(), "compile", "channels_last", "device_name")
 _SHORT = {"batch_size": "bs", "scan_backend": "scan", "attn_backend": "attn", "device_name": "device"}
+
+
+def _table_columns(rows: list[dict[str, Any]]) -> list[TableColumn]:
+    """Every registered metric's console columns; an extra metric's (energy) only when a row has it."""
+    shown = []
+    for metric in all_metrics():
+        headline = metric.column(metric.value_column)
+        if headline.core or any(_fmt(r.get(metric.value_column)) != "-" for r in rows):
+            shown.extend(metric.table)
+    return shown
 
 
 def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
@@ -94,6 +105,7 @@ def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Table
         by_model.setdefault(str(r.get("model", "")), []).append(r)
     groups = list(by_model.values())
     varying = [k for k in _CONFIG_KEYS if any(len({str(r.get(k, "")) for r in g}) > 1 for g in groups)]
+    metric_columns = _table_columns(rows)
     table = Table(title=title, title_justify="left")
     for col, justify in (
         ("model", "left"),
@@ -101,18 +113,12 @@ def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Table
         ("res", "right"),
         ("tokens", "right"),
         ("status", "left"),
-        ("img/s", "right"),
-        ("IQR %", "right"),
-        ("latency ms", "right"),
-        ("peak MiB", "right"),
-        ("mem source", "left"),
+        *((c.header, "right" if c.format else "left") for c in metric_columns),
         ("GFLOPs", "right"),
     ):
         table.add_column(col, justify=justify)
     for row in rows:
         status = str(row.get("status", ""))
-        noisy = str(row.get("noisy", "")).lower() == "true"
-        iqr = _fmt(row.get("iqr_pct")) + (" noisy" if noisy else "")
         shown_status = f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]"
         if status not in ("ok", "skipped-oom") and row.get("error"):
             shown_status += f" [dim]{escape(str(row['error'])[:60])}[/]"
@@ -123,14 +129,20 @@ def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Table
             str(row.get("img_size", "")),
             str(row.get("tokens", "")),
             shown_status,
-            _fmt(row.get("throughput"), ".2f"),
-            iqr,
-            _fmt(row.get("latency_ms"), ".2f"),
-            _fmt(row.get("peak_mem_mib"), ".0f"),
-            str(row.get("peak_mem_source") or "-"),
+            *(_metric_cell(row, c) for c in metric_columns),
             _fmt(row.get("gflops"), ".2f"),
         )
     return table
+
+
+def _metric_cell(row: dict[str, Any], column: TableColumn) -> str:
+    if column.format is None:
+        text = str(row.get(column.column) or "-")
+    else:
+        text = _fmt(row.get(column.column), column.format)
+    if column.flag and str(row.get(column.flag, "")).lower() == "true":
+        text += f" {column.flag}"
+    return text
 
 
 class _Display:

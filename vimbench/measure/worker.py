@@ -26,7 +26,6 @@ from typing import Any
 
 from .plan import Point
 
-DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 _ERROR_CHARS = 500
 
 
@@ -41,10 +40,10 @@ def resolved_backends(point: Point) -> tuple[str, str]:
     if get_spec(point.model).family == "vim":
         from vimbench.kernels import resolve_backend
 
-        return resolve_backend(point.scan_backend, point.device), "-"
+        return resolve_backend(point.option("scan_backend"), point.device), "-"
     from vimbench.baselines.deit import resolve_attn_backend
 
-    return "-", resolve_attn_backend(point.attn_backend)
+    return "-", resolve_attn_backend(point.option("attn_backend"))
 
 
 def precision_mode(point: Point) -> str:
@@ -66,8 +65,8 @@ def identity_row(point: Point) -> dict[str, Any]:
     try:
         scan, attn = resolved_backends(point)
     except ValueError:
-        scan = point.scan_backend if spec.family == "vim" else "-"
-        attn = point.attn_backend if spec.family == "deit" else "-"
+        scan = point.option("scan_backend") if spec.family == "vim" else "-"
+        attn = point.option("attn_backend") if spec.family == "deit" else "-"
     try:
         device = describe_device(point.device)
     except Exception:

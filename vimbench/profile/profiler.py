@@ -18,11 +18,13 @@ from typing import Any
 
 import torch
 
+from vimbench.dtypes import torch_dtypes
+
 from .categories import CATEGORIES, OTHER, SCAN, CategoryScopes, EventClassifier, strong_category
 from .flops import FlopCount, count_model_flops
 from .memory import ForwardMemory, measure_forward_memory
 
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES: dict[str, torch.dtype] = torch_dtypes()
 ITERATION_SCOPE = "vimbench::forward"
 
 

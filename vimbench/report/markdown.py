@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .runs import MEMORY_SOURCES, Line, Pair, Run, describe, lines, load_run, vim_deit_pairs
+from .runs import MEMORY_SOURCES, Line, Pair, Run, describe, lines, vim_deit_pairs
 
 REPORT_NAME = "run-report.md"  # report.md in a fig1 run is the reproduction report: never clobber it
 _ENV_KEYS = (
@@ -251,7 +251,7 @@ def errors_section(run: Run) -> str:
 
 def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the markdown report of a run (default RUN_DIR/report.md) and return its path."""
-    run = load_run(run_dir)
+    run = Run.load(run_dir)
     target = Path(out) if out is not None else run.path / REPORT_NAME
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(render_run_report(run, target))
