@@ -1,4 +1,8 @@
-"""Baseline vs current, point by point: relative change of median throughput + Mann-Whitney U on samples."""
+"""Baseline vs current, point by point: relative change of the gated metric's value (median throughput by
+default) + a one-sided Mann-Whitney U test on per-repeat samples when the metric has them.
+
+The metric's direction decides what a regression is: a drop for higher-is-better metrics (throughput), a
+rise for lower-is-better ones (latency, memory, energy per image)."""
 
 from __future__ import annotations
 
@@ -43,10 +47,10 @@ def parse_threshold(text: str) -> float:
 class PointVerdict:
     key: tuple[str, ...]
     verdict: str
-    baseline: float | None  # median img/s; None when the side has no ok measurement
+    baseline: float | None  # the metric's value (median img/s by default); None when not ok on that side
     current: float | None
     change: float | None  # current / baseline - 1
-    pvalue: float | None  # one-sided Mann-Whitney p for "current < baseline"; None when not tested
+    pvalue: float | None  # one-sided Mann-Whitney p for "current is worse"; None when not tested
     samples: tuple[int, int]  # per-repeat sample counts (baseline, current)
     detail: str = ""  # statuses, errors, why not tested
 
@@ -78,7 +82,9 @@ def point_label(key: tuple[str, ...]) -> str:
     return " ".join(parts)
 
 
-def compare_point(base: GatePoint, cur: GatePoint, threshold: float, alpha: float) -> PointVerdict:
+def compare_point(
+    base: GatePoint, cur: GatePoint, threshold: float, alpha: float, higher_is_better: bool = True
+) -> PointVerdict:
     counts = (len(base.samples), len(cur.samples))
     base_ok, cur_ok = base.status == "ok", cur.status == "ok"
     if not (base_ok and cur_ok):
@@ -92,15 +98,18 @@ def compare_point(base: GatePoint, cur: GatePoint, threshold: float, alpha: floa
     pvalue = None
     detail = ""
     if min(counts) >= MIN_SAMPLES_FOR_TEST:
-        pvalue = mann_whitney_u(cur.samples, base.samples, alternative="less").pvalue
+        worse = "less" if higher_is_better else "greater"
+        pvalue = mann_whitney_u(cur.samples, base.samples, alternative=worse).pvalue
     else:
         detail = f"{min(counts)} samples on one side (< {MIN_SAMPLES_FOR_TEST}): threshold alone decides"
-    if change < -threshold:
+    worse_by = -change if higher_is_better else change
+    if worse_by > threshold:
         significant = pvalue is None or pvalue < alpha
         verdict = REGRESSION if significant else NOT_SIGNIFICANT
         if not significant:
-            detail = f"p = {pvalue:.3g} >= alpha {alpha:g}: the drop is within the run-to-run noise"
-    elif change > threshold:
+            what = "drop" if higher_is_better else "rise"
+            detail = f"p = {pvalue:.3g} >= alpha {alpha:g}: the {what} is within the run-to-run noise"
+    elif -worse_by > threshold:
         verdict = IMPROVED
     else:
         verdict = UNCHANGED
@@ -116,7 +125,9 @@ def compare_runs(baseline: GateRun, current: GateRun, threshold: float, alpha: f
             f"(matched on {', '.join(GATE_KEY)}); baseline has {_summary(baseline)}, current has "
             f"{_summary(current)}"
         )
-    verdicts = [compare_point(baseline.points[k], current.points[k], threshold, alpha) for k in shared]
+    higher = current.metric.higher_is_better
+    verdicts = [compare_point(baseline.points[k], current.points[k], threshold, alpha, higher)
+                for k in shared]
     if all(v.verdict == BOTH_FAILING for v in verdicts):
         raise GateInputError(f"nothing to compare: all {len(verdicts)} shared point(s) failed in both runs")
     for key, point in baseline.points.items():
