@@ -141,6 +141,9 @@ def _points_from_table(
         key = tuple(schema_key[k] for k in GATE_KEY)
         status = cell_text(row.get("status"))
         ok = status == "ok"
+        if ok and not cell_text(row.get(metric.value_column)).strip() and metric.name != DEFAULT_METRIC:
+            raise GateInputError(f"{where}: status ok but no {what} recorded for this point (run.json "
+                                 "metric_notes says why); gate on a run that measured it")
         value = _parse_float(row.get(metric.value_column), where, what) if ok else math.nan
         samples: tuple[float, ...] = ()
         if ok and metric.samples_column:

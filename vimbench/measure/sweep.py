@@ -29,7 +29,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from vimbench.metrics import TableColumn, all_metrics
+from vimbench.metrics import TableColumn, all_metrics, describe_metrics
+from vimbench.metrics.timing_stats import NOISE_RULE
 from vimbench.results import option_names, point_key
 
 from .executor import Executor, LocalExecutor, OomSkipper
@@ -222,12 +223,14 @@ def _run_meta(config: SweepConfig, points: list[Point]) -> dict[str, Any]:
             "timeout_s": config.timeout_s,
             "nvml_interval_ms": config.nvml_interval_ms,
             "timing": "perf_counter window between device synchronizations; explicit warmup",
+            "noise": NOISE_RULE,
             "precision": {
                 "infer": "model and input cast to dtype (Vim residual stream stays fp32)",
                 "train": "fp32 weights, torch.autocast to dtype, GradScaler for fp16, AdamW",
             },
             "isolation": "one fresh worker process per point",
         },
+        "metrics": describe_metrics(),
         "points_planned": len(points),
         "environment": collect_environment(),
     }
@@ -293,6 +296,7 @@ def run_sweep(config: SweepConfig, executor: Executor | None = None, console: Co
         def on_row(point: Point, row: dict) -> None:
             store.append(row)  # first, so nothing measured is lost whatever happens next
             skipper.record(point, row)
+            _collect_notes(meta, row)
             display.done(row)
 
         def announce(point: Point) -> dict | None:
@@ -328,6 +332,14 @@ def run_sweep(config: SweepConfig, executor: Executor | None = None, console: Co
     if config.plots:
         _plot(console, config.out_dir)
     return config.out_dir
+
+
+def _collect_notes(meta: dict[str, Any], row: dict[str, Any]) -> None:
+    """Why a metric read "-" (no energy counter here, say): once per distinct reason, into run.json."""
+    for metric, reason in (row.get("metric_notes") or {}).items():
+        reasons = meta.setdefault("metric_notes", {}).setdefault(metric, [])
+        if reason not in reasons:
+            reasons.append(reason)
 
 
 def _summary(console: Console, store: ResultsStore, run_dir: Path, wall_s: float) -> None:

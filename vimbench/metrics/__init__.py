@@ -13,7 +13,7 @@ import importlib
 from .spec import Collector, Column, Metric, MetricContext, TableColumn
 
 # in results.csv column order
-METRIC_MODULES: tuple[str, ...] = ("throughput", "latency", "peak_memory")
+METRIC_MODULES: tuple[str, ...] = ("throughput", "latency", "peak_memory", "energy")
 
 _REGISTRY: dict[str, Metric] = {}
 
@@ -47,6 +47,15 @@ def gate_metrics() -> tuple[Metric, ...]:
     return tuple(m for m in all_metrics() if m.gate)
 
 
+def describe_metrics() -> dict[str, dict[str, object]]:
+    """For run.json: what each registered metric is and which columns carry it."""
+    return {
+        m.name: {"unit": m.unit, "direction": f"{m.direction} is better", "gate": m.gate,
+                 "columns": [c.name for c in m.columns]}
+        for m in all_metrics()
+    }
+
+
 def metric_columns() -> tuple[Column, ...]:
     """Every metric's columns, in registry order (core and extra mixed; the results spec orders them)."""
     return tuple(c for m in all_metrics() for c in m.columns)
@@ -60,6 +69,7 @@ __all__ = [
     "MetricContext",
     "TableColumn",
     "all_metrics",
+    "describe_metrics",
     "gate_metrics",
     "get_metric",
     "metric_columns",
