@@ -81,7 +81,7 @@ class GateRun:
         metric = _gate_metric(name)
         if metric.name == self.metric.name:
             return self
-        points = _points_from_table(self.run.table, self.run.csv_path, [], metric)
+        points = _points_from_table(_as_written(self.run), self.run.csv_path, [], metric)
         return GateRun(self.source, self.run, metric, points, self.environment, [])
 
 
@@ -163,6 +163,11 @@ def _points_from_table(
     return points
 
 
+def _as_written(run: Run) -> pd.DataFrame:
+    """The rows' text as written, so a bad value is named literally in the error."""
+    return run.text_table if run.text_table is not None else run.table
+
+
 def load_run(path: str | Path, role: str, metric: str = DEFAULT_METRIC) -> GateRun:
     """A run dir (results.csv + run.json) or a bare results.csv (run.json beside it is used if present)."""
     gated = _gate_metric(metric)
@@ -180,7 +185,7 @@ def load_run(path: str | Path, role: str, metric: str = DEFAULT_METRIC) -> GateR
     except ResultsError as exc:
         raise GateInputError(str(exc)) from None
     notes: list[str] = []
-    points = _points_from_table(run.table, run.csv_path, notes, gated)
+    points = _points_from_table(_as_written(run), run.csv_path, notes, gated)
     json_path = run.path / RUN_FILE
     environment = run.meta.get("environment")
     if environment is not None and not isinstance(environment, dict):

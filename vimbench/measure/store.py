@@ -24,6 +24,7 @@ from vimbench.results import (
     RUN_FILE,
     SCHEMA_VERSION,
     cell_text,
+    complete_text,
     point_key,
     read_run_json,
 )
@@ -54,12 +55,6 @@ def _locked(path: Path, exclusive: bool) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)  # releases the lock
-
-
-def _complete_text(raw: bytes) -> str:
-    """The file's text up to its last newline: a torn final line (a killed writer) is not a row."""
-    end = raw.rfind(b"\n")
-    return raw[: end + 1].decode("utf-8", errors="replace") if end >= 0 else ""
 
 
 class ResultsStore:
@@ -105,7 +100,7 @@ class ResultsStore:
             return []
         with _locked(self.csv_path, exclusive=False) as fd:
             raw = os.pread(fd, os.fstat(fd).st_size, 0)
-        text = _complete_text(raw)
+        text = complete_text(raw)
         if not text:
             return []
         return [dict(r) for r in csv.DictReader(io.StringIO(text)) if r.get("model")]

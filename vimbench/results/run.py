@@ -155,6 +155,7 @@ class Run:
     csv_path: Path
     table: pd.DataFrame  # every complete row, in file order
     meta: dict[str, Any] = field(default_factory=dict)
+    text_table: pd.DataFrame | None = None  # the same rows as written (every cell its CSV text)
     schema_version: int = SCHEMA_VERSION  # what the results.csv was written with (before migration)
     meta_schema_version: int = SCHEMA_VERSION  # what run.json says (1 when it says nothing)
 
@@ -172,10 +173,10 @@ class Run:
         folder = csv_path.parent
         raw = _read_csv(csv_path, given)
         version = file_schema_version(raw, csv_path)
-        table = typed(migrate(raw, version, csv_path))
+        text = migrate(raw, version, csv_path)
         meta = read_run_json(folder / RUN_FILE)
         meta_version = meta.get("schema_version", 1) if meta else SCHEMA_VERSION
-        return cls(folder, csv_path, table, meta, version, int(meta_version))
+        return cls(folder, csv_path, typed(text), meta, text, version, int(meta_version))
 
     @cached_property
     def results(self) -> pd.DataFrame:
