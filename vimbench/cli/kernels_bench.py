@@ -39,7 +39,7 @@ def _parse_ints(value: str | None, default: list[int], what: str) -> list[int]:
 
 
 def _parse_shapes(value: str | None, device: torch.device) -> list[str]:
-    from vimbench.kernels.bench import VIM_SHAPES
+    from vimbench.kernelbench.bench import VIM_SHAPES
 
     shapes = parse_csv_list(value) or DEFAULT_SHAPES[device.type]
     for shape in shapes:
@@ -75,7 +75,7 @@ def _parse_backends(value: str | None, device: torch.device) -> list[str]:
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
     """Rewrite the whole file through a temporary name, so an interrupted run leaves a valid CSV."""
-    from vimbench.kernels.bench import CSV_COLUMNS
+    from vimbench.kernelbench.bench import CSV_COLUMNS
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -157,7 +157,7 @@ def bench(
 ) -> None:
     """Time each scan backend at Vim layer shapes: median and p10/p90, GB/s and % of the card's ceilings."""
     from vimbench.dtypes import normalize_dtype
-    from vimbench.kernels.bench import ceiling_for, device_name, run_bench, seqlen_for
+    from vimbench.kernelbench.bench import ceiling_for, device_name, run_bench, seqlen_for
 
     dev = _parse_device(device)
     shape_names = _parse_shapes(shapes, dev)

@@ -18,10 +18,9 @@ import torch
 from torch import Tensor
 
 from vimbench.dtypes import torch_dtypes
-
-from .reference import selective_scan_ref
-from .registry import get_backend
-from .scan import selective_scan
+from vimbench.kernels.reference import selective_scan_ref
+from vimbench.kernels.registry import get_backend
+from vimbench.kernels.scan import selective_scan
 
 DTYPES: dict[str, torch.dtype] = torch_dtypes()
 # relative-error tolerances (max|x-ref| / max|ref|): mamba's floors for the outputs
