@@ -182,7 +182,7 @@ def test_speedup_and_saving(a, b, ratio, saving) -> None:
 
 def test_paper_speedup_is_one_number_everywhere() -> None:
     """compare and the Fig. 1 report used to disagree in the third digit (rounded FPS vs plotted logs)."""
-    from vimbench.measure.compare import _paper
+    from vimbench.report.compare import _paper
 
     for size in paper.MEASURED_RESOLUTIONS[:-1]:
         entry = _paper("vim-t", "deit-t", size)

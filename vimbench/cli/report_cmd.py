@@ -101,8 +101,8 @@ def fig1(
 ) -> None:
     """Vim-Ti vs DeiT-Ti at 512, 640, 736 (the paper's 738), 1024, 1248 px, then report.md beside the
     paper's Fig. 1: speedup and memory saving at each resolution, every setting, a verdict on 2.8x / 86.8%."""
+    from vimbench import reproduce
     from vimbench.measure.plan import resolve_device, validate_config
-    from vimbench.report import reproduce
 
     if from_dir is not None:
         try:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vimbench.measure.sweep import wide_console
+from vimbench.console import wide_console
 from vimbench.metrics import Metric, get_metric
 
 from .compare import (

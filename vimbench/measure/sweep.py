@@ -12,6 +12,7 @@ import re
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from vimbench.console import wide_console
 from vimbench.metrics import TableColumn, all_metrics, describe_metrics
 from vimbench.metrics.timing_stats import NOISE_RULE
 from vimbench.results import option_names, point_key
@@ -61,13 +63,6 @@ def latest_run_dir(models: list[str], root: Path = RUNS_DIR) -> Path | None:
     pattern = re.compile(r"^\d{8}T\d{6}Z" + re.escape(suffix) + "$")
     runs = sorted(p for p in root.glob("*") if p.is_dir() and pattern.match(p.name)) if root.is_dir() else []
     return runs[-1] if runs else None
-
-
-def wide_console(console: Console) -> Console:
-    """Tables in logs and pipes get 160 columns instead of rich's 80; a terminal keeps its own width."""
-    if console.is_terminal:
-        return console
-    return Console(file=console.file, width=160, highlight=False, color_system=None)
 
 
 def _fmt(value: Any, spec: str = ".1f") -> str:
@@ -236,12 +231,18 @@ def _run_meta(config: SweepConfig, points: list[Point]) -> dict[str, Any]:
     }
 
 
-def run_sweep(config: SweepConfig, executor: Executor | None = None, console: Console | None = None) -> Path:
-    """Run (or resume) a sweep; return its run folder. ValueError (one line) for bad config."""
-    if console is None:
-        from vimbench.cli.common import console as cli_console
+def run_sweep(
+    config: SweepConfig,
+    executor: Executor | None = None,
+    console: Console | None = None,
+    plotter: Callable[[Path], list[Path]] | None = None,
+) -> Path:
+    """Run (or resume) a sweep; return its run folder. ValueError (one line) for bad config.
 
-        console = cli_console
+    `plotter(run_dir)` draws the run's figures at the end when config.plots is set (the CLI passes
+    vimbench.report.plots.plot_run; measurement itself never imports the report layer).
+    """
+    console = console or Console()
     config = validate_config(config)
     if config.out_dir is None:
         found = latest_run_dir(config.models) if config.resume else None
@@ -329,8 +330,8 @@ def run_sweep(config: SweepConfig, executor: Executor | None = None, console: Co
     meta["status_counts"] = dict(Counter(r.get("status", "") for r in store.rows()))
     store.write_run_json(meta)
     _summary(console, store, config.out_dir, meta["wall_time_s"])
-    if config.plots:
-        _plot(console, config.out_dir)
+    if config.plots and plotter is not None:
+        _plot(console, config.out_dir, plotter)
     return config.out_dir
 
 
@@ -359,12 +360,10 @@ def _summary(console: Console, store: ResultsStore, run_dir: Path, wall_s: float
     )
 
 
-def _plot(console: Console, run_dir: Path) -> None:
+def _plot(console: Console, run_dir: Path, plotter: Callable[[Path], list[Path]]) -> None:
     """Plots are a bonus: a missing or failing plotter prints one warning and never touches the results."""
     try:
-        from vimbench.report.plots import plot_run
-
-        made = plot_run(run_dir)
+        made = plotter(run_dir)
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else ""
         console.print(

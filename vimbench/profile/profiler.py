@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from vimbench.dtypes import torch_dtypes
+from vimbench.metrics.timing_stats import spread
 
 from .categories import CATEGORIES, OTHER, SCAN, CategoryScopes, EventClassifier, strong_category
 from .flops import FlopCount, count_model_flops
@@ -89,7 +90,8 @@ class ProfileResult:
     cpu_summary: EventSummary | None = None  # on CUDA: the host side (launch overhead, Python)
     scan_bandwidth: ScanBandwidth | None = None  # CUDA + Vim only
     flops: FlopCount | None = None
-    wall_s_per_iter: float = 0.0
+    wall_s_per_iter: float = 0.0  # median over the profiled forwards
+    wall_iqr_pct: float = 0.0  # their spread; noisy by the one rule of vimbench.metrics.timing_stats
     memory: ForwardMemory | None = None  # CUDA only
     trace_path: Path | None = None
 
@@ -360,18 +362,20 @@ def run_profile(config: ProfileConfig, top: int = 15) -> ProfileResult:
             model(x)
         _synchronize(device)
         with CategoryScopes(model, record=True), profile(activities=activities, record_shapes=True) as prof:
-            start = time.perf_counter()
+            walls = []
             for _ in range(config.iters):
+                start = time.perf_counter()
                 with record_function(ITERATION_SCOPE):
                     model(x)
                 _synchronize(device)
-            wall = (time.perf_counter() - start) / config.iters
+                walls.append(time.perf_counter() - start)
+            wall = spread(walls)
     events = prof.events()
     measure = "device" if use_cuda else "cpu"
     summary = analyse_events(events, measure, config.iters, top)
     result = ProfileResult(
         config=config, device=str(device), scan_backend=scan_backend, attn_backend=attn_backend,
-        measure=measure, summary=summary, wall_s_per_iter=wall,
+        measure=measure, summary=summary, wall_s_per_iter=wall.median, wall_iqr_pct=wall.iqr_pct,
         flops=count_model_flops(model, config.img_size, config.batch_size),
     )
     if use_cuda:

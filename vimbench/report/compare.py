@@ -8,9 +8,10 @@ from typing import Any
 
 import pandas as pd
 
-from vimbench.report import paper
 from vimbench.results import number as _num
 from vimbench.results import point_key, saving_pct, speedup
+
+from . import paper
 
 
 def matching_rows(frame: pd.DataFrame, model: str, filters: Mapping[str, Any]) -> pd.DataFrame:
