@@ -29,8 +29,8 @@ def _validated_config(
     """Every input checked before anything heavy runs: a bad one is a one-line UsageError."""
     from vimbench.baselines.deit import resolve_attn_backend
     from vimbench.kernels import get_backend, resolve_backend
+    from vimbench.layers import check_img_size
     from vimbench.models import get_spec
-    from vimbench.models.layers import check_img_size
     from vimbench.profile.profiler import ProfileConfig, resolve_device
 
     try:

@@ -24,8 +24,7 @@ from vimbench.kernels import (
     bidirectional_selective_scan,
     causal_conv1d_silu,
 )
-
-from .layers import add_patch_tokens, init_linear_conv, trunc_normal_
+from vimbench.layers import add_patch_tokens, init_linear_conv, trunc_normal_
 
 
 @dataclass(frozen=True)

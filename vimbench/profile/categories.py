@@ -146,7 +146,7 @@ def _first_input_dims(event: Any) -> int | None:
 def module_category(module: nn.Module) -> str | None:
     """Which modules get a scope: projections, norms, the patch embedding and DeiT's attention block."""
     from vimbench.baselines.deit import Attention
-    from vimbench.models.layers import PatchEmbed
+    from vimbench.layers import PatchEmbed
 
     if isinstance(module, (nn.Linear, PatchEmbed)):
         return LINEAR
