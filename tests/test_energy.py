@@ -201,8 +201,8 @@ class _Ticker:
 
 def test_worker_row_carries_rapl_energy(tmp_path, monkeypatch) -> None:
     """A real worker subprocess reads the fake powercap tree around its timed window."""
+    from vimbench.measure.executors import run_point_subprocess
     from vimbench.measure.plan import Point
-    from vimbench.measure.worker import run_point_subprocess
 
     root = make_powercap(tmp_path / "pc", {"package-0": (1_000_000, 10**12)})
     monkeypatch.setenv("VIMBENCH_POWERCAP_ROOT", str(root))
@@ -218,8 +218,8 @@ def test_worker_row_carries_rapl_energy(tmp_path, monkeypatch) -> None:
 
 def test_sweep_records_why_energy_is_missing(tmp_path) -> None:
     from vimbench.measure.plan import SweepConfig
+    from vimbench.measure.rows import identity_row
     from vimbench.measure.sweep import run_sweep
-    from vimbench.measure.worker import identity_row
 
     class NoEnergyExecutor:
         def run(self, points, on_row, skip=None):

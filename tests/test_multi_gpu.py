@@ -16,9 +16,14 @@ import pytest
 import torch
 from conftest import requires_cuda
 
-from vimbench.measure.executor import LocalExecutor, OomSkipper
-from vimbench.measure.executors import distinct_devices, make_executor, require_one_device
-from vimbench.measure.multi_gpu import (
+from vimbench.measure.executors import (
+    LocalExecutor,
+    OomSkipper,
+    distinct_devices,
+    make_executor,
+    require_one_device,
+)
+from vimbench.measure.executors.multi_gpu import (
     MultiDeviceExecutor,
     cpu_shares,
     largest_first,
@@ -277,9 +282,9 @@ def test_executor_refuses_shared_devices():
 
 def test_sweep_over_fake_devices_writes_one_results_csv_and_resumes(tmp_path, monkeypatch):
     from vimbench.measure.plan import SweepConfig
+    from vimbench.measure.rows import identity_row
     from vimbench.measure.store import ALL_COLUMNS
     from vimbench.measure.sweep import run_sweep
-    from vimbench.measure.worker import identity_row
     from vimbench.results import Run
 
     calls: list[Point] = []
@@ -362,7 +367,7 @@ def test_ctrl_c_kills_running_workers_and_keeps_nothing_half_done():
 
     import psutil
 
-    from vimbench.measure.worker import run_point_subprocess
+    from vimbench.measure.executors import run_point_subprocess
 
     def cpu_runner(point, env):
         hang = {**(env or {}), "VIMBENCH_SIMULATE_HANG_AT": "32"}

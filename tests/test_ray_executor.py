@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from vimbench.measure.executors.ray import RAY_MISSING, RayExecutor
 from vimbench.measure.plan import Point, SweepConfig
-from vimbench.measure.ray_executor import RAY_MISSING, RayExecutor
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install vimbench[ray]")
 

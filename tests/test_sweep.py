@@ -9,9 +9,9 @@ import pytest
 from rich.console import Console
 
 from vimbench.measure.plan import Point, SweepConfig
+from vimbench.measure.rows import identity_row
 from vimbench.measure.store import ResultsStore
 from vimbench.measure.sweep import latest_run_dir, run_sweep
-from vimbench.measure.worker import identity_row
 from vimbench.results import CORE_COLUMNS as RESULT_COLUMNS
 from vimbench.results import Run, point_key
 

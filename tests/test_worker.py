@@ -7,9 +7,10 @@ import time
 import pytest
 
 from tests.conftest import requires_cuda
+from vimbench.measure.executors import run_point_subprocess
 from vimbench.measure.plan import Point
 from vimbench.measure.timing import TimingResult, time_steps
-from vimbench.measure.worker import is_oom, run_point_subprocess
+from vimbench.measure.worker import is_oom
 from vimbench.results import CORE_COLUMNS as RESULT_COLUMNS
 
 TINY = {"warmup": 1, "iters": 1, "min_time_s": 0.0, "repeats": 2, "threads": 1}

@@ -35,11 +35,10 @@ from vimbench.metrics import TableColumn, all_metrics, describe_metrics
 from vimbench.metrics.timing_stats import NOISE_RULE
 from vimbench.results import option_names, point_key
 
-from .executor import Executor, LocalExecutor, OomSkipper
-from .executors import distinct_devices
+from .executors import Executor, LocalExecutor, OomSkipper, distinct_devices
 from .plan import Point, SweepConfig, build_plan, config_to_json, validate_config
+from .rows import failure_row, identity_row, now_utc
 from .store import ResultsStore
-from .worker import failure_row, identity_row, now_utc
 
 RUNS_DIR = Path("results") / "runs"
 LIVE_ROWS = 12

@@ -42,8 +42,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .executor import OnRow, SkipCheck
-from .plan import Point
+from ..plan import Point
+from .base import OnRow, SkipCheck
 
 # run_point_subprocess's signature: (point, extra environment) -> one results row
 Runner = Callable[[Point, Mapping[str, str] | None], dict]
@@ -152,7 +152,7 @@ def cpu_shares(count: int, cpus: Sequence[int] | None = None) -> list[frozenset[
 
 
 def _describe_cuda(device: str) -> Mapping[str, Any]:
-    from .environment import describe_device
+    from ..environment import describe_device
 
     return describe_device(device)
 
@@ -291,7 +291,7 @@ class MultiDeviceExecutor:
         try:
             runner = self._runner
             if runner is None:
-                from .worker import run_point_subprocess as runner
+                from .local import run_point_subprocess as runner
             row = dict(runner(child_point, slot.env))
         except Exception as exc:  # a bug in the runner must not stop the other GPUs
             row = _error_row(child_point, f"{type(exc).__name__}: {exc}")
@@ -324,7 +324,7 @@ def _cpu_list(cpus: frozenset[int]) -> str:
 
 def _error_row(point: Point, message: str) -> dict:
     """The worker's own failure row when it can be built (it describes the device), else the bare identity."""
-    from .worker import failure_row
+    from ..rows import failure_row
 
     try:
         return failure_row(point, "error", message)

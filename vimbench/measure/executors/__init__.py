@@ -13,9 +13,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .executor import Executor, LocalExecutor
+from .base import Executor, OnRow, OomSkipper, SkipCheck
+from .local import LocalExecutor, run_point_subprocess
 
 EXECUTORS = ("local", "ray")
+__all__ = [
+    "EXECUTORS",
+    "Executor",
+    "LocalExecutor",
+    "OnRow",
+    "OomSkipper",
+    "SkipCheck",
+    "distinct_devices",
+    "make_executor",
+    "require_one_device",
+    "run_point_subprocess",
+]
 
 
 def make_executor(
@@ -28,7 +41,7 @@ def make_executor(
     if kind == "ray":
         if devices:
             raise ValueError("--devices picks local GPUs; with --executor ray, Ray assigns one GPU per point")
-        from .ray_executor import RayExecutor, import_ray
+        from .ray import RayExecutor, import_ray
 
         import_ray()  # fail now, with the install hint, rather than after planning
         return RayExecutor(address=ray_address or None)
