@@ -184,11 +184,10 @@ def compare(
 ) -> None:  # fmt: skip
     """Run two models (or read a finished run) and print them side by side per resolution."""
     from vimbench.console import wide_console
-    from vimbench.measure.executors import require_one_device
     from vimbench.measure.plan import parse_resolutions
     from vimbench.report.compare import compare_rows, configurations, matching_rows
     from vimbench.report.paper import MEASURED_RESOLUTIONS
-    from vimbench.results import Run
+    from vimbench.results import Run, require_one_device
 
     names = parse_model_names(f"{model_a},{model_b}")
     if names[0] == names[1]:

@@ -12,7 +12,6 @@ from typing import Any
 
 import pandas as pd
 
-from vimbench.measure.executors import require_one_device
 from vimbench.metrics import Metric, get_metric
 from vimbench.results import (
     POINT_KEY,
@@ -23,6 +22,7 @@ from vimbench.results import (
     RunMetaError,
     cell_text,
     point_key,
+    require_one_device,
 )
 
 # The identity of a point across two runs: the schema key without the device name (a different GPU is

@@ -22,10 +22,10 @@ from vimbench.kernels.bidirectional import (
     bidirectional_selective_scan,
     fused_bidirectional_backends,
 )
+from vimbench.kernels.flops import scan_flops
 from vimbench.kernels.registry import get_backend
 from vimbench.kernels.scan import selective_scan
 from vimbench.metrics.timing_stats import NOISE_RULE, is_noisy, spread
-from vimbench.profile.flops import scan_flops
 
 from .check import DTYPES
 

@@ -19,6 +19,7 @@ from .columns import (
     numeric_columns,
     option_names,
 )
+from .devices import distinct_devices, require_one_device
 from .ratios import saving_pct, speedup
 from .run import RESULTS_FILE, RUN_FILE, ResultsError, Run, RunMetaError, complete_text, read_run_json
 
@@ -40,12 +41,14 @@ __all__ = [
     "column",
     "complete_text",
     "core_columns",
+    "distinct_devices",
     "number",
     "numeric_columns",
     "option_names",
     "parse_cell",
     "point_key",
     "read_run_json",
+    "require_one_device",
     "row_options",
     "saving_pct",
     "speedup",

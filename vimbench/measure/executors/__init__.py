@@ -1,17 +1,16 @@
-"""Choosing where a sweep runs (`make_executor`, what the CLI calls) and telling GPU models apart in results.
+"""Where points run: the executors, and choosing one (`make_executor`, what the CLI calls).
 
 - no --devices, --executor local: `LocalExecutor`, one point after another on the sweep's --device.
 - --devices all | cuda:0,cuda:1,...: `MultiDeviceExecutor`, one worker per local GPU, largest points first.
 - --executor ray [--ray-address ADDR]: `RayExecutor`, one Ray task per point claiming one GPU.
 
 A sweep spread over GPUs of different models records each row's `device_name`; curves and gates must never
-mix two of them, so run-level code asks `distinct_devices(rows)` before comparing anything.
+mix two of them, so run-level code asks `distinct_devices(rows)` (vimbench.results) before comparing anything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from vimbench.results import distinct_devices, require_one_device
 
 from .base import Executor, OnRow, OomSkipper, SkipCheck
 from .local import LocalExecutor, run_point_subprocess
@@ -52,27 +51,3 @@ def make_executor(
     from .multi_gpu import MultiDeviceExecutor, parse_devices
 
     return MultiDeviceExecutor(parse_devices(devices))
-
-
-def distinct_devices(rows: Any) -> list[str]:
-    """The distinct non-empty device_name values of results rows (a DataFrame or an iterable of mappings).
-
-    More than one means the rows come from different GPU (or CPU) models: keep them apart.
-    """
-    if hasattr(rows, "columns"):  # a DataFrame
-        if "device_name" not in rows.columns:
-            return []
-        values: Iterable[Any] = rows["device_name"].tolist()
-    else:
-        values = (row.get("device_name") for row in rows if isinstance(row, Mapping))
-    names = {str(v).strip() for v in values if v is not None and v == v}  # v == v drops NaN
-    return sorted(n for n in names if n)
-
-
-def require_one_device(rows: Any, what: str) -> str | None:
-    """The single device_name of `rows` (None when no row names one); ValueError (one line) if several."""
-    names = distinct_devices(rows)
-    if len(names) > 1:
-        raise ValueError(f"{what}: results mix {len(names)} device models ({'; '.join(names)}); "
-                         "numbers from different GPUs are not comparable: select one device_name")
-    return names[0] if names else None
