@@ -15,7 +15,7 @@ SOURCE_ROOTS = {"vimbench": REPO / "vimbench", "vimbench.kernels": REPO / "kerne
                 "vimbench.baselines": REPO / "baselines"}
 
 # Base modules: no vimbench imports of their own beyond other base modules; anyone may use them.
-BASE = {"dtypes", "console", "layers", "checkpoint", "__version__"}
+BASE = {"dtypes", "devices", "console", "layers", "checkpoint", "__version__"}
 
 # layer -> the layers it may import (besides itself and BASE). Lower layers first.
 ALLOWED: dict[str, set[str]] = {

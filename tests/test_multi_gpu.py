@@ -16,6 +16,7 @@ import pytest
 import torch
 from conftest import requires_cuda
 
+from vimbench.devices import parse_devices
 from vimbench.measure.executors import (
     LocalExecutor,
     OomSkipper,
@@ -27,7 +28,6 @@ from vimbench.measure.executors.multi_gpu import (
     MultiDeviceExecutor,
     cpu_shares,
     largest_first,
-    parse_devices,
     pinned_environment,
     point_cost,
 )

@@ -25,13 +25,13 @@ from .common import UsageError, console, parse_csv_list
 
 
 def _parse_device(device: str | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda"):
-        raise UsageError(f"unknown device {device!r}; use cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda asked but CUDA is not available on this machine")
-    return torch.device(device)
+    """--device (default: cuda when there is one) through the one device parser (vimbench.devices)."""
+    from vimbench.devices import resolve_device
+
+    try:
+        return torch.device(resolve_device(device or "auto"))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _parse_dtypes(value: str | None) -> list[str]:

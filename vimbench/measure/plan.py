@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from vimbench.devices import resolve_device
 from vimbench.dtypes import DTYPES
 
 MODES = ("infer", "train")
@@ -169,29 +170,6 @@ class SweepConfig:
     plots: bool = True
     threads: int | None = None
     nvml_interval_ms: float = 5.0
-
-
-def resolve_device(device: str) -> str:
-    """ "auto" -> "cuda:0" when CUDA is there, else "cpu"; "cuda" -> "cuda:0". ValueError for the rest."""
-    import torch
-
-    name = (device or "auto").strip().lower()
-    if name == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return "cpu"
-    match = re.fullmatch(r"cuda(?::(\d+))?", name)
-    if not match:
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        raise ValueError(
-            f"device {device!r} asked for, but CUDA is not available here (torch {torch.__version__})"
-        )
-    index = int(match[1] or 0)
-    count = torch.cuda.device_count()
-    if index >= count:
-        raise ValueError(f"device {device!r} does not exist: {count} CUDA device(s) visible (cuda:0..)")
-    return f"cuda:{index}"
 
 
 def default_threads() -> int:

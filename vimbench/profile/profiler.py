@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from vimbench.devices import resolve_device as parse_device
 from vimbench.dtypes import torch_dtypes
 from vimbench.metrics.timing_stats import spread
 
@@ -310,21 +311,8 @@ def _within_scan_op(event: Any) -> bool:
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda if present else cpu; ValueError for anything that cannot run here."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {name!r}; use cpu, cuda or cuda:N")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but no CUDA GPU is available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} does not exist ({torch.cuda.device_count()} GPU(s) visible)")
-    return device
+    """"auto" -> cuda if present else cpu; ValueError (vimbench.devices) for anything that cannot run here."""
+    return torch.device(parse_device(name))
 
 
 def build_model(config: ProfileConfig, device: torch.device) -> tuple[torch.nn.Module, str, str]:

@@ -48,6 +48,8 @@ def make_executor(
         raise ValueError("--ray-address needs --executor ray")
     if devices is None or not devices.strip():
         return LocalExecutor()
-    from .multi_gpu import MultiDeviceExecutor, parse_devices
+    from vimbench.devices import parse_devices
+
+    from .multi_gpu import MultiDeviceExecutor
 
     return MultiDeviceExecutor(parse_devices(devices))

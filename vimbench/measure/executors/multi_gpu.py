@@ -88,40 +88,6 @@ def largest_first(points: Sequence[Point]) -> list[Point]:
     return sorted(points, key=point_cost, reverse=True)
 
 
-def parse_devices(spec: str, device_count: int | None = None) -> list[str]:
-    """"all" or "cuda:0,cuda:2" -> ["cuda:0", "cuda:2"], checked against the GPUs torch can see.
-
-    ValueError with one line for: an empty list, no CUDA, a name that is not cuda:N, a GPU that does not
-    exist, a GPU listed twice (two points would share it). `device_count` replaces torch's count (tests).
-    """
-    if device_count is None:
-        import torch
-
-        device_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    items = [item.strip().lower() for item in str(spec or "").split(",")]
-    if not any(items):
-        raise ValueError("--devices is empty: use all or a list like cuda:0,cuda:1")
-    if device_count <= 0:
-        raise ValueError(f"--devices {spec}: no CUDA GPU is visible here (a CPU sweep needs no --devices)")
-    if items == ["all"]:
-        return [f"cuda:{i}" for i in range(device_count)]
-    devices: list[str] = []
-    for item in items:
-        if item == "cuda":
-            item = "cuda:0"
-        match = _CUDA.match(item)
-        if not match:
-            raise ValueError(f"unknown device {item!r} in --devices: use all or cuda:N[,cuda:M...]")
-        if int(match[1]) >= device_count:
-            raise ValueError(
-                f"{item} does not exist: {device_count} CUDA GPU(s) visible (cuda:0..cuda:{device_count - 1})"
-            )
-        if item in devices:
-            raise ValueError(f"{item} is listed twice in --devices: points never share a GPU")
-        devices.append(item)
-    return devices
-
-
 def pinned_environment(device: str, parent_visible: str | None = None) -> dict[str, str]:
     """Extra environment that makes `device` (the sweep's cuda:N) the only GPU a worker sees, as cuda:0.
 
