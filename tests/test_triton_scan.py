@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import requires_cuda
 from torch.utils.flop_counter import FlopCounterMode
 from vimbench.kernels import (
     ScanDirection,
@@ -238,7 +237,7 @@ def test_in_triton_interpreter(interpreter_results, name):
         pytest.fail(interpreter_results[name], pytrace=False)
 
 
-@requires_cuda
+@pytest.mark.gpu
 @pytest.mark.parametrize("length", [197, 2049])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)])
 def test_cuda_matches_reference(length, dtype, tol):
