@@ -62,7 +62,7 @@ class Run:
 
 def _read_table(csv_path: Path) -> pd.DataFrame:
     try:
-        return read_results(csv_path)
+        return read_results(csv_path, numeric=False)  # text as written: a bad value is shown literally
     except ValueError as exc:
         raise GateInputError(str(exc)) from None
 

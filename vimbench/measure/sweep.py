@@ -237,6 +237,7 @@ def run_sweep(config: SweepConfig, executor: Executor | None = None, console: Co
         config.out_dir = found or default_run_dir(config.models)
     config.out_dir = Path(config.out_dir)
     store = ResultsStore(config.out_dir)
+    store.check_header()
     recorded = store.rows() if store.csv_path.is_file() else []
     if recorded and not config.resume:
         raise ValueError(
