@@ -24,13 +24,13 @@ import logging
 import os
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from ._build_lock import load_extension
 from .registry import ScanBackend, register_backend
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,6 @@ _status: BuildStatus | None = None
 
 def _compile() -> None:
     """Build and load the extension (raises on any failure; the caller turns that into a warning)."""
-    from torch.utils import cpp_extension
 
     capability = torch.backends.cpu.get_cpu_capability()
     cflags = ["-O3", *_ISA_FLAGS.get(capability, [])]
@@ -69,8 +68,7 @@ def _compile() -> None:
     for path in sorted(CSRC.glob("cpu_scan*")):
         digest.update(path.name.encode() + path.read_bytes())
     name = f"vimbench_cpu_scan_{capability.lower()}_{digest.hexdigest()[:10]}"
-    _remove_stale_lock(name)
-    cpp_extension.load(
+    load_extension(  # never hangs on the lock of a build that was killed
         name=name,
         sources=[str(SOURCE)],
         extra_cflags=cflags,
@@ -80,19 +78,6 @@ def _compile() -> None:
     )
     if not hasattr(torch.ops.vimbench_cpu_scan, "fwd"):
         raise RuntimeError("extension built but did not register torch.ops.vimbench_cpu_scan")
-
-
-def _remove_stale_lock(name: str, max_age_s: float = 600.0) -> None:
-    """A build killed mid-way (a sweep timeout) leaves `lock` behind, and torch then waits on it forever."""
-    from torch.utils import cpp_extension
-
-    try:
-        lock = Path(cpp_extension._get_build_directory(name, verbose=False)) / "lock"
-        if time.time() - lock.stat().st_mtime > max_age_s:
-            lock.unlink()
-            log.warning("removed stale extension build lock %s", lock)
-    except (AttributeError, OSError):  # private helper gone in some torch, or no lock: nothing to do
-        pass
 
 
 def _short_reason(exc: BaseException) -> str:
