@@ -30,10 +30,10 @@ inline void store_n(const Vec<T>& v, T* p, int64_t count) {
 template <typename T>
 struct RowScratch {
   std::vector<T> buffer;
-  T *u, *dt, *dtu, *slope, *y, *gate, *gate_slope, *dy, *ddt, *decay, *states, *state, *carry, *zeros;
+  T *u, *dt, *dtu, *slope, *y, *gate, *gate_slope, *dy, *ddt, *decay, *states, *state, *carry, *zeros, *A2;
 
   RowScratch(int64_t length, int64_t nstate) {
-    buffer.assign(9 * length + 2 * length * nstate + 3 * nstate, T(0));
+    buffer.assign(9 * length + 2 * length * nstate + 4 * nstate, T(0));
     T* p = buffer.data();
     for (T** slot : {&u, &dt, &dtu, &slope, &y, &gate, &gate_slope, &dy, &ddt}) {
       *slot = p;
@@ -46,6 +46,7 @@ struct RowScratch {
     state = p;
     carry = p + nstate;
     zeros = p + 2 * nstate;
+    A2 = p + 3 * nstate;  // A * log2(e): decay = 2^(dt * A2)
   }
 };
 
@@ -65,6 +66,7 @@ void recompute_states(const ScanInputs<T>& in, const T* A_row, const T* B_row, c
   constexpr int64_t VS = Vec<T>::size();
   const int64_t nstate = kN > 0 ? kN : in.nstate, length = in.length;
   std::fill(s.state, s.state + nstate, T(0));
+  for (int64_t n = 0; n < nstate; ++n) s.A2[n] = A_row[n] * kLog2e<T>;
   for (int64_t i = 0; i < length; ++i) {
     const int64_t t = in.reverse ? length - 1 - i : i;
     const T* bt = B_row + t * in.B.sl;
@@ -75,7 +77,7 @@ void recompute_states(const ScanInputs<T>& in, const T* A_row, const T* B_row, c
     Vec<T> acc(T(0));
     for (int64_t n = 0; n < nstate; n += VS) {
       const int64_t m = std::min(VS, nstate - n);
-      const Vec<T> a = exp_fast(dt * load_n(A_row + n, m));
+      const Vec<T> a = exp2_fast(dt * load_n(s.A2 + n, m));
       const Vec<T> h = fmadd(a, load_n(s.state + n, m), x * load_n(bt + n, m));
       store_n(a, decay + n, m);
       store_n(h, s.state + n, m);

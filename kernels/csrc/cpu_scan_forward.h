@@ -25,7 +25,7 @@ struct TileScratch {
   std::vector<T> buffer;
   T *u, *dt_row, *dtu_row, *slope, *gate;  // one lane's positions: kTimeBlock each (u: W of them)
   T *dt, *dtu, *y;                         // (kTimeBlock, W) tiles
-  T *A, *state;                            // (N, W)
+  T *A, *state;                            // (N, W); A scaled by log2(e)
 
   explicit TileScratch(int64_t nstate) {
     buffer.assign(W * kTimeBlock + 4 * kTimeBlock + 3 * kTimeBlock * W + 2 * nstate * W, T(0));
@@ -71,7 +71,7 @@ void scan_tile_block(const ScanInputs<T>& in, const T* B_row, const T* C_row, Ti
       const T* a = s.A + n * W;
       T* h = s.state + n * W;
       for (int64_t k = 0; k < KV; ++k) {
-        const Vec<T> decay = exp_fast(dt_v[k] * Vec<T>::loadu(a + k * VS));
+        const Vec<T> decay = exp2_fast(dt_v[k] * Vec<T>::loadu(a + k * VS));
         const Vec<T> state = fmadd(decay, Vec<T>::loadu(h + k * VS), dtu_v[k] * b);
         state.store(h + k * VS);
         acc[k] = fmadd(state, c, acc[k]);
@@ -96,7 +96,7 @@ void forward_tile(const ScanInputs<T>& in, int64_t b, int64_t e0, int64_t lanes,
   std::fill(s.dtu, s.dtu + kTimeBlock * W, T(0));
   std::fill(s.state, s.state + nstate * W, T(0));
   for (int64_t w = 0; w < lanes; ++w) {
-    for (int64_t n = 0; n < nstate; ++n) s.A[n * W + w] = in.A[(e0 + w) * nstate + n];
+    for (int64_t n = 0; n < nstate; ++n) s.A[n * W + w] = in.A[(e0 + w) * nstate + n] * kLog2e<T>;
   }
   const int64_t blocks = (length + kTimeBlock - 1) / kTimeBlock;
   for (int64_t k = 0; k < blocks; ++k) {
@@ -104,7 +104,7 @@ void forward_tile(const ScanInputs<T>& in, int64_t b, int64_t e0, int64_t lanes,
     const int64_t t1 = std::min(length, t0 + kTimeBlock);
     const int64_t count = t1 - t0;
     for (int64_t w = 0; w < lanes; ++w) {
-      prepare_range(in, b, e0 + w, t0, t1, s.u + w * kTimeBlock, s.dt_row, s.dtu_row, s.slope);
+      prepare_range(in, b, e0 + w, t0, t1, s.u + w * kTimeBlock, s.dt_row, s.dtu_row, static_cast<T*>(nullptr));
       for (int64_t t = 0; t < count; ++t) {
         s.dt[t * W + w] = s.dt_row[t];
         s.dtu[t * W + w] = s.dtu_row[t];

@@ -107,7 +107,7 @@ void check_output(const at::Tensor& t, at::ScalarType dtype, at::IntArrayRef siz
 
 // ---------------------------------------------------------------- per-row pieces
 
-// u, dt = softplus(delta + bias), dt*u and d softplus / d x for positions [t0, t1) of one row.
+// u, dt = softplus(delta + bias), dt*u and (unless null) d softplus / d x for positions [t0, t1) of one row.
 template <typename T>
 void prepare_range(const ScanInputs<T>& in, int64_t b, int64_t e, int64_t t0, int64_t t1, T* __restrict__ u,
                    T* __restrict__ dt, T* __restrict__ dtu, T* __restrict__ softplus_slope) {
@@ -118,7 +118,7 @@ void prepare_range(const ScanInputs<T>& in, int64_t b, int64_t e, int64_t t0, in
   for_each_vector<T>(count, [&](int64_t t, int64_t n) { (Vec<T>::loadu(dt + t, n) + bias).store(dt + t, n); });
   if (in.softplus) {
     softplus_row(dt, softplus_slope, count);
-  } else {
+  } else if (softplus_slope) {
     std::fill(softplus_slope, softplus_slope + count, T(1));
   }
   for_each_vector<T>(count, [&](int64_t t, int64_t n) {

@@ -9,10 +9,14 @@
 #include <limits>
 
 #if !defined(VIMBENCH_CPU_SCAN_SCALAR)
+#include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 #endif
 
 namespace vimbench_cpu_scan {
+
+template <typename T>
+constexpr T kLog2e = T(1.44269504088896340735992468100189214);
 
 #if defined(VIMBENCH_CPU_SCAN_SCALAR)
 
@@ -43,6 +47,8 @@ template <typename T>
 inline T hsum(Vec<T> v) { return v.value; }
 template <typename T>
 inline Vec<T> exp_fast(Vec<T> x) { return std::exp(x.value); }
+template <typename T>
+inline Vec<T> exp2_fast(Vec<T> x) { return std::exp2(x.value); }
 template <typename T>
 inline Vec<T> log1p_fast(Vec<T> x) { return std::log1p(x.value); }
 template <typename T>
@@ -97,6 +103,30 @@ inline Vec<float> exp_fast(const Vec<float>& x) {
   return poly * at::vec::cast<float>(exponent);
 }
 
+// 2^x within ~2 ulp, inline: the decay of every state update, exp(delta*A) = 2^(delta * A*log2(e)) with
+// A*log2(e) computed once per channel. n = round(x) by the 1.5*2^23 trick, whose bits also hold n for the
+// exponent field; Cephes exp2f polynomial on f = x - n in [-0.5, 0.5]. The clamp keeps NaN; at -127 the
+// exponent field is 0 (2^n = +0, so no select is needed), at 128 it is 255 (inf).
+inline Vec<float> exp2_fast(const Vec<float>& x) {
+  using V = Vec<float>;
+  using VI = at::vec::Vectorized<int32_t>;
+  const V shifter(12582912.0f);
+  const V xc = at::vec::clamp_max(at::vec::clamp_min(x, V(-127.0f)), V(128.0f));
+  const V shifted = xc + shifter;  // bits: 0x4B400000 + n
+  const V f = xc - (shifted - shifter);
+  V p = fmadd(V(1.535336188319500e-4f), f, V(1.339887440266574e-3f));
+  p = fmadd(p, f, V(9.618437357674640e-3f));
+  p = fmadd(p, f, V(5.550332471162809e-2f));
+  p = fmadd(p, f, V(2.402264791363012e-1f));
+  p = fmadd(p, f, V(6.931472028550421e-1f));
+  p = fmadd(p, f, V(1.0f));
+  // (0x4B400000 + n) << 23 keeps only n << 23; adding 127 << 23 makes the exponent field n + 127
+  const VI exponent = (at::vec::cast<int32_t>(shifted) << VI(23)) + VI(127 << 23);
+  return p * at::vec::cast<float>(exponent);
+}
+
+inline Vec<double> exp2_fast(const Vec<double>& x) { return x.exp2(); }  // Sleef, 1 ulp (std::exp2: DEFAULT)
+
 // log1p(y) for y >= 0 from y and 1 + y (Cephes logf of the mantissa/exponent split, then the log1p
 // correction log(u) * y / (u - 1) so small y keep their precision). Finite inputs; NaN passes through.
 inline Vec<float> log1p_fast(const Vec<float>& y) {
@@ -145,14 +175,14 @@ inline void for_each_vector(int64_t count, const Body& body) {
   if (t < count) body(t, count - t);
 }
 
-// dt = softplus(dt) in place (identity above 20, as F.softplus); slope = its derivative sigmoid(dt).
+// dt = softplus(dt) in place (identity above 20, as F.softplus); slope (unless null) = sigmoid(dt), its derivative.
 template <typename T>
 inline void softplus_row(T* __restrict__ dt, T* __restrict__ slope, int64_t count) {
   for_each_vector<T>(count, [&](int64_t t, int64_t n) {
     const Vec<T> x = Vec<T>::loadu(dt + t, n);
     const Vec<T> ex = exp_fast(x);
     select_gt(x, T(20), x, log1p_fast(ex)).store(dt + t, n);
-    select_gt(x, T(20), Vec<T>(T(1)), ex / (Vec<T>(T(1)) + ex)).store(slope + t, n);
+    if (slope) select_gt(x, T(20), Vec<T>(T(1)), ex / (Vec<T>(T(1)) + ex)).store(slope + t, n);
   });
 }
 
