@@ -10,11 +10,15 @@ Dtypes: float32 and float64 compute in their own precision; float16/bfloat16 inp
 float32 (as the reference does) and the output converted back. Inputs may have any strides.
 
 Build: `torch.utils.cpp_extension.load` into the torch extensions cache (TORCH_EXTENSIONS_DIR respected),
-once per process, on the first `is_available` check or call, never at import. ISA flags follow
-`torch.backends.cpu.get_cpu_capability()`; they and a digest of the sources are part of the extension name,
-so one cache serves machines with different CPUs and never loads a build of other sources. With no compiler
-(or a failed build) the backend reports itself unavailable, logs one warning with the reason, and "auto"
-falls back to "reference". `VIMBENCH_CPU_SCAN=0` skips the build.
+once per process, on the first `is_available` check or call, never at import. The vector code is explicit
+(ATen's `Vectorized`); ISA flags and ATen's CPU_CAPABILITY macros follow
+`torch.backends.cpu.get_cpu_capability()` (so `ATEN_CPU_CAPABILITY=default|avx2|avx512` picks the build);
+they and a digest of the sources are part of the extension name, so one cache serves machines with
+different CPUs and never loads a build of other sources. `compiled_isa()` says what the loaded build
+vectorises for. `VIMBENCH_CPU_SCAN_SCALAR=1` builds the same kernels one lane wide with the
+auto-vectoriser off: the baseline a guard must tell apart from the vector build. With no compiler (or a
+failed build) the backend reports itself unavailable, logs one warning with the reason, and "auto" falls
+back to "reference". `VIMBENCH_CPU_SCAN=0` skips the build.
 """
 
 from __future__ import annotations
@@ -57,9 +61,8 @@ _status: BuildStatus | None = None
 
 def _compile() -> None:
     """Build and load the extension (raises on any failure; the caller turns that into a warning)."""
-
-    capability = torch.backends.cpu.get_cpu_capability()
-    cflags = ["-O3", *_ISA_FLAGS.get(capability, [])]
+    flavour, isa_flags = build_flavour()
+    cflags = ["-O3", *isa_flags]
     ldflags: list[str] = []
     if sys.platform.startswith("linux"):  # torch's own libgomp is already loaded: the .so shares it
         cflags.append("-fopenmp")
@@ -67,7 +70,7 @@ def _compile() -> None:
     digest = hashlib.sha256()
     for path in sorted(CSRC.glob("cpu_scan*")):
         digest.update(path.name.encode() + path.read_bytes())
-    name = f"vimbench_cpu_scan_{capability.lower()}_{digest.hexdigest()[:10]}"
+    name = f"vimbench_cpu_scan_{flavour}_{digest.hexdigest()[:10]}"
     load_extension(  # never hangs on the lock of a build that was killed
         name=name,
         sources=[str(SOURCE)],
@@ -78,6 +81,25 @@ def _compile() -> None:
     )
     if not hasattr(torch.ops.vimbench_cpu_scan, "fwd"):
         raise RuntimeError("extension built but did not register torch.ops.vimbench_cpu_scan")
+
+
+def build_flavour() -> tuple[str, list[str]]:
+    """(name part, compiler flags): torch's CPU capability with ATen's Vectorized macros, or scalar."""
+    if os.environ.get("VIMBENCH_CPU_SCAN_SCALAR", "0") == "1":
+        return "scalar", ["-DVIMBENCH_CPU_SCAN_SCALAR", "-fno-tree-vectorize"]
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in _ISA_FLAGS:  # ATen's own DEFAULT vectors (NEON on arm64, portable arrays elsewhere)
+        return "default", ["-DCPU_CAPABILITY=DEFAULT"]
+    macros = [f"-DCPU_CAPABILITY={capability}", f"-DCPU_CAPABILITY_{capability}"]
+    return capability.lower(), [*_ISA_FLAGS[capability], *macros]
+
+
+def compiled_isa() -> tuple[str, int] | None:
+    """(ISA, fp32 lanes per vector) of the loaded build, e.g. ("AVX2", 8); None when unavailable."""
+    if not build_status().ok:
+        return None
+    ops = torch.ops.vimbench_cpu_scan
+    return str(ops.isa()), int(ops.float_lanes())
 
 
 def _short_reason(exc: BaseException) -> str:

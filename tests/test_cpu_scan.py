@@ -7,6 +7,9 @@ Shapes are picked so every code path runs: channel tiles of 16 with a partial ta
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -252,6 +255,64 @@ def test_vim_model_uses_cpu_backend(cpu_backend):
     assert rel_err(fast, slow.double()) < 1e-4
 
 
+# ---------------------------------------------------------------- SIMD level of the build
+
+VECTOR_LANES = {"AVX2": 8, "AVX512": 16}  # fp32 lanes of ATen's Vectorized at each x86 capability
+
+
+def test_build_matches_cpu_capability(cpu_backend):
+    """The loaded build vectorises for the SIMD level torch runs at: a scalar (or lower) build fails here."""
+    isa, lanes = cpu_scan.compiled_isa()
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert isa == (capability if capability in VECTOR_LANES else "DEFAULT")
+    assert lanes == VECTOR_LANES.get(isa, lanes) and lanes >= 1
+
+
+def _capability_when_asked(level: str) -> str:
+    """What torch runs at with ATEN_CPU_CAPABILITY=level here (lower when this CPU lacks it)."""
+    probe = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": level}
+    return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+_LEVEL_SCRIPT = """
+import sys, torch
+from vimbench.kernels import cpu_scan, get_backend, selective_scan_ref
+isa, lanes = cpu_scan.compiled_isa()
+print("build", isa, lanes)
+assert isa == sys.argv[1], (isa, sys.argv[1])
+gen = torch.Generator().manual_seed(0)
+u, delta, z = (torch.randn(2, 24, 40, generator=gen, dtype=torch.float64) for _ in range(3))
+A = -torch.rand(24, 16, generator=gen, dtype=torch.float64) - 0.1
+B, C = (torch.randn(2, 2, 16, 40, generator=gen, dtype=torch.float64) for _ in range(2))
+for reverse in (False, True):
+    out, _ = get_backend("cpu").forward(u, delta, A, B, C, None, z, None, True, reverse)
+    ref = selective_scan_ref(u, delta, A, B, C, None, z, None, True, reverse=reverse)
+    assert (out - ref).abs().max() <= 1e-12 * ref.abs().max(), "fp64"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("level", ["default", "avx2", "avx512"])
+def test_every_simd_level_passes_check(level):
+    """Each build this CPU can run (its own extension name): `vimbench check --quick` (fp32, fp16, bf16,
+    grouped B/C, reverse, gradients) and an fp64 forward, in a fresh process with ATEN_CPU_CAPABILITY."""
+    capability = _capability_when_asked(level)
+    if capability.lower() != level:
+        pytest.skip(f"this CPU runs ATEN_CPU_CAPABILITY={level} as {capability}")
+    expected = capability if capability in VECTOR_LANES else "DEFAULT"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": level, "VIMBENCH_CPU_SCAN_SCALAR": "0"}
+    build = subprocess.run([sys.executable, "-c", _LEVEL_SCRIPT, expected], env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert build.returncode == 0, build.stdout + build.stderr
+    check = subprocess.run(
+        [sys.executable, "-m", "vimbench.cli.app", "check", "--device", "cpu", "--backends", "cpu", "--quick",
+         "--quiet"], env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 # ---------------------------------------------------------------- build and fallback
 
 
@@ -320,3 +381,17 @@ def test_build_runs_once_across_threads(fresh_build):
 def test_not_available_off_cpu(cpu_backend):
     assert not cpu_scan.is_available(torch.device("meta"))
     assert not cpu_scan.is_available(torch.device("cuda"))
+
+
+def test_build_flavour_follows_capability_and_scalar_switch(monkeypatch):
+    """Name part and flags: ATen's macros for the capability torch runs at, or the forced scalar build."""
+    monkeypatch.setenv("VIMBENCH_CPU_SCAN_SCALAR", "1")
+    name, flags = cpu_scan.build_flavour()
+    assert name == "scalar" and "-DVIMBENCH_CPU_SCAN_SCALAR" in flags and "-fno-tree-vectorize" in flags
+    monkeypatch.setenv("VIMBENCH_CPU_SCAN_SCALAR", "0")
+    name, flags = cpu_scan.build_flavour()
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability in VECTOR_LANES:
+        assert name == capability.lower() and f"-DCPU_CAPABILITY_{capability}" in flags
+    else:
+        assert (name, flags) == ("default", ["-DCPU_CAPABILITY=DEFAULT"])
