@@ -35,7 +35,9 @@ import torch
 from torch import Tensor
 
 from ._build_lock import load_extension
+from .conv1d import causal_conv1d_ref, register_conv_backend
 from .registry import ScanBackend, register_backend
+from .rmsnorm import add_rms_norm_ref, register_norm_backend
 
 log = logging.getLogger(__name__)
 
@@ -238,3 +240,37 @@ register_backend(
         priority=10,
     )
 )
+
+
+# ---------------------------------------------------------------- conv1d + SiLU, add + RMSNorm (inference)
+
+
+def _inference_fp32(*tensors: Tensor | None) -> bool:
+    """The C++ block ops have no backward and compute in float32: anything else takes the reference."""
+    given = [t for t in tensors if t is not None]
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in given)
+    return not needs_grad and all(t.dtype == torch.float32 for t in given)
+
+
+def _conv1d_silu(x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool, activation: bool) -> Tensor:
+    if not _inference_fp32(x, weight, bias):
+        return causal_conv1d_ref(x, weight, bias, reverse, activation)
+    out = torch.empty(x.shape, dtype=torch.float32)
+    w = weight.reshape(weight.shape[0], -1).contiguous()
+    _ops().conv1d_silu(x, w, None if bias is None else bias.contiguous(), reverse, activation, out)
+    return out
+
+
+def _add_rms_norm(x: Tensor, residual: Tensor | None, weight: Tensor, eps: float, residual_in_fp32: bool):
+    if not _inference_fp32(x, residual, weight):
+        return add_rms_norm_ref(x, residual, weight, eps, residual_in_fp32)
+    x = x.contiguous()
+    residual = None if residual is None else residual.contiguous()
+    out, res = torch.empty_like(x), torch.empty_like(x)
+    _ops().add_rms_norm(x, residual, weight.contiguous(), eps, out, res)
+    return out, res
+
+
+# after any GPU/interpreter backend (priority 100): on CPU "auto" picks these once the extension builds
+register_conv_backend("cpu", _conv1d_silu, is_available, priority=200)
+register_norm_backend("cpu", _add_rms_norm, is_available, priority=200)

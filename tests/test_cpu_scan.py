@@ -395,3 +395,50 @@ def test_build_flavour_follows_capability_and_scalar_switch(monkeypatch):
         assert name == capability.lower() and f"-DCPU_CAPABILITY_{capability}" in flags
     else:
         assert (name, flags) == ("default", ["-DCPU_CAPABILITY=DEFAULT"])
+
+
+# ---------------------------------------------------------------- conv1d + SiLU and add + RMSNorm (inference)
+
+
+@pytest.mark.parametrize("activation", [True, False], ids=["silu", "linear"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["causal", "anti"])
+@pytest.mark.parametrize("length, width", [(1, 4), (7, 4), (197, 4), (33, 2)])
+def test_conv1d_silu_matches_reference(cpu_backend, length, width, reverse, activation):
+    from vimbench.kernels import causal_conv1d_ref, causal_conv1d_silu
+
+    gen = torch.Generator().manual_seed(length)
+    xz = torch.randn(2, 2 * 40, length, generator=gen)
+    x = xz[:, :40]  # a channel slice of in_proj's output, as the Vim mixer passes it
+    weight, bias = torch.randn(40, 1, width, generator=gen), torch.randn(40, generator=gen)
+    with torch.inference_mode():
+        out = causal_conv1d_silu(x, weight, bias, reverse=reverse, activation=activation, backend="cpu")
+    ref = causal_conv1d_ref(x, weight, bias, reverse, activation)
+    assert out.shape == ref.shape and rel_err(out, ref.double()) < FP32_TOL
+
+
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_add_rms_norm_matches_reference(cpu_backend, with_residual):
+    from vimbench.kernels import add_rms_norm, add_rms_norm_ref
+
+    gen = torch.Generator().manual_seed(0)
+    x, residual = torch.randn(2, 197, 192, generator=gen), torch.randn(2, 197, 192, generator=gen)
+    weight = torch.randn(192, generator=gen)
+    residual = residual if with_residual else None
+    with torch.inference_mode():
+        out, res = add_rms_norm(x, residual, weight, 1e-5, backend="cpu")
+    ref_out, ref_res = add_rms_norm_ref(x, residual, weight, 1e-5)
+    assert rel_err(out, ref_out.double()) < FP32_TOL and torch.equal(res, ref_res)
+
+
+def test_block_ops_fall_back_for_training_and_other_dtypes(cpu_backend):
+    """No backward in C++: with autograd (or a non-fp32 dtype) the reference runs, gradients included."""
+    from vimbench.kernels import add_rms_norm, causal_conv1d_silu
+    from vimbench.kernels.conv1d import conv_backends
+    from vimbench.kernels.rmsnorm import norm_backends
+
+    assert conv_backends("cpu")[0] == "cpu" and norm_backends("cpu")[0] == "cpu"
+    x = torch.randn(1, 8, 10, requires_grad=True)
+    causal_conv1d_silu(x, torch.randn(8, 1, 4), None, backend="cpu").sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    out, res = add_rms_norm(torch.randn(3, 8, dtype=torch.bfloat16), None, torch.ones(8), backend="cpu")
+    assert out.dtype == torch.bfloat16 and res.dtype == torch.float32

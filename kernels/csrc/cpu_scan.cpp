@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "cpu_scan_backward.h"
+#include "cpu_scan_block_ops.h"
 #include "cpu_scan_forward.h"
 
 namespace vimbench_cpu_scan {
@@ -92,6 +93,32 @@ void scan_bwd(const at::Tensor& dout, const at::Tensor& u, const at::Tensor& del
   });
 }
 
+void conv1d_silu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                 bool reverse, bool activation, at::Tensor& out) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat, "conv1d_silu: float32");
+  TORCH_CHECK(x.dim() == 3 && weight.dim() == 2 && weight.size(0) == x.size(1) && weight.is_contiguous(),
+              "conv1d_silu: x (batch, dim, L), contiguous weight (dim, K)");
+  const int64_t batch = x.size(0), dim = x.size(1), length = x.size(2);
+  check_output(out, at::kFloat, {batch, dim, length}, "out");
+  const float* b = vector_or_null<float>(bias, dim, "bias");
+  const Strided3<float> xs{x.const_data_ptr<float>(), x.stride(0), x.stride(1), x.stride(2)};
+  conv1d_silu_impl<float>(xs, batch, dim, length, weight.const_data_ptr<float>(), weight.size(1), b, reverse,
+                          activation, out.data_ptr<float>());
+}
+
+void add_rms_norm(const at::Tensor& x, const std::optional<at::Tensor>& residual, const at::Tensor& weight,
+                  double eps, at::Tensor& out, at::Tensor& res) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous(), "add_rms_norm: contiguous float32 x");
+  const int64_t dim = x.size(-1), rows = x.numel() / std::max<int64_t>(dim, 1);
+  TORCH_CHECK(!residual || (residual->scalar_type() == at::kFloat && residual->is_contiguous() &&
+                            residual->sizes() == x.sizes()), "add_rms_norm: residual like x");
+  check_output(out, at::kFloat, x.sizes(), "out");
+  check_output(res, at::kFloat, x.sizes(), "res");
+  add_rms_norm_impl<float>(x.const_data_ptr<float>(), residual ? residual->const_data_ptr<float>() : nullptr,
+                           vector_or_null<float>(weight, dim, "weight"), eps, rows, dim, out.data_ptr<float>(),
+                           res.data_ptr<float>());
+}
+
 std::string isa() { return kIsa; }
 int64_t float_lanes() { return Vec<float>::size(); }
 
@@ -100,6 +127,10 @@ int64_t float_lanes() { return Vec<float>::size(); }
 TORCH_LIBRARY(vimbench_cpu_scan, m) {
   m.def("isa() -> str", &vimbench_cpu_scan::isa);
   m.def("float_lanes() -> int", &vimbench_cpu_scan::float_lanes);
+  m.def("conv1d_silu(Tensor x, Tensor weight, Tensor? bias, bool reverse, bool activation, Tensor(a!) out) -> ()",
+        &vimbench_cpu_scan::conv1d_silu);
+  m.def("add_rms_norm(Tensor x, Tensor? residual, Tensor weight, float eps, Tensor(a!) out, Tensor(b!) res) -> ()",
+        &vimbench_cpu_scan::add_rms_norm);
   m.def(
       "fwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
       "bool delta_softplus, bool reverse, Tensor(a!) out, Tensor(b!) last_state) -> ()",
