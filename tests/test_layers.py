@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "baselines": {"kernels"},
     "models": {"kernels", "baselines"},
     "profile": {"kernels", "models", "baselines", "metrics"},
-    "kernelbench": {"kernels", "metrics", "profile", "measure"},  # the op library's harness
+    "kernelbench": {"kernels", "models", "metrics", "profile", "measure"},  # the op library's harness
     "measure": {"kernels", "models", "baselines", "profile", "metrics", "results", "vimbench"},
     "report": {"metrics", "results"},
     "gate": {"metrics", "results", "models"},

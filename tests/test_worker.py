@@ -6,7 +6,6 @@ import time
 
 import pytest
 
-from tests.conftest import requires_cuda
 from vimbench.measure.executors import run_point_subprocess
 from vimbench.measure.plan import Point
 from vimbench.measure.timing import TimingResult, time_steps
@@ -133,7 +132,7 @@ def test_worker_exception_is_an_error_row_with_the_message() -> None:
     assert "no-such-backend" in row["error"]
 
 
-@requires_cuda
+@pytest.mark.gpu
 def test_worker_on_cuda_reads_nvml_and_the_allocator() -> None:
     from vimbench.metrics.nvml_sampler import load_nvml
 

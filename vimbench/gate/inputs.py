@@ -33,7 +33,7 @@ DEFAULT_METRIC = "throughput"
 
 # Compared between baseline and current; a difference refuses the gate unless --force.
 FINGERPRINT_FIELDS: tuple[str, ...] = (
-    "gpu", "nvidia_driver", "cuda_runtime", "torch", "triton", "cpu", "cpu_threads",
+    "gpu", "nvidia_driver", "cuda_runtime", "torch", "triton", "cpu", "cpu_threads", "cpu_capability",
 )
 
 
@@ -52,6 +52,7 @@ class GatePoint:
     device_name: str
     error: str = ""
     threads: str = ""  # torch threads of the worker (CSV "threads"), when recorded
+    cpu_capability: str = ""  # SIMD level the worker ran at (CSV "cpu_capability"), when recorded
 
     def field(self, name: str) -> str:
         return self.key[GATE_KEY.index(name)]
@@ -151,7 +152,7 @@ def _points_from_table(
         if ok and metric.higher_is_better and value <= 0:
             raise GateInputError(f"{where}: status ok with {what} {value}")
         point = GatePoint(key, status, value, samples, schema_key["device_name"], cell_text(row.get("error")),
-                          cell_text(row.get("threads")))
+                          cell_text(row.get("threads")), cell_text(row.get("cpu_capability")))
         previous = points.get(key)
         if previous is not None:
             duplicates += 1
@@ -219,9 +220,14 @@ def fingerprint(run: GateRun) -> dict[str, str | None]:
         result["nvidia_driver"] = text(env.get("nvidia_driver")) if uses_gpu else None
         result["cuda_runtime"] = text(env.get("cuda_runtime")) if uses_gpu else None
         result["cpu_threads"] = text(env.get("torch_threads")) if uses_cpu else None
+        if env.get("cpu_capability") is not None or not uses_cpu:  # runs before the field: unknown
+            result["cpu_capability"] = text(env.get("cpu_capability")) if uses_cpu else None
     cpu_threads = sorted({p.threads for p in run.points.values() if p.field("device_kind") == "cpu"} - {""})
     if cpu_threads:  # what the workers really used beats the parent process's setting
         result["cpu_threads"] = ", ".join(cpu_threads)
+    simd = sorted({p.cpu_capability for p in run.points.values() if p.field("device_kind") == "cpu"} - {""})
+    if simd:  # likewise the SIMD level the workers ran at (a CPU number at AVX2 is not one at AVX-512)
+        result["cpu_capability"] = ", ".join(simd)
     return {k: result[k] for k in FINGERPRINT_FIELDS if k in result}
 
 

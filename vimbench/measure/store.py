@@ -3,6 +3,9 @@
 Appends are crash-safe and process-safe: each row is formatted in memory, then written with one `write` on
 an O_APPEND descriptor under an exclusive `flock`; a torn tail left by a killed writer is cut off before the
 next append, and readers skip it. So a reader never sees half a row and nothing measured is ever lost.
+A last line without its newline that is a whole row (as many fields as the header, quotes closed: a file
+saved by an editor or a tool that drops the final newline) is a row, not a torn tail: readers keep it and
+the next append first completes its line.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from vimbench.results import (
     RUN_FILE,
     SCHEMA_VERSION,
     cell_text,
-    complete_text,
     point_key,
     read_run_json,
 )
+from vimbench.results.csvtext import bad_row_error, complete_text, decode, fields, row_problem, tail_is_row
 
 # kept under these names for the code that writes runs; the spec lives in vimbench.results
 RESULT_COLUMNS: tuple[str, ...] = CORE_COLUMNS
@@ -71,12 +74,16 @@ class ResultsStore:
         with _locked(self.csv_path, exclusive=True) as fd:
             size = os.fstat(fd).st_size
             raw = os.pread(fd, size, 0) if size else b""
-            if raw and not raw.endswith(b"\n"):  # a writer died mid-line: drop its fragment
-                keep = raw.rfind(b"\n") + 1
-                os.ftruncate(fd, keep)
-                raw = raw[:keep]
+            text = ""
+            if raw and not raw.endswith(b"\n"):
+                end = raw.rfind(b"\n")
+                if end < 0 or tail_is_row(raw, end):  # a whole last row, its newline missing: finish it
+                    text = "\n"
+                else:  # a writer died mid-line: drop its fragment
+                    os.ftruncate(fd, end + 1)
+                    raw = raw[: end + 1]
             header = self._header(raw)
-            text = "" if raw else _csv_line(header)
+            text += "" if raw else _csv_line(header)
             values = {**row, "schema_version": SCHEMA_VERSION}
             text += _csv_line([format_value(values.get(col)) for col in header])
             data = text.encode("utf-8")
@@ -88,11 +95,24 @@ class ResultsStore:
     def _header(self, raw: bytes) -> tuple[str, ...]:
         if not raw:
             return ALL_COLUMNS
-        first = raw[: raw.find(b"\n")].decode("utf-8", errors="replace")
-        header = tuple(next(csv.reader([first])))
+        end = raw.find(b"\n")
+        header = tuple(fields(decode(raw[:end] if end >= 0 else raw)) or ())
         if header[: len(RESULT_COLUMNS)] != RESULT_COLUMNS:
-            raise ValueError(f"{self.csv_path} does not start with the results.csv header; not appending")
+            raise ValueError(
+                f"{self.csv_path} does not start with the results.csv header (it starts with "
+                f"{', '.join(header[:3]) or 'nothing readable'}...); not appending to it"
+            )
         return header
+
+    def check_header(self) -> None:
+        """ValueError (one line) unless results.csv is missing, empty or starts with our header: called
+        before a resumed sweep measures anything, so a foreign file costs no measurement."""
+        if not self.csv_path.is_file():
+            return
+        with _locked(self.csv_path, exclusive=False) as fd:
+            raw = os.pread(fd, 64 * 1024, 0)
+        if raw:
+            self._header(raw)
 
     def rows(self) -> list[dict[str, str]]:
         """Every complete row, as strings (the CSV's own text)."""
@@ -103,7 +123,14 @@ class ResultsStore:
         text = complete_text(raw)
         if not text:
             return []
-        return [dict(r) for r in csv.DictReader(io.StringIO(text)) if r.get("model")]
+        rows = []
+        reader = csv.DictReader(io.StringIO(text))
+        for record in reader:
+            problem = row_problem(record)
+            if problem:
+                raise bad_row_error(self.csv_path, reader.line_num, problem)
+            rows.append(dict(record))
+        return rows
 
     def done_keys(self, statuses: Sequence[str] | None = None) -> set[tuple[str, ...]]:
         """schema.point_key of every recorded row (optionally only rows with one of `statuses`)."""

@@ -21,7 +21,8 @@ from .columns import (
 )
 from .devices import distinct_devices, require_one_device
 from .ratios import saving_pct, speedup
-from .run import RESULTS_FILE, RUN_FILE, ResultsError, Run, RunMetaError, complete_text, read_run_json
+from .csvtext import complete_text
+from .run import RESULTS_FILE, RUN_FILE, ResultsError, Run, RunMetaError, read_run_json
 
 __all__ = [
     "ALL_COLUMNS",

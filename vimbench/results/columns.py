@@ -57,6 +57,7 @@ _IDENTITY_EXTRA: tuple[Column, ...] = (
 )
 _VERSION_EXTRA: tuple[Column, ...] = (
     Column("torch_version", core=False),
+    Column("cpu_capability", core=False, doc="SIMD level of torch's CPU kernels and the cpu scan build"),
 )
 SCHEMA_VERSION_COLUMN = Column("schema_version", "int", core=False, doc="results schema of this row")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from .cells import cell_text, point_key
+from .cells import point_key
 from .columns import (
     POINT_KEY,
     SCHEMA_VERSION,
@@ -26,6 +26,7 @@ from .columns import (
     core_columns,
     numeric_columns,
 )
+from .csvtext import bad_row_error, complete_text, row_problem
 
 RESULTS_FILE = "results.csv"
 RUN_FILE = "run.json"
@@ -37,12 +38,6 @@ class ResultsError(ValueError):
 
 class RunMetaError(ResultsError):
     """A run.json that cannot be read."""
-
-
-def complete_text(raw: bytes) -> str:
-    """The file's text up to its last newline: a torn final line (a killed writer) is not a row."""
-    end = raw.rfind(b"\n")
-    return raw[: end + 1].decode("utf-8", errors="replace") if end >= 0 else ""
 
 
 def _read_csv(csv_path: Path, given: Path) -> pd.DataFrame:
@@ -63,6 +58,10 @@ def _read_csv(csv_path: Path, given: Path) -> pd.DataFrame:
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise ResultsError(f"{csv_path} is not a vimbench results.csv: missing column(s) {shown}")
+    for line, record in enumerate(frame.to_dict("records"), start=2):  # line 1 is the header
+        problem = row_problem(record)
+        if problem:
+            raise ResultsError(str(bad_row_error(csv_path, line, problem)))
     return frame
 
 
