@@ -1,4 +1,5 @@
-"""`vimbench gate`: fail CI when throughput regresses against a baseline run or a ratio gate breaks."""
+"""`vimbench gate`: fail CI when throughput (or another --metric) regresses against a baseline run or a ratio
+gate breaks."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ GATE_HELP = "\n\n".join((
     "threads for CPU runs): otherwise exit 2 naming the fields that differ, unless --force. A bare "
     "results.csv works too: run.json beside it is used when present; without it only the CSV's device "
     "names are checked.",
+    "--metric picks another registered metric (latency, memory, energy_per_image...): a lower-is-better "
+    "metric regresses when it rises by more than --max-regression; metrics without per-repeat samples are "
+    "decided by the threshold alone.",
     "Appends a markdown summary to $GITHUB_STEP_SUMMARY when that is set.",
 ))
 
@@ -34,6 +38,12 @@ def _markup_safe(text: str) -> str:
 
         return escape(text)
     return text
+
+
+def _gate_metric_help() -> list[str]:
+    from vimbench.metrics import gate_metrics
+
+    return [f"{m.name} ({m.unit}, {m.direction} is better)" for m in gate_metrics()]
 
 
 def gate(
@@ -62,6 +72,11 @@ def gate(
         ),
     ),
     force: bool = typer.Option(False, "--force", help="Compare even if GPU or software fingerprints differ."),
+    metric: str = typer.Option(
+        "throughput", "--metric",
+        help="What --baseline/--current compare, any gate-eligible registered metric: "
+        + ", ".join(_gate_metric_help()) + ". Ratio gates always use throughput.",
+    ),
     json_path: Path | None = typer.Option(None, "--json", help="Write machine-readable verdicts here."),
     junit_path: Path | None = typer.Option(
         None, "--junit", help="Write JUnit XML here: one testcase per point and per ratio check."
@@ -76,7 +91,7 @@ def gate(
         check_output_file(junit_path, "--junit", inputs)
     except UsageError as exc:
         fail(str(exc))
-    report = run_gate(baseline, current, max_regression, alpha, ratio or [], force)
+    report = run_gate(baseline, current, max_regression, alpha, ratio or [], force, metric)
     outputs = []
     if json_path is not None:
         outputs.append((json_path, "w", json.dumps(to_json(report), indent=2) + "\n"))

@@ -39,7 +39,7 @@ def _parse_ints(value: str | None, default: list[int], what: str) -> list[int]:
 
 
 def _parse_shapes(value: str | None, device: torch.device) -> list[str]:
-    from vimbench.kernels.bench import VIM_SHAPES
+    from vimbench.kernelbench.bench import VIM_SHAPES
 
     shapes = parse_csv_list(value) or DEFAULT_SHAPES[device.type]
     for shape in shapes:
@@ -99,7 +99,7 @@ def _check_memory(shapes: list[str], batches: list[int], res: int, device: torch
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
     """Rewrite the whole file through a temporary name, so an interrupted run leaves a valid CSV."""
-    from vimbench.kernels.bench import CSV_COLUMNS
+    from vimbench.kernelbench.bench import CSV_COLUMNS
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -180,8 +180,8 @@ def bench(
     csv_path: Path = typer.Option(None, "--csv", help="Write one row per measurement to this CSV file."),
 ) -> None:
     """Time each scan backend at Vim layer shapes: median and p10/p90, GB/s and % of the card's ceilings."""
-    from vimbench.kernels.bench import ceiling_for, device_name, run_bench, seqlen_for
-    from vimbench.kernels.checking import normalize_dtype
+    from vimbench.dtypes import normalize_dtype
+    from vimbench.kernelbench.bench import ceiling_for, device_name, run_bench, seqlen_for
 
     dev = _parse_device(device)
     shape_names = _parse_shapes(shapes, dev)

@@ -29,8 +29,8 @@ def _validated_config(
     """Every input checked before anything heavy runs: a bad one is a one-line UsageError."""
     from vimbench.baselines.deit import resolve_attn_backend
     from vimbench.kernels import get_backend, resolve_backend
+    from vimbench.layers import check_img_size
     from vimbench.models import get_spec
-    from vimbench.models.layers import check_img_size
     from vimbench.profile.profiler import ProfileConfig, resolve_device
 
     try:
@@ -129,6 +129,8 @@ def _print_memory(result) -> None:
 
 
 def _print_result(result, top: int) -> None:
+    from vimbench.metrics.timing_stats import is_noisy
+
     cfg = result.config
     backends = f"scan backend {result.scan_backend}" if result.scan_backend != "-" else \
         f"attention backend {result.attn_backend}"
@@ -138,6 +140,8 @@ def _print_result(result, top: int) -> None:
         highlight=False, soft_wrap=True,
     )
     line = f"wall time per profiled forward: {result.wall_s_per_iter * 1e3:.2f} ms (with profiler overhead)"
+    if is_noisy(result.wall_iqr_pct):
+        line += f" [noisy: IQR {result.wall_iqr_pct:.0f}% of the median]"
     if result.flops is not None and result.wall_s_per_iter > 0:
         line += (f"; {result.flops.total / 1e9:.3f} GFLOPs per forward -> "
                  f"{result.flops.total / result.wall_s_per_iter / 1e9:.2f} GFLOP/s")

@@ -23,7 +23,8 @@ def plot(
     metric: str = typer.Option(
         "throughput,memory",
         "--metric",
-        help="throughput, memory, latency, speedup (Vim/DeiT), a comma list, or all.",
+        help="throughput, memory, latency, energy_per_image (any registered metric), speedup (Vim/DeiT), "
+        "a comma list, or all.",
     ),
     paper: bool = typer.Option(False, "--paper", help="Draw the paper's Fig. 1 Vim-Ti / DeiT-Ti points too."),
 ) -> None:
@@ -32,7 +33,7 @@ def plot(
     One line per configuration, p10-p90 bands, OOM points marked; several runs are overlaid with their
     device in the legend.
     """
-    from vimbench.report.plots import METRICS, plot_runs
+    from vimbench.report.plots import DEFAULT_METRICS, METRICS, plot_runs
 
     metrics = list(METRICS) if metric.strip() == "all" else parse_csv_list(metric)
     if not metrics:
@@ -48,7 +49,8 @@ def plot(
     drawn = {p.stem for p in written}
     for name in metrics:
         if name not in drawn:
-            why = "no Vim/DeiT pair of the same size and settings" if name == "speedup" else "no rows"
+            why = ("no Vim/DeiT pair of the same size and settings" if name == "speedup"
+                   else "no rows" if name in DEFAULT_METRICS else "not recorded in these runs")
             console.print(f"[yellow]note:[/] no {name} figure: {why}", highlight=False)
     for path in written:
         console.print(f"plot: {path}", highlight=False, soft_wrap=True)
@@ -103,8 +105,8 @@ def fig1(
 ) -> None:
     """Vim-Ti vs DeiT-Ti at 512, 640, 736 (the paper's 738), 1024, 1248 px, then report.md beside the
     paper's Fig. 1: speedup and memory saving at each resolution, every setting, a verdict on 2.8x / 86.8%."""
+    from vimbench import reproduce
     from vimbench.measure.plan import resolve_device, validate_config
-    from vimbench.report import reproduce
 
     if from_dir is not None:
         try:

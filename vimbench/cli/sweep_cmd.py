@@ -73,9 +73,10 @@ def make_executor(devices: str | None, executor: str, ray_address: str | None):
 
 def _run(config, executor=None) -> Path:
     from vimbench.measure.sweep import run_sweep
+    from vimbench.report.plots import plot_run
 
     try:
-        return run_sweep(config, executor)
+        return run_sweep(config, executor, console, plotter=plot_run)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -183,12 +184,11 @@ def compare(
     from_dir: Path | None = typer.Option(None, "--from", help="Read a finished run instead of measuring."),
 ) -> None:  # fmt: skip
     """Run two models (or read a finished run) and print them side by side per resolution."""
-    from vimbench.measure.compare import compare_rows, configurations, matching_rows
-    from vimbench.measure.executors import require_one_device
+    from vimbench.console import wide_console
     from vimbench.measure.plan import parse_resolutions
-    from vimbench.measure.store import read_results
-    from vimbench.measure.sweep import wide_console
+    from vimbench.report.compare import compare_rows, configurations, matching_rows
     from vimbench.report.paper import MEASURED_RESOLUTIONS
+    from vimbench.results import Run, require_one_device
 
     names = parse_model_names(f"{model_a},{model_b}")
     if names[0] == names[1]:
@@ -219,7 +219,7 @@ def compare(
             if value != "auto":
                 filters[column] = value
     try:
-        frame = read_results(run_dir)
+        frame = Run.load(run_dir).table
         wanted = set(parse_resolutions(res)) if res is not None else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
