@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import requires_cuda
 from vimbench.kernels.cuda_scan import CSRC, prepare
 from vimbench.kernels.reference import selective_scan_ref
-
-from tests.conftest import requires_cuda
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
