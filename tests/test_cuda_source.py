@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import requires_cuda
 from vimbench.kernels.cuda_scan import CSRC, prepare
 from vimbench.kernels.reference import selective_scan_ref
 
