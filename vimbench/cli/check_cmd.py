@@ -21,7 +21,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from .common import UsageError, console, parse_csv_list
+from .common import UsageError, check_output_file, console, parse_csv_list
 
 
 def _parse_device(device: str | None) -> torch.device:
@@ -179,6 +179,7 @@ def check(
     dev = _parse_device(device)
     dtype_names = _parse_dtypes(dtypes)
     local, interpreted = _parse_backends(backends, dev)
+    check_output_file(json_out, "--json")
     cases = quick_cases() if quick else full_cases()
     console.print(
         f"checking {', '.join(local + interpreted) or 'no backend'} on {dev.type}: "

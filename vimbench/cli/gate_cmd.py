@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from .common import console, fail
+from .common import UsageError, check_output_file, console, fail
 
 GATE_HELP = "\n\n".join((
     "Gate --current against --baseline and/or ratio gates within --current: exit 0 pass, 1 fail, "
@@ -85,6 +85,12 @@ def gate(
     from vimbench.gate import run_gate
     from vimbench.gate.report import render_console, to_json, to_junit, to_markdown
 
+    inputs = [Path(p) for p in (baseline, current) if p]
+    try:  # before reading anything: an output never lands on an input or a run's files
+        check_output_file(json_path, "--json", inputs)
+        check_output_file(junit_path, "--junit", inputs)
+    except UsageError as exc:
+        fail(str(exc))
     report = run_gate(baseline, current, max_regression, alpha, ratio or [], force, metric)
     outputs = []
     if json_path is not None:

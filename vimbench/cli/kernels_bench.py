@@ -12,7 +12,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from .common import UsageError, console, parse_csv_list
+from .common import UsageError, check_output_file, console, parse_csv_list
 
 DEFAULT_BATCHES = {"cpu": [1, 2], "cuda": [1, 32, 128]}
 DEFAULT_DTYPES = {"cpu": ["fp32"], "cuda": ["fp32", "bf16"]}
@@ -71,6 +71,30 @@ def _parse_backends(value: str | None, device: torch.device) -> list[str]:
                 f"scan backend {name!r} is not available on {device.type}; available: {', '.join(available)}"
             )
     return list(dict.fromkeys(names))
+
+
+# live tensors of one benchmark point, in units of batch*dim*L fp32 values: u, delta, z, their flipped copies
+# (bidir-flip) and the outputs. A lower estimate (no staging copies): when it does not fit, nothing does
+_LIVE_TENSORS = 6
+
+
+def _check_memory(shapes: list[str], batches: list[int], res: int, device: torch.device) -> None:
+    """Refuse, before allocating, a size whose inputs alone would not fit (e.g. --res 100000: ~60 GB)."""
+    import psutil
+
+    from vimbench.kernels.bench import VIM_SHAPES, seqlen_for
+
+    length = seqlen_for(res)
+    need = _LIVE_TENSORS * 4 * length * max(batches) * max(VIM_SHAPES[s] for s in shapes)
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = psutil.virtual_memory().available
+    if need > free:
+        raise UsageError(
+            f"--res {res} (L={length}) needs about {need / 2**30:.1f} GiB at batch {max(batches)}, more "
+            f"than the {free / 2**30:.1f} GiB free on {device.type}; use a smaller --res, --batch or --shapes"
+        )
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -170,6 +194,8 @@ def bench(
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     names = _parse_backends(backends, dev)
+    _check_memory(shape_names, batches, res, dev)
+    check_output_file(csv_path, "--csv")
     gpu = device_name(dev)
     has_ceiling = dev.type == "cuda" and ceiling_for(gpu) is not None
     console.print(

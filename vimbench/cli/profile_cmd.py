@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from .common import UsageError, console
+from .common import UsageError, check_output_file, console
 
 KERNEL_NAME_WIDTH = 90
 
@@ -55,8 +55,9 @@ def _validated_config(
         resolve_attn_backend(attn_backend)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if trace is not None and not trace.parent.is_dir():
-        raise UsageError(f"--trace {trace}: directory {trace.parent} does not exist")
+    if trace is not None and trace.is_dir():  # --trace DIR: a file named after the run, inside DIR
+        trace = trace / f"trace-{spec.name}-{res}px.json"
+    check_output_file(trace, "--trace", parents=False)
     return ProfileConfig(
         model=spec.name, img_size=res, device=str(torch_device), batch_size=batch_size, dtype=dtype,
         scan_backend=scan_backend, attn_backend=attn_backend, warmup=warmup, iters=iters, trace_path=trace,
@@ -184,7 +185,10 @@ def profile(
     attn_backend: str = typer.Option("auto", "--attn-backend", help="DeiT attention: auto, sdpa or math."),
     warmup: int = typer.Option(2, "--warmup", help="Forwards run before profiling."),
     iters: int = typer.Option(2, "--iters", help="Forwards profiled; times are per forward."),
-    trace: Path | None = typer.Option(None, "--trace", help="Write a Chrome trace of the profiled runs."),
+    trace: Path | None = typer.Option(
+        None, "--trace", help="Write a Chrome trace of the profiled runs to this file (given a folder: to "
+        "trace-MODEL-RESpx.json in it)."
+    ),
     json_out: Path | None = typer.Option(None, "--json", help="Also write every number to this JSON file."),
     top: int = typer.Option(15, "--top", help="Rows in the top-ops and kernel tables."),
 ) -> None:
@@ -195,8 +199,10 @@ def profile(
                                warmup, iters, trace)
     if top < 1:
         raise UsageError(f"--top must be at least 1, got {top}")
-    if json_out is not None and not json_out.parent.is_dir():
-        raise UsageError(f"--json {json_out}: directory {json_out.parent} does not exist")
+    check_output_file(json_out, "--json", parents=False)
+    trace_path = config.trace_path
+    if json_out is not None and trace_path is not None and json_out.resolve() == trace_path.resolve():
+        raise UsageError(f"--json and --trace both name {json_out}; give two files")
     from vimbench.profile.profiler import run_profile
 
     result = run_profile(config, top=top)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from .common import UsageError, console, parse_csv_list
+from .common import UsageError, check_output_dir, check_output_file, console, parse_csv_list
 
 
 def plot(
@@ -38,8 +38,10 @@ def plot(
     metrics = list(METRICS) if metric.strip() == "all" else parse_csv_list(metric)
     if not metrics:
         raise UsageError(f"no metric given; choose from {', '.join(METRICS)} or all")
-    if out is None:
-        out = run_dirs[0] if len(run_dirs) == 1 else Path("results/runs") / f"plots-{_stamp()}"
+    if out is None:  # a run given as its results.csv: the figures go beside it
+        first = run_dirs[0].parent if run_dirs[0].is_file() else run_dirs[0]
+        out = first if len(run_dirs) == 1 else Path("results/runs") / f"plots-{_stamp()}"
+    check_output_dir(out, "--out")
     try:
         written = plot_runs(run_dirs, out, metrics, paper=paper)
     except ValueError as exc:
@@ -61,6 +63,7 @@ def report(
     """A markdown report of any run: environment, knobs, a table per configuration, errors, plots."""
     from vimbench.report.markdown import write_run_report
 
+    check_output_file(out, "--out", inputs=[run_dir])
     try:
         path = write_run_report(run_dir, out)
     except ValueError as exc:
@@ -114,6 +117,7 @@ def fig1(
         return
     if resume and out is None:
         raise UsageError("--resume needs --out: the fig1 run folder to continue")
+    check_output_dir(out, "--out")
     try:
         resolved = resolve_device(device)
         batch = batch_size if batch_size is not None else (1 if resolved == "cpu" else 64)

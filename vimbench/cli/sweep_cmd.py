@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from .common import UsageError, console, parse_model_names
+from .common import UsageError, check_output_dir, console, parse_model_names
 
 # shared by `sweep` and `compare`
 RES = typer.Option(None, "--res", help="Resolutions: 224..1248 (step 128), A..B:STEP, or a comma list; mixes "
@@ -97,6 +97,7 @@ def sweep(
     Appends DIR/results.csv row by row and writes DIR/run.json (command line and environment).
     """
     names = parse_model_names(models)
+    check_output_dir(out, "--out")
     runner = make_executor(devices, executor, ray_address)
     plan_device = getattr(runner, "plan_device", None)
     if plan_device and device == "auto":
@@ -194,6 +195,7 @@ def compare(
         raise UsageError(f"compare needs two different models, got {names[0]} twice")
     filters: dict[str, Any] = {}
     if from_dir is None:
+        check_output_dir(out, "--out")
         config = build_config(
             names, res=res, batch_size=batch_size, dtype=dtype, device=device, mode=mode, warmup=warmup,
             iters=iters, min_time=min_time, repeats=repeats, scan_backend=scan_backend,

@@ -190,6 +190,14 @@ def evaluate_ratio_gate(gate: RatioGate, run: GateRun) -> list[RatioVerdict]:
         return (*(p.field(f) for f in fields), p.device_name)
 
     pairs = [(n, d) for n in nums for d in dens if context(n) == context(d)]
+    if pairs and all(n.key == d.key for n, d in pairs):
+        raise GateInputError(
+            f"ratio gate {gate.text!r}: {gate.num} and {gate.den} select the same point at "
+            f"{gate.img_size}px, and a point's ratio to itself is always 1; pin different settings with "
+            "selectors, e.g. "
+            "vim-t[scan=cpu]/vim-t[scan=reference]"
+        )
+    pairs = [(n, d) for n, d in pairs if n.key != d.key]  # a point is never its own reference
     if not pairs:
         raise GateInputError(
             f"ratio gate {gate.text!r}: {gate.num} and {gate.den} at {gate.img_size}px share no "
