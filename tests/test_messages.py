@@ -13,7 +13,7 @@ import torch
 from vimbench.checkpoint import CheckpointError, read_state_dict
 from vimbench.measure.plan import Point
 from vimbench.measure.store import ResultsStore
-from vimbench.measure.worker import identity_row
+from vimbench.measure.rows import identity_row
 
 MARKER = "VIMBENCH_PWNED_MARKER"
 

@@ -10,7 +10,7 @@ import pytest
 
 from vimbench.measure.plan import Point
 from vimbench.measure.store import ResultsStore
-from vimbench.measure.worker import identity_row
+from vimbench.measure.rows import identity_row
 
 
 @pytest.fixture
