@@ -143,10 +143,10 @@ def test_a_recorded_error_is_measured_again_and_a_timeout_kept_for_the_same_time
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--timeout", "inf"], "--timeout must be a finite number"),
-        (["--timeout", "nan"], "--timeout must be a finite number"),
-        (["--min-time", "nan"], "--min-time must be a finite number"),
-        (["--min-time", "inf"], "--min-time must be a finite number"),
+        (["--timeout", "inf"], "--timeout must be positive and finite"),
+        (["--timeout", "nan"], "--timeout must be positive and finite"),
+        (["--min-time", "nan"], "--min-time must be >= 0 and finite"),
+        (["--min-time", "inf"], "--min-time must be >= 0 and finite"),
         (["--threads", "100000"], "--threads 100000 is more than"),
         (["--nvml-interval-ms", "-1"], "--nvml-interval-ms must be a finite number > 0"),
         (["--nvml-interval-ms", "nan"], "--nvml-interval-ms must be a finite number > 0"),
