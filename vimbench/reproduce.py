@@ -76,7 +76,7 @@ def fig1_configs(
 
 def default_out_dir(root: Path = Path("results/runs")) -> Path:
     """A new, empty folder results/runs/fig1-<UTC time to the millisecond>/ (created: names never collide)."""
-    from vimbench.measure.sweep import new_dir
+    from vimbench.measure.run_folder import new_dir
 
     return new_dir(root, lambda now: f"fig1-{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}")
 
