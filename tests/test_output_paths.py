@@ -9,8 +9,8 @@ import json
 import pytest
 
 from vimbench.measure.plan import Point
+from vimbench.measure.rows import identity_row
 from vimbench.measure.store import ResultsStore
-from vimbench.measure.worker import identity_row
 
 
 @pytest.fixture
