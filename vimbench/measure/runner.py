@@ -17,7 +17,7 @@ from .memory import reset_torch_peaks, rss_now_mib, rss_peak_mib, torch_peaks_mi
 from .nvml_sampler import NvmlPeak, NvmlSampler
 from .plan import Point
 from .timing import time_steps
-from .worker import DTYPE_NAMES, failure_row, identity_row, is_oom, now_utc, resolved_backends
+from .worker import DTYPE_NAMES, failure_row, identity_row, is_oom, now_utc, resolved_options
 
 
 class _Memory:
@@ -76,7 +76,7 @@ def _sync_for(device: str) -> Callable[[], None]:
     return lambda: None
 
 
-def _build(point: Point, scan: str, attn: str):
+def _build(point: Point, options: dict[str, str]):
     """(model, step) where step() runs one timed iteration: a forward, or a full training step."""
     import torch
 
@@ -84,12 +84,8 @@ def _build(point: Point, scan: str, attn: str):
 
     dtype = getattr(torch, DTYPE_NAMES[point.dtype])
     device = torch.device(point.device)
-    model = create_model(
-        point.model,
-        img_size=point.img_size,
-        scan_backend=scan if scan != "-" else "auto",
-        attn_backend=attn if attn != "-" else "auto",
-    ).to(device)
+    runnable_options = {k: v for k, v in options.items() if v != "-"}  # "-": the model has no such choice
+    model = create_model(point.model, img_size=point.img_size, options=runnable_options).to(device)
     memory_format = torch.channels_last if point.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     shape = (point.batch_size, 3, point.img_size, point.img_size)
@@ -126,6 +122,20 @@ def _build(point: Point, scan: str, attn: str):
     return params, train_step
 
 
+def _unsupported(point: Point) -> str | None:
+    """Why the model cannot run this resolution (its family's word), or None."""
+    from vimbench.models import get_spec
+
+    spec = get_spec(point.model)
+    return spec.contract.unsupported_reason(spec, point.img_size)
+
+
+def _skipped(point: Point, reason: str, threads: int, started: float) -> dict[str, Any]:
+    row = failure_row(point, "skipped", reason, threads=threads)
+    row["duration_s"] = time.perf_counter() - started
+    return row
+
+
 def _gflops(point: Point) -> float | None:
     try:
         from vimbench.profile.flops import model_gflops
@@ -146,9 +156,11 @@ def measure_point(point: Point, hooks: Callable[[Point], None] | None = None) ->
     row["threads"] = torch.get_num_threads()
     memory: _Memory | None = None
     try:
+        reason = _unsupported(point)
+        if reason is not None:
+            return _skipped(point, reason, row["threads"], started)
         memory = _Memory(point)
-        scan, attn = resolved_backends(point)
-        params, step = _build(point, scan, attn)
+        params, step = _build(point, resolved_options(point))
         if hooks is not None:
             hooks(point)
         grad_mode = torch.inference_mode() if point.mode == "infer" else contextlib.nullcontext()

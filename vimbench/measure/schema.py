@@ -9,7 +9,7 @@ from typing import Any
 # In this order in every results.csv. Extra columns are allowed after these (readers ignore them).
 RESULT_COLUMNS: tuple[str, ...] = (
     "model",  # registry name, e.g. vim-t
-    "family",  # vim | deit
+    "family",  # vim | deit | timm (vimbench.models.registry.FAMILIES)
     "img_size",  # pixels (square)
     "tokens",  # sequence length incl. cls token
     "batch_size",
@@ -18,11 +18,11 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "device_name",  # GPU marketing name or CPU model: never mix two in one curve or gate
     "device_uuid",  # NVML UUID on CUDA, empty on CPU
     "mode",  # infer | train
-    "scan_backend",  # resolved name (vim), "-" for deit
-    "attn_backend",  # resolved name (deit), "-" for vim
+    "scan_backend",  # resolved name (vim), "-" for the families without this option
+    "attn_backend",  # resolved name (deit, timm), "-" for the families (or timm models) without it
     "compile",  # torch.compile used: true/false
     "channels_last",  # true/false
-    "status",  # ok | oom | error | timeout | skipped-oom
+    "status",  # ok | oom | error | timeout | skipped-oom | skipped (the model cannot run this size)
     "throughput",  # images/s, median over repeats
     "throughput_samples",  # per-repeat images/s, space separated
     "latency_ms",  # median time per batch
@@ -47,7 +47,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "error",  # message for non-ok statuses
 )
 
-STATUSES = ("ok", "oom", "error", "timeout", "skipped-oom")
+STATUSES = ("ok", "oom", "error", "timeout", "skipped-oom", "skipped")
 
 # Two rows measure "the same thing" when these agree (resume, compare, gate).
 POINT_KEY: tuple[str, ...] = (

@@ -42,19 +42,28 @@ _STATUS_STYLE = {
     "ok": "green",
     "oom": "yellow",
     "skipped-oom": "dim yellow",
+    "skipped": "dim",
     "error": "red",
     "timeout": "red",
 }
 
 
+def _models_slug(models: list[str], keep: int = 4) -> str:
+    """The models as a folder-name part: "timm:x" -> "timm_x"; a long (glob) list names the first few."""
+    names = [m.replace(":", "_").replace("/", "_") for m in models]
+    if len(names) <= keep:
+        return "-".join(names)
+    return "-".join(names[:keep]) + f"-and-{len(names) - keep}-more"
+
+
 def default_run_dir(models: list[str], root: Path = RUNS_DIR) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return root / f"{stamp}-{'-'.join(models)}"
+    return root / f"{stamp}-{_models_slug(models)}"
 
 
 def latest_run_dir(models: list[str], root: Path = RUNS_DIR) -> Path | None:
     """The newest run folder for these models (what `--resume` without `--out` continues)."""
-    suffix = "-" + "-".join(models)
+    suffix = "-" + _models_slug(models)
     pattern = re.compile(r"^\d{8}T\d{6}Z" + re.escape(suffix) + "$")
     runs = sorted(p for p in root.glob("*") if p.is_dir() and pattern.match(p.name)) if root.is_dir() else []
     return runs[-1] if runs else None
