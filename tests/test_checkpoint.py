@@ -159,3 +159,19 @@ def test_default_resize_is_timms_and_unknown_is_refused(tmp_path):
 def test_cls_placement_comes_from_the_models_cls_index():
     assert cls_rule(_tiny("vim-t", img_size=64)) == "middle"
     assert cls_rule(_tiny("deit-t", img_size=64)) == 0
+
+
+def test_models_command_loads_a_checkpoint_and_says_how_it_resized(cli, tmp_path):
+    path = save_checkpoint(create_model("deit-t", img_size=32), tmp_path / "deit32.pth")
+    result = cli(["models", "--checkpoint", path, "--model", "deit-t", "--res", "64"])
+    assert result.code == 0, result.err
+    assert "pos_embed 5 -> 17 tokens (bicubic with antialias, as timm's checkpoint filter)" in result.out
+    plain = cli(["models", "--checkpoint", path, "--model", "deit-t", "--res", "64",
+                 "--pos-embed-resize", "deit"])
+    assert "bicubic without antialias, as facebookresearch/deit main.py" in plain.out
+    help_text = " ".join(cli(["models", "--help"]).out.replace("│", " ").split())
+    assert "timm (default; bicubic with antialias" in help_text
+    bad = cli(["models", "--checkpoint", path, "--model", "deit-t", "--pos-embed-resize", "area"])
+    assert bad.code == 2 and "unknown pos-embed resize 'area'" in bad.err
+    wrong = cli(["models", "--checkpoint", path, "--model", "vim-t"])
+    assert wrong.code == 2 and "missing layers.0.mixer.A_log" in wrong.err
