@@ -16,6 +16,11 @@ ScanForward = Callable[..., tuple[Tensor, Tensor]]
 # backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
 #   -> (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias), None where the input was None
 ScanBackward = Callable[..., tuple[Tensor | None, ...]]
+# A backend with `saves_for_backward` hands one tensor (e.g. its chunk-boundary states) from its forward
+# to its backward, so the backward need not re-run the forward:
+#   forward(..., reverse, save=True) -> (out, last_state, saved)   backward(..., reverse, saved) -> grads
+# and `saved_like(u, A)` returns an empty tensor of saved's shape (what the custom op's fake returns).
+SavedLike = Callable[[Tensor, Tensor], Tensor]
 
 
 def backward_by_autograd(forward: ScanForward) -> ScanBackward:
@@ -42,6 +47,8 @@ class ScanBackend:
     is_available: Callable[[torch.device], bool]
     # lower runs first when `backend="auto"` picks for a device
     priority: int = 100
+    saves_for_backward: bool = False
+    saved_like: SavedLike | None = None
 
 
 _BACKENDS: dict[str, ScanBackend] = {}

@@ -45,10 +45,12 @@ EOF
 
 # Short repeats; 5 samples a side make the gate print a distribution-free bound next to each ratio.
 sweep=(vimbench sweep -m vim-t --res "$res" --device cpu --batch-size 1 --dtype fp32 --warmup 1 --iters 1
-       --min-time 0.3 --repeats 5 --threads 1 --timeout 300 --no-plots --out "$out" --resume)
+       --min-time 0.3 --repeats 5 --threads 1 --timeout 300 --no-plots --out "$out")
+resume=()  # the first sweep starts the run folder, the others add to it
 for mode in infer train; do
   for backend in cpu reference; do
-    "${sweep[@]}" --mode "$mode" --scan-backend "$backend"
+    "${sweep[@]}" ${resume[@]+"${resume[@]}"} --mode "$mode" --scan-backend "$backend"
+    resume=(--resume)
   done
 done
 

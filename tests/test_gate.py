@@ -239,6 +239,21 @@ def test_cpu_runs_compare_cpu_model_and_threads(cli, tmp_path: Path) -> None:
     assert cli(["gate", "--baseline", base, "--current", base]).code == 0
 
 
+def test_cpu_runs_at_different_simd_levels_exit_2(cli, tmp_path: Path) -> None:
+    """AVX2 and AVX-512 CPU numbers do not compare; a run from before the field is unknown, not an error."""
+    cpu_env = {**ENV, "nvidia_driver": None, "cuda_runtime": None, "gpus_nvml": [], "gpus_torch": []}
+    row = point("vim-t", 224, wobble(50), device="cpu", device_name="AMD EPYC 9654", batch=1, dtype="fp32")
+    base = write_run(tmp_path / "b", [{**row, "cpu_capability": "AVX2"}],
+                     env={**cpu_env, "cpu_capability": "AVX2"})
+    cur = write_run(tmp_path / "c", [{**row, "cpu_capability": "AVX512"}],
+                    env={**cpu_env, "cpu_capability": "AVX512"})
+    result = cli(["gate", "--baseline", base, "--current", cur])
+    assert result.code == 2 and "cpu_capability: AVX2 (baseline) vs AVX512 (current)" in result.err
+    old = write_run(tmp_path / "old", [row], env=cpu_env)  # neither run.json nor rows know the level
+    result = cli(["gate", "--baseline", old, "--current", cur])
+    assert result.code == 0 and "cpu_capability" in result.out
+
+
 @pytest.mark.parametrize("value", ["-5%", "100%", "1.5", "abc", "nan"])
 def test_nonsense_threshold_exit_2(cli, tmp_path: Path, value: str) -> None:
     run = write_run(tmp_path / "r", [point("vim-s", 224, wobble(1000))])

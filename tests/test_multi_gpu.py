@@ -14,7 +14,6 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 import torch
-from conftest import requires_cuda
 
 from vimbench.measure.executor import LocalExecutor, OomSkipper
 from vimbench.measure.executors import distinct_devices, make_executor, require_one_device
@@ -342,7 +341,7 @@ def test_distinct_devices_and_refusal_to_mix():
         require_one_device(rows, "compare")
 
 
-@requires_cuda
+@pytest.mark.gpu
 def test_real_workers_on_every_local_gpu(tmp_path):
     """On a GPU machine: tiny points through real pinned workers; each row names the GPU it was pinned to."""
     from vimbench.measure.environment import describe_device

@@ -6,7 +6,6 @@ import time
 
 import pytest
 
-from tests.conftest import requires_cuda
 from vimbench.measure.plan import Point
 from vimbench.measure.schema import RESULT_COLUMNS
 from vimbench.measure.timing import TimingResult, time_steps
@@ -132,7 +131,7 @@ def test_worker_exception_is_an_error_row_with_the_message() -> None:
     assert "no-such-backend" in row["error"]
 
 
-@requires_cuda
+@pytest.mark.gpu
 def test_worker_on_cuda_reads_nvml_and_the_allocator() -> None:
     from vimbench.measure.nvml_sampler import load_nvml
 

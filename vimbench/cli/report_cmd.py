@@ -3,6 +3,7 @@ Fig. 1 measured on this machine."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -109,11 +110,13 @@ def fig1(
             raise UsageError(str(exc)) from None
         console.print(f"report: {path}", highlight=False, soft_wrap=True)
         return
+    if resume and out is None:
+        raise UsageError("--resume needs --out: the fig1 run folder to continue")
     try:
         resolved = resolve_device(device)
         batch = batch_size if batch_size is not None else (1 if resolved == "cpu" else 64)
         configs = reproduce.fig1_configs(
-            out or reproduce.default_out_dir(),
+            out or Path("."),  # the default folder is created only once the settings are valid
             resolved,
             batch,
             dtype.lower(),
@@ -129,6 +132,9 @@ def fig1(
         )
         for config in configs:
             validate_config(config)
+        if out is None:
+            folder = reproduce.default_out_dir()
+            configs = [replace(config, out_dir=folder) for config in configs]
         path = reproduce.reproduce_fig1(configs, echo=lambda text: console.print(text, highlight=False))
     except ValueError as exc:
         raise UsageError(str(exc)) from None

@@ -23,7 +23,7 @@ _REQUIRED_COLUMNS = (*POINT_KEY, "device", "status", "throughput")
 
 # Compared between baseline and current; a difference refuses the gate unless --force.
 FINGERPRINT_FIELDS: tuple[str, ...] = (
-    "gpu", "nvidia_driver", "cuda_runtime", "torch", "triton", "cpu", "cpu_threads",
+    "gpu", "nvidia_driver", "cuda_runtime", "torch", "triton", "cpu", "cpu_threads", "cpu_capability",
 )
 
 
@@ -42,6 +42,7 @@ class Point:
     device_name: str
     error: str = ""
     threads: str = ""  # torch threads of the worker (CSV "threads"), when recorded
+    cpu_capability: str = ""  # SIMD level the worker ran at (CSV "cpu_capability"), when recorded
 
     def field(self, name: str) -> str:
         return self.key[GATE_KEY.index(name)]
@@ -62,7 +63,7 @@ class Run:
 
 def _read_table(csv_path: Path) -> pd.DataFrame:
     try:
-        return read_results(csv_path)
+        return read_results(csv_path, numeric=False)  # text as written: a bad value is shown literally
     except ValueError as exc:
         raise GateInputError(str(exc)) from None
 
@@ -122,7 +123,7 @@ def _points_from_table(table: pd.DataFrame, csv_path: Path, notes: list[str]) ->
         if ok and throughput <= 0:
             raise GateInputError(f"{where}: status ok with throughput {throughput}")
         point = Point(key, status, throughput, samples, schema_key["device_name"], _cell(row.get("error")),
-                      _cell(row.get("threads")))
+                      _cell(row.get("threads")), _cell(row.get("cpu_capability")))
         previous = points.get(key)
         if previous is not None:
             duplicates += 1
@@ -185,9 +186,14 @@ def fingerprint(run: Run) -> dict[str, str | None]:
         result["nvidia_driver"] = text(env.get("nvidia_driver")) if uses_gpu else None
         result["cuda_runtime"] = text(env.get("cuda_runtime")) if uses_gpu else None
         result["cpu_threads"] = text(env.get("torch_threads")) if uses_cpu else None
+        if env.get("cpu_capability") is not None or not uses_cpu:  # runs before the field: unknown
+            result["cpu_capability"] = text(env.get("cpu_capability")) if uses_cpu else None
     cpu_threads = sorted({p.threads for p in run.points.values() if p.field("device_kind") == "cpu"} - {""})
     if cpu_threads:  # what the workers really used beats the parent process's setting
         result["cpu_threads"] = ", ".join(cpu_threads)
+    simd = sorted({p.cpu_capability for p in run.points.values() if p.field("device_kind") == "cpu"} - {""})
+    if simd:  # likewise the SIMD level the workers ran at (a CPU number at AVX2 is not one at AVX-512)
+        result["cpu_capability"] = ", ".join(simd)
     return {k: result[k] for k in FINGERPRINT_FIELDS if k in result}
 
 

@@ -8,6 +8,7 @@ shipped as JSON to a subprocess today and to another GPU or machine later.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -191,6 +192,11 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def max_threads() -> int:
+    """The most torch threads a worker may ask for: far beyond that, thread creation fails (a segfault)."""
+    return 4 * (os.cpu_count() or 1)
+
+
 def validate_config(config: SweepConfig) -> SweepConfig:
     """Check every knob and resolve the device and the resolution default. ValueError: one line."""
     from vimbench.models import expand_model_patterns, get_spec
@@ -212,12 +218,16 @@ def validate_config(config: SweepConfig) -> SweepConfig:
     ):
         if value is not None and value < low:
             raise ValueError(f"{name} must be >= {low}, got {value}")
-    if config.min_time_s is not None and config.min_time_s < 0:
-        raise ValueError(f"--min-time must be >= 0, got {config.min_time_s}")
+    if config.threads is not None and config.threads > max_threads():
+        raise ValueError(f"--threads {config.threads} is more than {max_threads()} (4 per CPU here)")
+    if config.min_time_s is not None and not (math.isfinite(config.min_time_s) and config.min_time_s >= 0):
+        raise ValueError(f"--min-time must be a finite number of seconds >= 0, got {config.min_time_s}")
     if config.compile and config.warmup == 0:
         raise ValueError("--compile needs --warmup >= 1: compilation must happen before the timed region")
-    if config.timeout_s <= 0:
-        raise ValueError(f"--timeout must be positive, got {config.timeout_s}")
+    if not (math.isfinite(config.timeout_s) and config.timeout_s > 0):
+        raise ValueError(f"--timeout must be a finite number of seconds > 0, got {config.timeout_s}")
+    if not (math.isfinite(config.nvml_interval_ms) and config.nvml_interval_ms > 0):
+        raise ValueError(f"--nvml-interval-ms must be a finite number > 0, got {config.nvml_interval_ms}")
     device = resolve_device(config.device)
     resolutions = list(config.resolutions) or parse_resolutions(
         DEFAULT_RES_CPU if device == "cpu" else DEFAULT_RES_CUDA

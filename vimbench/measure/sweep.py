@@ -8,6 +8,7 @@ gets resume and skip-after-OOM for free.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import sys
 import time
@@ -32,6 +33,7 @@ from rich.table import Table
 from .executor import Executor, LocalExecutor, OomSkipper
 from .executors import distinct_devices
 from .plan import Point, SweepConfig, build_plan, config_to_json, validate_config
+from .run_lock import hold_run_folder
 from .schema import point_key
 from .store import ResultsStore
 from .worker import failure_row, identity_row, now_utc
@@ -48,23 +50,47 @@ _STATUS_STYLE = {
 }
 
 
-def _models_slug(models: list[str], keep: int = 4) -> str:
-    """The models as a folder-name part: "timm:x" -> "timm_x"; a long (glob) list names the first few."""
-    names = [m.replace(":", "_").replace("/", "_") for m in models]
-    if len(names) <= keep:
-        return "-".join(names)
-    return "-".join(names[:keep]) + f"-and-{len(names) - keep}-more"
+_MAX_SLUG = 80  # folder names stay far below the 255-byte limit of common filesystems
+
+
+def _models_slug(models: list[str]) -> str:
+    """"vim-t-deit-t"; a long list keeps its first models plus a count and a digest of the whole list; ':' of
+    timm:NAME becomes '_'."""
+    models = [m.replace(":", "_").replace("/", "_") for m in models]  # timm:NAME -> timm_NAME
+    slug = "-".join(models)
+    if len(slug) <= _MAX_SLUG:
+        return slug
+    digest = hashlib.sha1(",".join(models).encode()).hexdigest()[:8]
+    return f"{'-'.join(models[:3])}-and-{len(models) - 3}-more-{digest}"
+
+
+def new_dir(root: Path, name_at: Any) -> Path:
+    """Create and return a folder no other call ever got: `name_at(now)` names it (millisecond stamps), and an
+    atomic mkdir settles two sweeps started in the same millisecond. ValueError (one line) if it cannot."""
+    while True:
+        path = root / name_at(datetime.now(UTC))
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            time.sleep(0.001)
+        except OSError as exc:
+            raise ValueError(f"cannot create run folder {path}: {exc.strerror or exc}") from None
+
+
+def _stamp(now: datetime) -> str:
+    return now.strftime("%Y%m%dT%H%M%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
 def default_run_dir(models: list[str], root: Path = RUNS_DIR) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return root / f"{stamp}-{_models_slug(models)}"
+    """A new, empty run folder: results/runs/<UTC time to the millisecond>-<models>/."""
+    return new_dir(root, lambda now: f"{_stamp(now)}-{_models_slug(models)}")
 
 
 def latest_run_dir(models: list[str], root: Path = RUNS_DIR) -> Path | None:
     """The newest run folder for these models (what `--resume` without `--out` continues)."""
     suffix = "-" + _models_slug(models)
-    pattern = re.compile(r"^\d{8}T\d{6}Z" + re.escape(suffix) + "$")
+    pattern = re.compile(r"^\d{8}T\d{6}(?:\.\d{3})?Z" + re.escape(suffix) + "$")
     runs = sorted(p for p in root.glob("*") if p.is_dir() and pattern.match(p.name)) if root.is_dir() else []
     return runs[-1] if runs else None
 
@@ -230,8 +256,32 @@ def _run_meta(config: SweepConfig, points: list[Point]) -> dict[str, Any]:
     }
 
 
+def _kept_on_resume(row: dict[str, Any], timeout_s: float) -> bool:
+    """Is a recorded row final? A lost worker (error) is measured again, and so is a timeout when this run
+    allows more time than that row had (its duration_s is the old --timeout plus the kill)."""
+    status = row.get("status")
+    if status == "error":
+        return False
+    if status == "timeout":
+        try:
+            return float(row.get("duration_s") or 0.0) >= timeout_s
+        except ValueError:
+            return False
+    return True
+
+
 def run_sweep(config: SweepConfig, executor: Executor | None = None, console: Console | None = None) -> Path:
-    """Run (or resume) a sweep; return its run folder. ValueError (one line) for bad config."""
+    """Run (or resume) a sweep; return its run folder. ValueError (one line) for bad config.
+
+    The run folder is locked for the whole sweep: a second sweep on it is refused (RunFolderBusy).
+    """
+    with contextlib.ExitStack() as held:
+        return _run_sweep(config, executor, console, held)
+
+
+def _run_sweep(
+    config: SweepConfig, executor: Executor | None, console: Console | None, held: contextlib.ExitStack
+) -> Path:
     if console is None:
         from vimbench.cli.common import console as cli_console
 
@@ -246,6 +296,13 @@ def run_sweep(config: SweepConfig, executor: Executor | None = None, console: Co
         config.out_dir = found or default_run_dir(config.models)
     config.out_dir = Path(config.out_dir)
     store = ResultsStore(config.out_dir)
+    if config.resume and not (store.csv_path.is_file() or store.run_json_path.is_file()):
+        raise ValueError(
+            f"--resume: {config.out_dir} holds no run (no results.csv or run.json); check the path, or drop "
+            "--resume to start a new run there"
+        )
+    held.enter_context(hold_run_folder(config.out_dir))
+    store.check_header()
     recorded = store.rows() if store.csv_path.is_file() else []
     if recorded and not config.resume:
         raise ValueError(
@@ -253,8 +310,11 @@ def run_sweep(config: SweepConfig, executor: Executor | None = None, console: Co
         )
     points = build_plan(config)
     identities = {p: identity_row(p) for p in points}
-    # a point whose worker was lost (status error) is measured again on --resume; the newest row wins
-    by_key = {point_key(r): r for r in recorded if r.get("status") != "error"}
+    # lost workers and timeouts that may now finish are measured again on --resume; the newest row wins
+    by_key = {point_key(r): r for r in recorded if _kept_on_resume(r, config.timeout_s)}
+    kept_timeouts = sum(
+        1 for p in points if by_key.get(point_key(identities[p]), {}).get("status") == "timeout"
+    )
     skipper = OomSkipper()
     skipper.seed((p, by_key[point_key(identities[p])]) for p in points if point_key(identities[p]) in by_key)
     todo = [p for p in points if point_key(identities[p]) not in by_key]
@@ -273,6 +333,12 @@ def run_sweep(config: SweepConfig, executor: Executor | None = None, console: Co
     if config.resume:
         console.print(
             f"resuming {config.out_dir}: {len(points) - len(todo)} of {len(points)} points already recorded",
+            highlight=False,
+        )
+    if config.resume and kept_timeouts:
+        console.print(
+            f"note: {kept_timeouts} timed-out point(s) kept; a --timeout above {config.timeout_s:g} s "
+            "measures them again",
             highlight=False,
         )
 

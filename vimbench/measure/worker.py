@@ -60,7 +60,7 @@ def identity_row(point: Point) -> dict[str, Any]:
 
     from vimbench.models import get_spec, option_columns
 
-    from .environment import describe_device
+    from .environment import cpu_capability, describe_device
 
     spec = get_spec(point.model)
     try:
@@ -93,6 +93,7 @@ def identity_row(point: Point) -> dict[str, Any]:
         "threads": point.threads,
         "precision": precision_mode(point),
         "torch_version": torch.__version__,
+        "cpu_capability": cpu_capability(),  # SIMD level of torch's CPU kernels and the cpu scan build
     }
 
 

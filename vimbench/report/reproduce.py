@@ -74,7 +74,10 @@ def fig1_configs(
 
 
 def default_out_dir(root: Path = Path("results/runs")) -> Path:
-    return root / f"fig1-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    """A new, empty folder results/runs/fig1-<UTC time to the millisecond>/ (created: names never collide)."""
+    from vimbench.measure.sweep import new_dir
+
+    return new_dir(root, lambda now: f"fig1-{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}")
 
 
 def reproduce_fig1(
