@@ -20,8 +20,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from vimbench import dtypes
+
 ARCHS = {"sm_80": 80, "sm_90": 90}
-DTYPES = ("fp32", "fp16", "bf16")
+DTYPES = dtypes.DTYPES
 # pointers that are float32 whatever the activations' dtype (parameters, states, gradient partials)
 _FP32_POINTERS = {
     "A_ptr", "D_ptr", "bias_ptr", "last_ptr", "Af_ptr", "Df_ptr", "biasf_ptr", "Ab_ptr", "Db_ptr",

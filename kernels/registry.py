@@ -53,6 +53,11 @@ class ScanBackend:
 
 _BACKENDS: dict[str, ScanBackend] = {}
 
+# Until a GPU measurement (scripts/gpu_validate.sh, same card) shows our kernels >= 1.0x the official one,
+# "auto" on CUDA runs the official kernel when mamba_ssm is installed; rows still name the backend that ran.
+PREFER_OFFICIAL_ON_CUDA = True
+OFFICIAL = "mamba_ssm"
+
 
 def register_backend(backend: ScanBackend) -> ScanBackend:
     _BACKENDS[backend.name] = backend
@@ -82,6 +87,8 @@ def resolve_backend(name: str, device: torch.device | str) -> str:
     dev = torch.device(device)
     if name == "auto":
         names = [n for n in available_backends(dev) if get_backend(n).priority < 1000]
+        if dev.type == "cuda" and PREFER_OFFICIAL_ON_CUDA and OFFICIAL in names:
+            return OFFICIAL
         return names[0] if names else "reference"
     backend = get_backend(name)
     if not backend.is_available(dev):

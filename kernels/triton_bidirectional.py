@@ -281,7 +281,7 @@ def launch_for_inspect(f: ScanDirection, b: ScanDirection, z: Tensor | None, bac
 
 @register_flop_formula(torch.ops.vimbench.bidirectional_selective_scan)
 def _bidirectional_flops(uf_shape, df_shape, Af_shape, *args, out_shape=None, **kwargs) -> int:
-    from vimbench.profile.flops import scan_flops
+    from .flops import scan_flops
 
     batch, channels, length = uf_shape
     return 2 * scan_flops(batch, length, channels, Af_shape[1])

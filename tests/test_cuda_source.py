@@ -203,7 +203,7 @@ def test_host_run_of_kernel_code_matches_reference(host_lib, case) -> None:
 
 @pytest.mark.gpu
 def test_cuda_backend_passes_quick_check() -> None:
-    from vimbench.kernels.checking import quick_cases, run_checks
+    from vimbench.kernelbench.check import quick_cases, run_checks
 
     rows = run_checks(["cuda"], ["fp32", "bf16"], quick_cases(), "cuda")
     assert rows and not [r for r in rows if r.failed]

@@ -10,9 +10,10 @@ import pytest
 from rich.console import Console
 
 from vimbench.measure.plan import Point, SweepConfig
-from vimbench.measure.store import ResultsStore, read_results
+from vimbench.measure.rows import identity_row
+from vimbench.measure.store import ResultsStore
 from vimbench.measure.sweep import run_sweep
-from vimbench.measure.worker import identity_row
+from vimbench.results import Run
 
 
 def _append(run_dir, model: str, size: int, fps: float, samples: int = 5) -> None:
@@ -38,7 +39,7 @@ def test_last_row_without_newline_is_a_row_for_every_reader(tmp_path) -> None:
     _drop_final_newline(tmp_path)
     store = ResultsStore(tmp_path)
     assert [r["model"] for r in store.rows()] == ["vim-t", "deit-t"]
-    assert read_results(tmp_path)["throughput"].tolist() == [100.0, 50.0]
+    assert Run.load(tmp_path).table["throughput"].tolist() == [100.0, 50.0]
     _append(tmp_path, "vim-s", 32, 20.0)  # completes the unterminated line first, then appends
     assert [r["model"] for r in store.rows()] == ["vim-t", "deit-t", "vim-s"]
     assert store.csv_path.read_text().count("\n") == 4
@@ -50,7 +51,7 @@ def test_torn_last_row_is_still_dropped(tmp_path, cut) -> None:
     path = tmp_path / "results.csv"
     os.truncate(path, path.stat().st_size - cut)  # a writer killed mid-row: fewer fields than the header
     assert [r["model"] for r in ResultsStore(tmp_path).rows()] == ["vim-t"]
-    assert read_results(tmp_path)["model"].tolist() == ["vim-t"]
+    assert Run.load(tmp_path).table["model"].tolist() == ["vim-t"]
     _append(tmp_path, "vim-s", 32, 20.0)
     assert [r["model"] for r in ResultsStore(tmp_path).rows()] == ["vim-t", "vim-s"]
 
@@ -96,7 +97,7 @@ def test_bom_is_read_and_appended_to(cli, tmp_path) -> None:
     _run(tmp_path)
     path = tmp_path / "results.csv"
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
-    assert read_results(tmp_path)["model"].tolist() == ["vim-t", "deit-t"]
+    assert Run.load(tmp_path).table["model"].tolist() == ["vim-t", "deit-t"]
     _append(tmp_path, "vim-s", 32, 20.0)
     assert [r["model"] for r in ResultsStore(tmp_path).rows()] == ["vim-t", "deit-t", "vim-s"]
     assert cli(["report", tmp_path]).code == 0

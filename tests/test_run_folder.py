@@ -17,9 +17,9 @@ import pytest
 from rich.console import Console
 
 from vimbench.measure.plan import Point, SweepConfig
+from vimbench.measure.rows import failure_row, identity_row
 from vimbench.measure.store import ResultsStore
 from vimbench.measure.sweep import default_run_dir, latest_run_dir, run_sweep
-from vimbench.measure.worker import failure_row, identity_row
 
 FAST = ["--iters", "1", "--repeats", "1", "--min-time", "0", "--warmup", "0", "--threads", "1", "--no-plots",
         "--device", "cpu"]

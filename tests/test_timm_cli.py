@@ -61,4 +61,4 @@ def test_models_lists_timm_names_by_pattern(cli):
     names = result.out.split()
     assert "timm:deit_tiny_patch16_224" in names and all(n.startswith("timm:deit_tiny_") for n in names)
     listing = cli(["models", "--res", "64"])
-    assert listing.code == 0 and "timm:NAME" in listing.out and "--timm-kwargs" in listing.out
+    assert listing.code == 0 and "timm:NAME" in listing.out and "auto|sdpa|math" in listing.out

@@ -20,7 +20,10 @@ namespace vimbench_cpu_scan {
 template <typename T>
 void conv1d_silu_impl(const Strided3<T>& x, int64_t batch, int64_t dim, int64_t length, const T* weight,
                       int64_t width, const T* bias, bool reverse, bool activation, T* out) {
-  at::parallel_for(0, batch * dim, 16, [&](int64_t begin, int64_t end) {
+  // about 2^20 multiply-adds per task: a Vim-T layer at 224 px stays on one thread (waking the pool costs
+  // more than the work), a 1248 px one spreads over all of them
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 20) / std::max<int64_t>(1, length * width));
+  at::parallel_for(0, batch * dim, grain, [&](int64_t begin, int64_t end) {
     std::vector<T> padded(length + 2 * width, T(0));
     T* row = padded.data() + (reverse ? 0 : width - 1);  // causal: K-1 zeros in front; reverse: behind
     const Vec<T> one(T(1));
@@ -47,7 +50,8 @@ void conv1d_silu_impl(const Strided3<T>& x, int64_t batch, int64_t dim, int64_t 
 template <typename T>
 void add_rms_norm_impl(const T* x, const T* residual, const T* weight, double eps, int64_t rows, int64_t dim,
                        T* out, T* res) {
-  at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 18) / std::max<int64_t>(1, dim));  // as above
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const T* xr = x + r * dim;
       const T* rr = residual ? residual + r * dim : nullptr;

@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-DTYPES = ("fp32", "fp16", "bf16")
+from vimbench.devices import resolve_device
+from vimbench.dtypes import DTYPES
+
 MODES = ("infer", "train")
 DEFAULT_RES_STEP = 128
 DEFAULT_MODELS = ("vim-t", "deit-t")
@@ -106,8 +108,9 @@ class Point:
     dtype: str = "fp32"
     device: str = "cpu"  # resolved: "cpu" or "cuda:N"
     mode: str = "infer"
-    scan_backend: str = "auto"
-    attn_backend: str = "auto"
+    # per-model options by name (vimbench.results.OPTION_COLUMNS), e.g. {"scan_backend": "cpu"}; an option
+    # the model does not take is ignored, one it takes but is not given is "auto"
+    options: dict[str, str] = field(default_factory=dict, hash=False)
     compile: bool = False
     channels_last: bool = False
     warmup: int = CPU_DEFAULTS.warmup
@@ -118,12 +121,21 @@ class Point:
     threads: int | None = None  # torch intra-op threads in the worker; None: all CPUs this process may use
     nvml_interval_ms: float = 5.0
 
+    def option(self, name: str, default: str = "auto") -> str:
+        """The value of one per-model option (`default` when not given)."""
+        return self.options.get(name, default)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Point:
         data = json.loads(text)
+        from vimbench.results import option_names
+
+        legacy = {name: data.pop(name) for name in option_names() if name in data}  # pre-options JSON
+        if legacy:
+            data["options"] = {**legacy, **(data.get("options") or {})}
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -159,29 +171,6 @@ class SweepConfig:
     plots: bool = True
     threads: int | None = None
     nvml_interval_ms: float = 5.0
-
-
-def resolve_device(device: str) -> str:
-    """ "auto" -> "cuda:0" when CUDA is there, else "cpu"; "cuda" -> "cuda:0". ValueError for the rest."""
-    import torch
-
-    name = (device or "auto").strip().lower()
-    if name == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return "cpu"
-    match = re.fullmatch(r"cuda(?::(\d+))?", name)
-    if not match:
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        raise ValueError(
-            f"device {device!r} asked for, but CUDA is not available here (torch {torch.__version__})"
-        )
-    index = int(match[1] or 0)
-    count = torch.cuda.device_count()
-    if index >= count:
-        raise ValueError(f"device {device!r} does not exist: {count} CUDA device(s) visible (cuda:0..)")
-    return f"cuda:{index}"
 
 
 def default_threads() -> int:
@@ -267,8 +256,7 @@ def build_plan(config: SweepConfig) -> list[Point]:
             dtype=config.dtype,
             device=config.device,
             mode=config.mode,
-            scan_backend=config.scan_backend,
-            attn_backend=config.attn_backend,
+            options={"scan_backend": config.scan_backend, "attn_backend": config.attn_backend},
             compile=config.compile,
             channels_last=config.channels_last,
             warmup=knobs.warmup if config.warmup is None else config.warmup,

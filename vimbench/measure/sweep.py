@@ -13,6 +13,7 @@ import re
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,13 +31,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .executor import Executor, LocalExecutor, OomSkipper
-from .executors import distinct_devices
+from vimbench.console import wide_console
+from vimbench.metrics import TableColumn, all_metrics, describe_metrics
+from vimbench.metrics.timing_stats import NOISE_RULE
+from vimbench.results import option_names, point_key
+
+from .executors import Executor, LocalExecutor, OomSkipper, distinct_devices
 from .plan import Point, SweepConfig, build_plan, config_to_json, validate_config
+from .rows import failure_row, identity_row, now_utc
 from .run_lock import hold_run_folder
-from .schema import point_key
 from .store import ResultsStore
-from .worker import failure_row, identity_row, now_utc
 
 RUNS_DIR = Path("results") / "runs"
 LIVE_ROWS = 12
@@ -95,13 +99,6 @@ def latest_run_dir(models: list[str], root: Path = RUNS_DIR) -> Path | None:
     return runs[-1] if runs else None
 
 
-def wide_console(console: Console) -> Console:
-    """Tables in logs and pipes get 160 columns instead of rich's 80; a terminal keeps its own width."""
-    if console.is_terminal:
-        return console
-    return Console(file=console.file, width=160, highlight=False, color_system=None)
-
-
 def _fmt(value: Any, spec: str = ".1f") -> str:
     if value is None or value == "":
         return "-"
@@ -113,9 +110,18 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
 
 
 # what can differ between rows of one run besides model and resolution, with short labels for the table
-_CONFIG_KEYS = ("batch_size", "dtype", "mode", "scan_backend", "attn_backend", "compile", "channels_last",
-                "device_name")
+_CONFIG_KEYS = ("batch_size", "dtype", "mode", *option_names(), "compile", "channels_last", "device_name")
 _SHORT = {"batch_size": "bs", "scan_backend": "scan", "attn_backend": "attn", "device_name": "device"}
+
+
+def _table_columns(rows: list[dict[str, Any]]) -> list[TableColumn]:
+    """Every registered metric's console columns; an extra metric's (energy) only when a row has it."""
+    shown = []
+    for metric in all_metrics():
+        headline = metric.column(metric.value_column)
+        if headline.core or any(_fmt(r.get(metric.value_column)) != "-" for r in rows):
+            shown.extend(metric.table)
+    return shown
 
 
 def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
@@ -129,6 +135,7 @@ def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Table
         by_model.setdefault(str(r.get("model", "")), []).append(r)
     groups = list(by_model.values())
     varying = [k for k in _CONFIG_KEYS if any(len({str(r.get(k, "")) for r in g}) > 1 for g in groups)]
+    metric_columns = _table_columns(rows)
     table = Table(title=title, title_justify="left")
     for col, justify in (
         ("model", "left"),
@@ -136,18 +143,12 @@ def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Table
         ("res", "right"),
         ("tokens", "right"),
         ("status", "left"),
-        ("img/s", "right"),
-        ("IQR %", "right"),
-        ("latency ms", "right"),
-        ("peak MiB", "right"),
-        ("mem source", "left"),
+        *((c.header, "right" if c.format else "left") for c in metric_columns),
         ("GFLOPs", "right"),
     ):
         table.add_column(col, justify=justify)
     for row in rows:
         status = str(row.get("status", ""))
-        noisy = str(row.get("noisy", "")).lower() == "true"
-        iqr = _fmt(row.get("iqr_pct")) + (" noisy" if noisy else "")
         shown_status = f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]"
         if status not in ("ok", "skipped-oom") and row.get("error"):
             shown_status += f" [dim]{escape(str(row['error'])[:60])}[/]"
@@ -158,14 +159,20 @@ def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Table
             str(row.get("img_size", "")),
             str(row.get("tokens", "")),
             shown_status,
-            _fmt(row.get("throughput"), ".2f"),
-            iqr,
-            _fmt(row.get("latency_ms"), ".2f"),
-            _fmt(row.get("peak_mem_mib"), ".0f"),
-            str(row.get("peak_mem_source") or "-"),
+            *(_metric_cell(row, c) for c in metric_columns),
             _fmt(row.get("gflops"), ".2f"),
         )
     return table
+
+
+def _metric_cell(row: dict[str, Any], column: TableColumn) -> str:
+    if column.format is None:
+        text = str(row.get(column.column) or "-")
+    else:
+        text = _fmt(row.get(column.column), column.format)
+    if column.flag and str(row.get(column.flag, "")).lower() == "true":
+        text += f" {column.flag}"
+    return text
 
 
 class _Display:
@@ -245,12 +252,14 @@ def _run_meta(config: SweepConfig, points: list[Point]) -> dict[str, Any]:
             "timeout_s": config.timeout_s,
             "nvml_interval_ms": config.nvml_interval_ms,
             "timing": "perf_counter window between device synchronizations; explicit warmup",
+            "noise": NOISE_RULE,
             "precision": {
                 "infer": "model and input cast to dtype (Vim residual stream stays fp32)",
                 "train": "fp32 weights, torch.autocast to dtype, GradScaler for fp16, AdamW",
             },
             "isolation": "one fresh worker process per point",
         },
+        "metrics": describe_metrics(),
         "points_planned": len(points),
         "environment": collect_environment(),
     }
@@ -270,22 +279,29 @@ def _kept_on_resume(row: dict[str, Any], timeout_s: float) -> bool:
     return True
 
 
-def run_sweep(config: SweepConfig, executor: Executor | None = None, console: Console | None = None) -> Path:
+def run_sweep(
+    config: SweepConfig,
+    executor: Executor | None = None,
+    console: Console | None = None,
+    plotter: Callable[[Path], list[Path]] | None = None,
+) -> Path:
     """Run (or resume) a sweep; return its run folder. ValueError (one line) for bad config.
 
     The run folder is locked for the whole sweep: a second sweep on it is refused (RunFolderBusy).
+    `plotter(run_dir)` draws the run's figures at the end when config.plots is set (the CLI passes
+    vimbench.report.plots.plot_run; measurement itself never imports the report layer).
     """
     with contextlib.ExitStack() as held:
-        return _run_sweep(config, executor, console, held)
+        return _run_sweep(config, executor, console or Console(), plotter, held)
 
 
 def _run_sweep(
-    config: SweepConfig, executor: Executor | None, console: Console | None, held: contextlib.ExitStack
+    config: SweepConfig,
+    executor: Executor | None,
+    console: Console,
+    plotter: Callable[[Path], list[Path]] | None,
+    held: contextlib.ExitStack,
 ) -> Path:
-    if console is None:
-        from vimbench.cli.common import console as cli_console
-
-        console = cli_console
     config = validate_config(config)
     if config.out_dir is None:
         found = latest_run_dir(config.models) if config.resume else None
@@ -356,6 +372,7 @@ def _run_sweep(
         def on_row(point: Point, row: dict) -> None:
             store.append(row)  # first, so nothing measured is lost whatever happens next
             skipper.record(point, row)
+            _collect_notes(meta, row)
             display.done(row)
 
         def announce(point: Point) -> dict | None:
@@ -388,9 +405,17 @@ def _run_sweep(
     meta["status_counts"] = dict(Counter(r.get("status", "") for r in store.rows()))
     store.write_run_json(meta)
     _summary(console, store, config.out_dir, meta["wall_time_s"])
-    if config.plots:
-        _plot(console, config.out_dir)
+    if config.plots and plotter is not None:
+        _plot(console, config.out_dir, plotter)
     return config.out_dir
+
+
+def _collect_notes(meta: dict[str, Any], row: dict[str, Any]) -> None:
+    """Why a metric read "-" (no energy counter here, say): once per distinct reason, into run.json."""
+    for metric, reason in (row.get("metric_notes") or {}).items():
+        reasons = meta.setdefault("metric_notes", {}).setdefault(metric, [])
+        if reason not in reasons:
+            reasons.append(reason)
 
 
 def _summary(console: Console, store: ResultsStore, run_dir: Path, wall_s: float) -> None:
@@ -410,12 +435,10 @@ def _summary(console: Console, store: ResultsStore, run_dir: Path, wall_s: float
     )
 
 
-def _plot(console: Console, run_dir: Path) -> None:
+def _plot(console: Console, run_dir: Path, plotter: Callable[[Path], list[Path]]) -> None:
     """Plots are a bonus: a missing or failing plotter prints one warning and never touches the results."""
     try:
-        from vimbench.report.plots import plot_run
-
-        made = plot_run(run_dir)
+        made = plotter(run_dir)
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else ""
         console.print(

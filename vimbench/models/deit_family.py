@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from torch import nn
 
 from vimbench.baselines.deit import ATTENTION_BACKENDS, Attention, DeiT, DeiTConfig, resolve_attn_backend
+from vimbench.layers import PatchEmbed
 
 from .family import ModelFamily, ModelOption, ModelSpec, Options, ProfileScopes
-from .layers import PatchEmbed
 
 # (name, embed dim, heads, official name, aliases)
 _MODELS = (

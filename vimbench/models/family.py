@@ -27,7 +27,7 @@ from typing import Any
 
 from torch import nn
 
-from .layers import grid_size, img_size_error
+from vimbench.layers import grid_size, img_size_error
 
 NOT_APPLICABLE = "-"  # the value written for an option the model's family does not have
 Options = Mapping[str, str]  # {option name: value}
@@ -51,13 +51,11 @@ class ModelOption:
 
 @dataclass(frozen=True)
 class ProfileScopes:
-    """What the profiler scopes as which category: module classes or predicates (forward hooks), and
-    functions a module calls by a global name (`(module object, attribute name, category)`), wrapped for
-    the duration of the profile."""
+    """What the profiler scopes as which category: module classes or predicates (forward hooks). Fused kernel
+    calls inside a module scope themselves (vimbench.models.vim.ScopedKernels)."""
 
     modules: tuple[tuple[type[nn.Module], str], ...] = ()
     module_predicates: tuple[tuple[Callable[[nn.Module], bool], str], ...] = ()
-    functions: tuple[tuple[Any, str, str], ...] = ()
 
     def category_of(self, module: nn.Module) -> str | None:
         for cls, category in self.modules:

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import ast
 import difflib
 import fnmatch
 import functools
@@ -53,22 +52,6 @@ def timm_available() -> bool:
     except ValueError:
         return False
     return True
-
-
-def parse_kwargs(text: str) -> dict[str, Any]:
-    """ "drop_path_rate=0.1,global_pool=avg" -> {"drop_path_rate": 0.1, "global_pool": "avg"}."""
-    out: dict[str, Any] = {}
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise ValueError(f"timm kwargs: {item!r} is not key=value")
-        try:
-            out[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            out[key.strip()] = value.strip()
-    return out
 
 
 @dataclass(frozen=True)
@@ -170,8 +153,6 @@ class TimmFamily(ModelFamily):
         ModelOption("attn_backend", "attention backend", "auto", ATTN_CHOICES,
                     "timm's fused_attn switch: sdpa (F.scaled_dot_product_attention) or math; auto: timm's "
                     "default; '-' for models without attention"),
-        ModelOption("timm_kwargs", "timm kwargs", "", (),
-                    "extra timm.create_model keywords, key=value,... (e.g. drop_path_rate=0.1)"),
     )
 
     def resolve(self, name: str) -> ModelSpec | None:
@@ -194,7 +175,6 @@ class TimmFamily(ModelFamily):
 
     def resolve_options(self, spec: ModelSpec, options: Options | None, device: str) -> dict[str, str]:
         values = self.option_values(options)
-        parse_kwargs(values["timm_kwargs"])
         info = probe(spec.config, 224)
         if not info.has_attention:
             attn = NOT_APPLICABLE
@@ -202,7 +182,7 @@ class TimmFamily(ModelFamily):
             attn = "sdpa" if info.default_fused else "math"
         else:
             attn = values["attn_backend"]
-        return {"attn_backend": attn, "timm_kwargs": values["timm_kwargs"]}
+        return {"attn_backend": attn}
 
     # resolutions: any size is valid input; what a model cannot run becomes a skipped row
     def tokens(self, spec: ModelSpec, img_size: int) -> int:
@@ -216,7 +196,7 @@ class TimmFamily(ModelFamily):
 
     def build(self, spec: ModelSpec, img_size: int, num_classes: int, options: Options) -> nn.Module:
         values = self.option_values(options)
-        model, _ = _create_at(spec.config, img_size, num_classes, parse_kwargs(values["timm_kwargs"]))
+        model, _ = _create_at(spec.config, img_size, num_classes, {})
         if values["attn_backend"] != "auto":
             for module in _attention_modules(model):
                 module.fused_attn = values["attn_backend"] == "sdpa"

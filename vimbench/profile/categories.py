@@ -19,8 +19,7 @@ the q/k/v and output projections inside their own (inner) linear scopes, so they
 from __future__ import annotations
 
 import contextlib
-import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -29,6 +28,9 @@ from torch import nn
 SCAN, CONV1D, LINEAR, NORM, ATTENTION, OTHER = "scan", "conv1d", "linear/matmul", "norm", "attention", "other"
 CATEGORIES: tuple[str, ...] = (SCAN, CONV1D, LINEAR, NORM, ATTENTION, OTHER)
 SCOPE_PREFIX = "vimbench::scope::"
+
+# the categories a model's fused kernel calls name (vimbench.models.vim.ScopedKernels) -> ours
+_KERNEL_CALL_CATEGORIES = {"conv1d": CONV1D, "norm": NORM, "scan": SCAN}
 
 _STRONG_ATEN = {
     "aten::scaled_dot_product_attention": ATTENTION,
@@ -180,7 +182,7 @@ class CategoryScopes:
         self.record = record
         self._stack: list[tuple[str, Any]] = []
         self._handles: list[Any] = []
-        self._patched: list[tuple[Any, str, Any]] = []
+        self._scoped: list[Any] = []  # modules whose kernel_scope this context set
 
     def current(self) -> str | None:
         return self._stack[-1][0] if self._stack else None
@@ -205,13 +207,8 @@ class CategoryScopes:
         finally:
             self._close()
 
-    def _wrap(self, fn: Callable[..., Any], category: str) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def scoped(*args: Any, **kwargs: Any) -> Any:
-            with self.scope(category):
-                return fn(*args, **kwargs)
-
-        return scoped
+    def _kernel_scope(self, name: str) -> contextlib.AbstractContextManager[None]:
+        return self.scope(_KERNEL_CALL_CATEGORIES.get(name, OTHER))
 
     def __enter__(self) -> CategoryScopes:
         scopes = family_scopes(self.model)
@@ -222,19 +219,18 @@ class CategoryScopes:
             self._handles.append(module.register_forward_pre_hook(
                 lambda _m, _a, c=category: self._open(c)))
             self._handles.append(module.register_forward_hook(lambda _m, _a, _o: self._close()))
-        for owner, attr, category in scopes.functions if scopes is not None else ():
-            original = getattr(owner, attr, None)
-            if callable(original):
-                self._patched.append((owner, attr, original))
-                setattr(owner, attr, self._wrap(original, category))
+        for module in self.model.modules():  # this model's instances only: no module globals touched
+            if hasattr(module, "kernel_scope"):
+                module.kernel_scope = self._kernel_scope
+                self._scoped.append(module)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for handle in self._handles:
             handle.remove()
-        for owner, attr, original in reversed(self._patched):
-            setattr(owner, attr, original)
+        for module in self._scoped:
+            module.__dict__.pop("kernel_scope", None)  # back to the class default (no scope)
         self._handles.clear()
-        self._patched.clear()
+        self._scoped.clear()
         while self._stack:  # a forward that raised mid-module leaves scopes open
             self._close()

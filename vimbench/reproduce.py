@@ -4,6 +4,8 @@ The claim under test: at 1248 px Vim-Ti is 2.8x faster than DeiT-Ti and needs 86
 Neither GPU nor batch size is stated in the paper, so the report lists every setting and says under which of
 them the claim holds in this run. With `--attn-backend both`, DeiT-Ti runs with the explicit (math) and the
 fused (sdpa) attention, which shows whether the claim depends on the attention kernel.
+
+It runs sweeps (measure) and then draws and writes the report (report), so it sits above both.
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from vimbench.measure.plan import SweepConfig, config_to_json
-
-from . import paper
-from .fig1_report import write_fig1_report
-from .plots import plot_runs
+from vimbench.report import paper
+from vimbench.report.fig1_report import write_fig1_report
+from vimbench.report.plots import plot_runs
 
 FIG1_MODELS = ("vim-t", "deit-t")
 ATTN_CHOICES = ("math", "sdpa", "both")
