@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "profile": {"kernels", "models", "baselines", "metrics"},
     "kernelbench": {"kernels", "models", "metrics", "profile", "measure"},  # the op library's harness
     "measure": {"kernels", "models", "baselines", "profile", "metrics", "results", "vimbench"},
-    "report": {"metrics", "results"},
+    "report": {"metrics", "results", "models"},  # models: pairing a model with its baseline (spec.baseline)
     "gate": {"metrics", "results", "models"},
     "reproduce": {"measure", "report", "results", "metrics"},
     "cli": {"kernels", "models", "baselines", "profile", "kernelbench", "measure", "report", "gate",

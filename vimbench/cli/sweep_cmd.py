@@ -23,7 +23,8 @@ ITERS = typer.Option(None, "--iters", help="Timed iterations per repeat, at leas
 MIN_TIME = typer.Option(None, "--min-time", help="Seconds per repeat, at least. Default: 1 CUDA, 0.5 CPU.")
 REPEATS = typer.Option(None, "--repeats", help="Repeats (median, p10/p90, IQR). Default: 5 CUDA, 3 CPU.")
 SCAN = typer.Option("auto", "--scan-backend", help="Vim selective-scan backend (`vimbench kernels list`).")
-ATTN = typer.Option("auto", "--attn-backend", help="DeiT attention: auto (sdpa), sdpa or math.")
+ATTN = typer.Option("auto", "--attn-backend", help="DeiT / timm attention: auto, sdpa or math (timm models "
+                    "without timm's fused_attn switch: '-').")
 COMPILE = typer.Option(False, "--compile", help="torch.compile the model (compiled during warmup).")
 CHANNELS_LAST = typer.Option(False, "--channels-last", help="channels_last model and input.")
 OUT = typer.Option(None, "--out", help="Run folder. Default: results/runs/<UTC time>-<models>/.")
@@ -82,7 +83,8 @@ def _run(config, executor=None) -> Path:
 
 
 def sweep(
-    models: str = typer.Option("vim-t,deit-t", "--models", "-m", help="Comma-separated model names."),
+    models: str = typer.Option("vim-t,deit-t", "--models", "-m", help="Comma-separated model names or globs: "
+                               "vim-s,timm:vit_small_patch16_224,'timm:deit_*' (`vimbench models`)."),
     res: str | None = RES, batch_size: int = BATCH, dtype: str = DTYPE, device: str = DEVICE,
     mode: str = MODE, warmup: int | None = WARMUP, iters: int | None = ITERS,
     min_time: float | None = MIN_TIME, repeats: int | None = REPEATS, scan_backend: str = SCAN,
@@ -190,7 +192,12 @@ def compare(
     from vimbench.report.paper import MEASURED_RESOLUTIONS
     from vimbench.results import Run, require_one_device
 
-    names = parse_model_names(f"{model_a},{model_b}")
+    names = []
+    for given in (model_a, model_b):
+        resolved = parse_model_names(given)
+        if len(resolved) != 1:
+            raise UsageError(f"compare takes one model per argument; {given!r} names {len(resolved)}")
+        names += resolved
     if names[0] == names[1]:
         raise UsageError(f"compare needs two different models, got {names[0]} twice")
     filters: dict[str, Any] = {}

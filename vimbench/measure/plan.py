@@ -188,12 +188,11 @@ def max_threads() -> int:
 
 def validate_config(config: SweepConfig) -> SweepConfig:
     """Check every knob and resolve the device and the resolution default. ValueError: one line."""
-    from vimbench.models import get_spec
+    from vimbench.models import expand_model_patterns, get_spec
 
     if not config.models:
         raise ValueError("no model given")
-    # ValueError lists the known models; an alias and its name (deit-t, deit-tiny) are measured once
-    models = list(dict.fromkeys(get_spec(name).name for name in config.models))
+    models = expand_model_patterns(list(config.models))  # globs; ValueError names the closest models
     if config.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {config.batch_size}")
     if config.dtype not in DTYPES:
@@ -225,22 +224,24 @@ def validate_config(config: SweepConfig) -> SweepConfig:
     for name in models:
         spec = get_spec(name)
         for res in resolutions:
-            if not spec.valid_img_size(res):
+            if spec.contract.resolution_error(spec, res) is not None:
                 raise ValueError(_off_grid(res, spec.stride) + f" (model {name})")
     _check_backends(models, config.scan_backend, config.attn_backend, device)
     return replace(config, models=models, resolutions=sorted(set(resolutions)), device=device)
 
 
 def _check_backends(models: list[str], scan_backend: str, attn_backend: str, device: str) -> None:
-    from vimbench.baselines.deit import resolve_attn_backend
-    from vimbench.kernels import resolve_backend
-    from vimbench.models import get_spec
+    """Each model's family resolves the options it has (ValueError: unknown or unavailable here); a value
+    that no family accepts is refused even when no model in the sweep uses that option."""
+    from vimbench.models import all_options, get_spec
 
-    families = {get_spec(m).family for m in models}
-    if "vim" in families:
-        resolve_backend(scan_backend, device)
-    if "deit" in families:
-        resolve_attn_backend(attn_backend)
+    options = {"scan_backend": scan_backend, "attn_backend": attn_backend}
+    for opt in all_options():
+        if opt.name in options:
+            opt.check(options[opt.name])
+    for name in models:
+        spec = get_spec(name)
+        spec.contract.resolve_options(spec, options, device)
 
 
 def build_plan(config: SweepConfig) -> list[Point]:

@@ -24,7 +24,9 @@ _MAX_SLUG = 80  # folder names stay far below the 255-byte limit of common files
 
 
 def models_slug(models: list[str]) -> str:
-    """"vim-t-deit-t"; a long list keeps its first models plus a count and a digest of the whole list."""
+    """"vim-t-deit-t"; a long list keeps its first models plus a count and a digest of the whole list; ':' and
+    '/' of timm:NAME become '_'."""
+    models = [m.replace(":", "_").replace("/", "_") for m in models]
     slug = "-".join(models)
     if len(slug) <= _MAX_SLUG:
         return slug

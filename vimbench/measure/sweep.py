@@ -46,6 +46,7 @@ _STATUS_STYLE = {
     "ok": "green",
     "oom": "yellow",
     "skipped-oom": "dim yellow",
+    "skipped": "dim",
     "error": "red",
     "timeout": "red",
 }
