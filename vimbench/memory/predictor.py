@@ -132,7 +132,7 @@ def trace(q: MemoryQuery, fake: bool = True) -> tuple[StorageLog, int]:
             stack.enter_context(cuda_op_models())
         if fake:  # built on fake CPU tensors: shapes only, whatever the size
             stack.enter_context(FakeTensorMode())
-        with _no_truncated_normal_init():  # values do not matter here; its rejection sampling reads data
+        with no_truncated_normal_init():  # values do not matter here; its rejection sampling reads data
             model = create_model(q.model, img_size=q.img_size, scan_backend=scan, attn_backend=q.attn_backend)
         if q.vim_variant == "upstream" and family == "vim":
             for layer in model.layers:
@@ -147,7 +147,7 @@ def trace(q: MemoryQuery, fake: bool = True) -> tuple[StorageLog, int]:
 
 
 @contextlib.contextmanager
-def _no_truncated_normal_init():
+def no_truncated_normal_init():
     original = torch.nn.init.trunc_normal_
     torch.nn.init.trunc_normal_ = lambda tensor, *args, **kwargs: tensor
     try:
