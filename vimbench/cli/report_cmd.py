@@ -96,17 +96,31 @@ def fig1(
     from_dir: Path | None = typer.Option(
         None, "--from", help="Do not measure: redraw the figures and rewrite report.md of this fig1 run."
     ),
+    predict: bool = typer.Option(
+        False, "--predict", help="Predict the GPU memory of every Fig. 1 point without a GPU (fake-tensor "
+        "traces) and fit batch size, dtype, attention kernel and Vim flip copies to the paper's memory. "
+        "Alone: only the prediction (nothing measured) into --out; with --from or --measure: added to it.",
+    ),
+    measure: bool = typer.Option(
+        False, "--measure", help="With --predict: also measure (the sweep), not only predict."
+    ),
 ) -> None:
     """Vim-Ti vs DeiT-Ti at 512, 640, 736 (the paper's 738), 1024, 1248 px, then report.md beside the
     paper's Fig. 1: speedup and memory saving at each resolution, every setting, a verdict on 2.8x / 86.8%."""
     from vimbench.measure.plan import resolve_device, validate_config
     from vimbench.report import reproduce
 
+    echo = lambda text: console.print(text, highlight=False)  # noqa: E731
     if from_dir is not None:
         try:
-            path = reproduce.redraw_fig1(from_dir)
+            path = reproduce.redraw_fig1(from_dir, predict=predict, echo=echo)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        console.print(f"report: {path}", highlight=False, soft_wrap=True)
+        return
+    if predict and not measure:
+        path = reproduce.predict_fig1(out or reproduce.default_out_dir().with_name(
+            reproduce.default_out_dir().name.replace("fig1-", "fig1-predict-")), echo)
         console.print(f"report: {path}", highlight=False, soft_wrap=True)
         return
     try:
@@ -129,7 +143,7 @@ def fig1(
         )
         for config in configs:
             validate_config(config)
-        path = reproduce.reproduce_fig1(configs, echo=lambda text: console.print(text, highlight=False))
+        path = reproduce.reproduce_fig1(configs, echo=echo, predict=predict)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     console.print(f"report: {path}", highlight=False, soft_wrap=True)

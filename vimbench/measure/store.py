@@ -32,6 +32,8 @@ EXTRA_COLUMNS: tuple[str, ...] = (
     "nvml_baseline_mib",
     "rss_baseline_mib",
     "torch_version",
+    "predicted_mem_mib",  # CUDA: vimbench memory's predicted NVML figure (compare with nvml_peak_mib)
+    "predicted_alloc_mib",  # CUDA: predicted torch.cuda.max_memory_allocated (torch_peak_alloc_mib)
 )
 ALL_COLUMNS: tuple[str, ...] = RESULT_COLUMNS + EXTRA_COLUMNS
 NUMERIC_COLUMNS = frozenset(

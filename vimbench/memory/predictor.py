@@ -156,10 +156,21 @@ def no_truncated_normal_init():
         torch.nn.init.trunc_normal_ = original
 
 
+def _cast(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """model.to(dtype) for fake parameters (Module.to would try to swap them in place, which fails)."""
+    for module in model.modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            if param.is_floating_point():
+                setattr(module, name, torch.nn.Parameter(param.to(dtype), param.requires_grad))
+        for name, buf in list(module.named_buffers(recurse=False)):
+            if buf.is_floating_point():
+                module._buffers[name] = buf.to(dtype)
+
+
 def _trace_infer(model, shape, dtype, tracker: StorageTracker) -> None:
     model.eval()
     if dtype != torch.float32:
-        model = model.to(dtype)
+        _cast(model, dtype)
     tracker.register(list(model.parameters()) + list(model.buffers()), "weights")
     x = torch.randn(shape, dtype=dtype)
     tracker.register([x], "inputs")

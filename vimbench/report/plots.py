@@ -134,6 +134,11 @@ def _draw_curves(runs: list[Run], paper_overlay: bool, metric: str) -> Figure | 
     extra_sizes: list[int] = []
     if paper_overlay and metric in ("throughput", "memory"):
         plotted.extend(_draw_paper(ax, metric, failed_edge(failed_lines)))
+    if paper_overlay and metric == "memory":  # `reproduce fig1 --predict` left predicted curves
+        from .fig1_predict import draw_predicted, load_prediction
+
+        for data in filter(None, (load_prediction(run.path) for run in runs)):
+            plotted.extend(draw_predicted(ax, data))
         extra_sizes = list(fig1_paper.MEASURED_RESOLUTIONS)
         kinds |= {"oom"} if metric == "memory" else set()
     what, ylabel = _LABELS[metric]

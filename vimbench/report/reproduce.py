@@ -81,6 +81,7 @@ def reproduce_fig1(
     configs: list[SweepConfig],
     argv: list[str] | None = None,
     echo: Callable[[str], None] = print,
+    predict: bool = False,
 ) -> Path:
     """Run the sweeps, then draw the figures (with the paper's points) and write report.md. -> run folder."""
     echo(OFF_GRID_NOTE)
@@ -95,11 +96,27 @@ def reproduce_fig1(
         "note": OFF_GRID_NOTE,
     }
     (run_dir / REPRODUCE_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
-    return redraw_fig1(run_dir)
+    return redraw_fig1(run_dir, predict=predict, echo=echo)
 
 
-def redraw_fig1(run_dir: str | Path) -> Path:
-    """Figures (with the paper's points) and report.md of a Fig. 1 run folder, from what it holds."""
+def redraw_fig1(run_dir: str | Path, predict: bool = False, echo: Callable[[str], None] = print) -> Path:
+    """Figures (with the paper's points) and report.md of a Fig. 1 run folder, from what it holds.
+
+    `predict`: first compute the no-GPU memory prediction and fit (kept in the folder, shown from then on).
+    """
+    if predict:
+        from .fig1_predict import compute_prediction, draw_prediction_figure
+
+        draw_prediction_figure(run_dir, compute_prediction(run_dir, echo))
     plot_runs([run_dir], run_dir, FIG1_METRICS, paper=True)
     return write_fig1_report(run_dir)
+
+
+def predict_fig1(out_dir: str | Path, echo: Callable[[str], None] = print) -> Path:
+    """Only the prediction (nothing measured): fig1_predicted.json, memory-predicted.png, report.md."""
+    from .fig1_predict import compute_prediction, draw_prediction_figure, write_prediction_report
+
+    data = compute_prediction(out_dir, echo)
+    draw_prediction_figure(out_dir, data)
+    return write_prediction_report(out_dir, data)
 
