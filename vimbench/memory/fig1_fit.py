@@ -26,7 +26,7 @@ DTYPES = ("fp32", "fp16")
 ATTENTION = ("math", "sdpa")
 VIM_VARIANTS = ("ours", "upstream")
 MAX_BATCH = 512
-OVERHEADS_MIB = (256.0, 512.0, 768.0, 1024.0, 1280.0, 1536.0)  # context + libraries, fitted too
+OVERHEADS_MIB = tuple(256.0 * i for i in range(1, 11))  # CUDA context + libraries, 0.25..2.5 GiB: fitted too
 _PROBE_BATCHES = (8, 16)
 
 
@@ -57,6 +57,8 @@ class SettingFit:
     mean_abs_error_pct: float
     max_abs_error_pct: float
     predicted_gib: dict[str, list[float]] = field(default_factory=dict)  # model -> per paper resolution
+    # model -> per resolution (intercept, slope) of predicted reserved GiB against batch size
+    affine: dict[str, list[tuple[float, float]]] = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self.setting), "batch_size": self.batch_size, "overhead_mib": self.overhead_mib,
@@ -109,7 +111,7 @@ def fit_fig1(overheads_mib: tuple[float, ...] = OVERHEADS_MIB, exact_top: int = 
             errors = _errors(curves)
             mean = sum(abs(e) for e in errors) / len(errors)
             if best is None or mean < best.mean_abs_error_pct:
-                best = SettingFit(setting, batch, overhead, mean, max(abs(e) for e in errors), curves)
+                best = SettingFit(setting, batch, overhead, mean, max(abs(e) for e in errors), curves, lines)
         assert best is not None
         fits.append(best)
     fits.sort(key=lambda f: f.mean_abs_error_pct)
@@ -132,14 +134,30 @@ def headline_statement(best: SettingFit, device_gib: float = 80.0) -> str:
     saving = 100.0 * (1.0 - vim / deit)
     oom = deit > device_gib
     close = abs(deit - implied) / implied < 0.15
+    (a_deit, s_deit), (a_vim, s_vim) = best.affine["deit-t"][-1], best.affine["vim-t"][-1]
+    overhead = best.overhead_mib / 1024
+    fit_batch = int((device_gib - overhead - a_deit) // s_deit)  # largest batch whose DeiT-Ti 1248 fits
+    if fit_batch >= 1:
+        vim_then = a_vim + s_vim * fit_batch + overhead
+        deit_then = a_deit + s_deit * fit_batch + overhead
+        saving_then = 100 * (1 - vim_then / deit_then)
+        smaller = (f"At batch {fit_batch} or less DeiT-Ti at 1248 px would fit in {device_gib:.0f} GiB "
+                   f"({deit_then:.1f} GiB vs Vim-Ti {vim_then:.1f} GiB: {saving_then:.1f}% less).")
+    else:
+        smaller = f"No batch size makes DeiT-Ti at 1248 px fit in {device_gib:.0f} GiB with this setting."
     parts = [
         f"With the best fit ({best.setting.label()}, batch {best.batch_size}, device overhead "
         f"{best.overhead_mib:.0f} MiB; mean error {best.mean_abs_error_pct:.1f}% over the paper's nine "
         f"measured points), DeiT-Ti at 1248 px would need {deit:.1f} GiB and Vim-Ti {vim:.1f} GiB: a saving "
         f"of {saving:.1f}%.",
-        f"DeiT-Ti's {deit:.1f} GiB " + ("does not fit" if oom else "fits") + f" in an {device_gib:.0f} GiB "
-        "GPU, " + ("consistent with the paper's OOM." if oom else "so this setting alone does not explain "
-                   "the paper's OOM."),
+        f"That is {100 * deit / device_gib:.0f}% of an {device_gib:.0f} GiB GPU: "
+        + ("more than it holds, consistent with the paper's OOM." if oom else
+           "at the edge; with two L x L attention matrices of "
+           f"{3 * 6085**2 * 4 * best.batch_size / 2**30:.0f} GiB each live at once, allocator "
+           "fragmentation and anything else on the GPU, an OOM is plausible, though this model does not "
+           "predict it outright." if deit > 0.9 * device_gib else "so this setting does not explain the "
+           "paper's OOM."),
+        smaller,
         f"The paper's 86.8% implies DeiT-Ti at {implied:.1f} GB (11.14 / (1 - 0.868)); the fitted setting "
         f"predicts {deit:.1f} GiB, " + ("close to it" if close else "far from it") + ": the 86.8% is "
         + ("what this setting would give on a GPU large enough to run DeiT-Ti at 1248 px (over 80 GiB), "
