@@ -23,8 +23,17 @@ def compute_prediction(run_dir: str | Path, echo=print) -> dict[str, Any]:
     from vimbench.memory.fig1_fit import fit_fig1, headline_statement
 
     echo("predicting Fig. 1 memory on fake tensors (no GPU): 8 settings x 10 points, minutes on 2 cores")
+    import platform
+
+    import torch
+
+    from vimbench import __version__
+    from vimbench.measure.environment import describe_device
+
     fits = fit_fig1()
     data = {
+        "traced_on": f"{describe_device('cpu')['name']} ({platform.machine()}), no GPU; torch "
+        f"{torch.__version__}, vimbench {__version__}",
         "resolutions": list(paper.MEASURED_RESOLUTIONS),
         "paper_resolutions": list(paper.PAPER_RESOLUTIONS),
         "paper_gb": {m: [p["memory_gb"] for p in paper.paper_points(m)] for m in _STYLES},
@@ -85,8 +94,8 @@ def prediction_section(data: dict[str, Any]) -> str:
         "Every setting, each with its own best batch size and overhead (the top three re-traced exactly at "
         "that batch; the others from the affine-in-batch shortcut):",
         fits,
-        f"Method: {data['method']}. A prediction, not a measurement: scripts/gpu_validate.sh checks it on a "
-        "GPU.",
+        f"Method: {data['method']}. Traced on {data.get('traced_on', 'an unrecorded machine')}. A "
+        "prediction (an estimate), not a measurement: scripts/gpu_validate.sh checks it on a GPU.",
     ])  # fmt: skip
 
 
