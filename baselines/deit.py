@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vimbench.models.layers import add_patch_tokens, init_linear_conv, trunc_normal_
+from vimbench.layers import add_patch_tokens, init_linear_conv, trunc_normal_
 
 ATTENTION_BACKENDS = ("sdpa", "math")
 

@@ -20,17 +20,20 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from vimbench import dtypes
+
 ARCHS = {"sm_80": 80, "sm_90": 90}
-DTYPES = ("fp32", "fp16", "bf16")
+DTYPES = dtypes.DTYPES
 # pointers that are float32 whatever the activations' dtype (parameters, states, gradient partials)
 _FP32_POINTERS = {
     "A_ptr", "D_ptr", "bias_ptr", "last_ptr", "Af_ptr", "Df_ptr", "biasf_ptr", "Ab_ptr", "Db_ptr",
-    "biasb_ptr", "dA_ptr", "dD_ptr", "dbias_ptr", "dB_ptr", "dC_ptr", "ckpt_ptr", "hbuf_ptr", "w_ptr",
-    "res_in_ptr", "res_out_ptr",
+    "biasb_ptr", "dA_ptr", "dD_ptr", "dbias_ptr", "dB_ptr", "dC_ptr", "H_ptr", "Hf_ptr", "Hb_ptr",
+    "dtsum_ptr", "slab_ptr", "contrib_ptr", "w_ptr", "res_in_ptr", "res_out_ptr",
 }
 _FLOAT_SCALARS = {"eps"}
-_SHORT = {"HAS_Z": "z", "BLOCK_E": "E", "N_PAD": "N", "CHUNK": "T", "BLOCK_L": "L", "HAS_RESIDUAL": "res",
-          "BLOCK_D": "D"}
+_INT64_SCALARS = {"off_u", "off_d", "off_A", "off_B", "off_C", "off_D", "off_bias"}
+_SHORT = {"HAS_Z": "z", "BLOCK_E": "E", "N_PAD": "N", "BLOCK_L": "L", "HAS_RESIDUAL": "res",
+          "BLOCK_D": "D", "EVEN_N": "even", "MODE": "mode", "DIRS": "dirs", "BLOCK": "B"}
 
 
 @dataclass(frozen=True)
@@ -69,10 +72,11 @@ def _kernels() -> dict:
     from .triton_bidirectional import bidir_fwd_kernel
     from .triton_ops import add_rms_norm_kernel, conv1d_silu_kernel
     from .triton_scan_bwd import scan_bwd_kernel
-    from .triton_scan_fwd import scan_fwd_kernel
+    from .triton_scan_fwd import combine_kernel, scan_fwd_kernel
 
     return {
         "scan_fwd": scan_fwd_kernel,
+        "scan_combine": combine_kernel,
         "scan_bwd": scan_bwd_kernel,
         "bidirectional_fwd": bidir_fwd_kernel,
         "conv1d_silu": conv1d_silu_kernel,
@@ -81,7 +85,29 @@ def _kernels() -> dict:
 
 
 def kernel_names() -> list[str]:
-    return ["scan_fwd", "scan_bwd", "bidirectional_fwd", "conv1d_silu", "add_rms_norm"]
+    return ["scan_fwd", "scan_combine", "scan_bwd", "bidirectional_fwd", "conv1d_silu", "add_rms_norm"]
+
+
+def scan_jobs(name: str, dtype: str, n_pads: list[int]) -> list[CompileJob]:
+    """The configurations the scan launchers pick (see triton_common.pick_config), per padded state size:
+    forward 4 warps (full scan) and 1 warp (full, summary and chunk passes); backward 1 warp, one or both
+    directions; fused bidirectional forward 4 or 1 warps; with and without z."""
+    jobs = []
+    for n_pad in n_pads:
+        if name == "scan_combine":
+            jobs.append(CompileJob(name, dtype, (("BLOCK", 128), ("N_PAD", n_pad)), 4))
+            continue
+        for has_z in (True, False):
+            base = (("HAS_Z", has_z), ("N_PAD", n_pad), ("EVEN_N", True))
+            if name == "scan_fwd":
+                variants = [(4, (("MODE", 0),)), *((1, (("MODE", m),)) for m in (0, 1, 2))]
+            elif name == "scan_bwd":
+                variants = [(1, (("DIRS", 1),)), (1, (("DIRS", 2),))]
+            else:
+                variants = [(4, ()), (1, ())]
+            for warps, extra in variants:
+                jobs.append(CompileJob(name, dtype, (*base, ("BLOCK_E", 32 * warps), *extra), warps))
+    return jobs
 
 
 def compile_jobs(kernels: list[str] | None = None, dtypes: list[str] | None = None,
@@ -94,22 +120,18 @@ def compile_jobs(kernels: list[str] | None = None, dtypes: list[str] | None = No
         full = compile_jobs(kernels, dtypes, d_states)
         return [job for i, job in enumerate(full)
                 if i == 0 or (job.kernel, job.dtype) != (full[i - 1].kernel, full[i - 1].dtype)]
-    from . import triton_ops, triton_scan_bwd
-    from .triton_scan_fwd import all_configs, n_pad_for
+    from . import triton_ops
+    from .triton_common import MAX_D_STATE, n_pad_for
 
-    wanted_pads = {n_pad_for(n) for n in d_states} if d_states else None
+    pads = sorted({n_pad_for(n) for n in d_states}) if d_states else \
+        [1 << k for k in range(MAX_D_STATE.bit_length()) if 1 << k <= MAX_D_STATE]
     jobs: list[CompileJob] = []
     for name in kernels or kernel_names():
         for dtype in dtypes or DTYPES:
-            if name in ("scan_fwd", "scan_bwd", "bidirectional_fwd"):
-                for cfg in all_configs():
-                    if wanted_pads is not None and cfg.n_pad not in wanted_pads:
-                        continue
-                    for has_z in (True, False):
-                        consts = [("HAS_Z", has_z), ("BLOCK_E", cfg.block_e), ("N_PAD", cfg.n_pad)]
-                        if name == "scan_bwd":
-                            consts.append(("CHUNK", triton_scan_bwd.CHUNK))
-                        jobs.append(CompileJob(name, dtype, tuple(consts), cfg.num_warps))
+            if name in ("scan_fwd", "scan_combine", "scan_bwd", "bidirectional_fwd"):
+                if name == "scan_combine" and dtype != (dtypes or DTYPES)[0]:
+                    continue  # fp32 only: one build is enough
+                jobs.extend(scan_jobs(name, dtype, pads))
             elif name == "conv1d_silu":
                 consts = (("BLOCK_E", triton_ops.CONV_BLOCK_E), ("BLOCK_L", triton_ops.CONV_BLOCK_L))
                 jobs.append(CompileJob(name, dtype, consts, triton_ops.CONV_NUM_WARPS))
@@ -130,6 +152,8 @@ def _signature(fn, dtype: str, constexprs: dict) -> dict[str, str]:
             sig[name] = "constexpr"
         elif name.endswith("_ptr"):
             sig[name] = "*fp32" if name in _FP32_POINTERS else f"*{dtype}"
+        elif name in _INT64_SCALARS:
+            sig[name] = "i64"
         else:
             sig[name] = "fp32" if name in _FLOAT_SCALARS else "i32"
     return sig

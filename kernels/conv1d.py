@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 ConvImpl = Callable[[Tensor, Tensor, Tensor | None, bool, bool], Tensor]
-_CONV_BACKENDS: dict[str, tuple[ConvImpl, Callable[[torch.device], bool]]] = {}
+_CONV_BACKENDS: dict[str, tuple[ConvImpl, Callable[[torch.device], bool], int]] = {}
 
 
 def causal_conv1d_ref(
@@ -33,14 +33,16 @@ def causal_conv1d_ref(
 
 
 def register_conv_backend(
-    name: str, fn: ConvImpl, is_available: Callable[[torch.device], bool]
+    name: str, fn: ConvImpl, is_available: Callable[[torch.device], bool], priority: int = 100
 ) -> None:
-    _CONV_BACKENDS[name] = (fn, is_available)
+    """`auto` picks the available backend of lowest priority (ties: first registered), else "reference"."""
+    _CONV_BACKENDS[name] = (fn, is_available, priority)
 
 
 def conv_backends(device: torch.device | str) -> list[str]:
     dev = torch.device(device)
-    return [n for n, (_, ok) in _CONV_BACKENDS.items() if ok(dev)] + ["reference"]
+    ranked = sorted(_CONV_BACKENDS.items(), key=lambda item: item[1][2])
+    return [n for n, (_, ok, _) in ranked if ok(dev)] + ["reference"]
 
 
 def causal_conv1d_silu(
@@ -57,5 +59,5 @@ def causal_conv1d_silu(
         backend = conv_backends(x.device)[0]
     if backend == "reference":
         return causal_conv1d_ref(x, weight, bias, reverse, activation)
-    fn, _ = _CONV_BACKENDS[backend]
+    fn = _CONV_BACKENDS[backend][0]
     return fn(x, weight, bias, reverse, activation)

@@ -10,11 +10,15 @@ Dtypes: float32 and float64 compute in their own precision; float16/bfloat16 inp
 float32 (as the reference does) and the output converted back. Inputs may have any strides.
 
 Build: `torch.utils.cpp_extension.load` into the torch extensions cache (TORCH_EXTENSIONS_DIR respected),
-once per process, on the first `is_available` check or call, never at import. ISA flags follow
-`torch.backends.cpu.get_cpu_capability()`; they and a digest of the sources are part of the extension name,
-so one cache serves machines with different CPUs and never loads a build of other sources. With no compiler
-(or a failed build) the backend reports itself unavailable, logs one warning with the reason, and "auto"
-falls back to "reference". `VIMBENCH_CPU_SCAN=0` skips the build.
+once per process, on the first `is_available` check or call, never at import. The vector code is explicit
+(ATen's `Vectorized`); ISA flags and ATen's CPU_CAPABILITY macros follow
+`torch.backends.cpu.get_cpu_capability()` (so `ATEN_CPU_CAPABILITY=default|avx2|avx512` picks the build);
+they and a digest of the sources are part of the extension name, so one cache serves machines with
+different CPUs and never loads a build of other sources. `compiled_isa()` says what the loaded build
+vectorises for. `VIMBENCH_CPU_SCAN_SCALAR=1` builds the same kernels one lane wide with the
+auto-vectoriser off: the baseline a guard must tell apart from the vector build. With no compiler (or a
+failed build) the backend reports itself unavailable, logs one warning with the reason, and "auto" falls
+back to "reference". `VIMBENCH_CPU_SCAN=0` skips the build.
 """
 
 from __future__ import annotations
@@ -24,14 +28,16 @@ import logging
 import os
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from ._build_lock import load_extension
+from .conv1d import causal_conv1d_ref, register_conv_backend
 from .registry import ScanBackend, register_backend
+from .rmsnorm import add_rms_norm_ref, register_norm_backend
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +63,8 @@ _status: BuildStatus | None = None
 
 def _compile() -> None:
     """Build and load the extension (raises on any failure; the caller turns that into a warning)."""
-    from torch.utils import cpp_extension
-
-    capability = torch.backends.cpu.get_cpu_capability()
-    cflags = ["-O3", *_ISA_FLAGS.get(capability, [])]
+    flavour, isa_flags = build_flavour()
+    cflags = ["-O3", *isa_flags]
     ldflags: list[str] = []
     if sys.platform.startswith("linux"):  # torch's own libgomp is already loaded: the .so shares it
         cflags.append("-fopenmp")
@@ -68,9 +72,8 @@ def _compile() -> None:
     digest = hashlib.sha256()
     for path in sorted(CSRC.glob("cpu_scan*")):
         digest.update(path.name.encode() + path.read_bytes())
-    name = f"vimbench_cpu_scan_{capability.lower()}_{digest.hexdigest()[:10]}"
-    _remove_stale_lock(name)
-    cpp_extension.load(
+    name = f"vimbench_cpu_scan_{flavour}_{digest.hexdigest()[:10]}"
+    load_extension(  # never hangs on the lock of a build that was killed
         name=name,
         sources=[str(SOURCE)],
         extra_cflags=cflags,
@@ -82,17 +85,23 @@ def _compile() -> None:
         raise RuntimeError("extension built but did not register torch.ops.vimbench_cpu_scan")
 
 
-def _remove_stale_lock(name: str, max_age_s: float = 600.0) -> None:
-    """A build killed mid-way (a sweep timeout) leaves `lock` behind, and torch then waits on it forever."""
-    from torch.utils import cpp_extension
+def build_flavour() -> tuple[str, list[str]]:
+    """(name part, compiler flags): torch's CPU capability with ATen's Vectorized macros, or scalar."""
+    if os.environ.get("VIMBENCH_CPU_SCAN_SCALAR", "0") == "1":
+        return "scalar", ["-DVIMBENCH_CPU_SCAN_SCALAR", "-fno-tree-vectorize"]
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in _ISA_FLAGS:  # ATen's own DEFAULT vectors (NEON on arm64, portable arrays elsewhere)
+        return "default", ["-DCPU_CAPABILITY=DEFAULT"]
+    macros = [f"-DCPU_CAPABILITY={capability}", f"-DCPU_CAPABILITY_{capability}"]
+    return capability.lower(), [*_ISA_FLAGS[capability], *macros]
 
-    try:
-        lock = Path(cpp_extension._get_build_directory(name, verbose=False)) / "lock"
-        if time.time() - lock.stat().st_mtime > max_age_s:
-            lock.unlink()
-            log.warning("removed stale extension build lock %s", lock)
-    except (AttributeError, OSError):  # private helper gone in some torch, or no lock: nothing to do
-        pass
+
+def compiled_isa() -> tuple[str, int] | None:
+    """(ISA, fp32 lanes per vector) of the loaded build, e.g. ("AVX2", 8); None when unavailable."""
+    if not build_status().ok:
+        return None
+    ops = torch.ops.vimbench_cpu_scan
+    return str(ops.isa()), int(ops.float_lanes())
 
 
 def _short_reason(exc: BaseException) -> str:
@@ -231,3 +240,37 @@ register_backend(
         priority=10,
     )
 )
+
+
+# ---------------------------------------------------------------- conv1d + SiLU, add + RMSNorm (inference)
+
+
+def _inference_fp32(*tensors: Tensor | None) -> bool:
+    """The C++ block ops have no backward and compute in float32: anything else takes the reference."""
+    given = [t for t in tensors if t is not None]
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in given)
+    return not needs_grad and all(t.dtype == torch.float32 for t in given)
+
+
+def _conv1d_silu(x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool, activation: bool) -> Tensor:
+    if not _inference_fp32(x, weight, bias):
+        return causal_conv1d_ref(x, weight, bias, reverse, activation)
+    out = torch.empty(x.shape, dtype=torch.float32)
+    w = weight.reshape(weight.shape[0], -1).contiguous()
+    _ops().conv1d_silu(x, w, None if bias is None else bias.contiguous(), reverse, activation, out)
+    return out
+
+
+def _add_rms_norm(x: Tensor, residual: Tensor | None, weight: Tensor, eps: float, residual_in_fp32: bool):
+    if not _inference_fp32(x, residual, weight):
+        return add_rms_norm_ref(x, residual, weight, eps, residual_in_fp32)
+    x = x.contiguous()
+    residual = None if residual is None else residual.contiguous()
+    out, res = torch.empty_like(x), torch.empty_like(x)
+    _ops().add_rms_norm(x, residual, weight.contiguous(), eps, out, res)
+    return out, res
+
+
+# after any GPU/interpreter backend (priority 100): on CPU "auto" picks these once the extension builds
+register_conv_backend("cpu", _conv1d_silu, is_available, priority=200)
+register_norm_backend("cpu", _add_rms_norm, is_available, priority=200)

@@ -7,7 +7,8 @@ triton and its CUDA extension, so nothing is imported here until a CUDA device a
 Upstream has no reverse scan. `reverse=True` therefore flips u, delta, z, B and C along L, scans, and flips
 the output back: three to five extra copies per call, exactly what upstream Vim pays. The state upstream
 returns after the flipped scan is the state after original position 0, which is what `reverse=True`
-defines as the last state. Priority 50: "auto" never prefers it over our own GPU kernels.
+defines as the last state. Priority 50, but "auto" on CUDA picks it while installed until a GPU measurement
+shows ours >= 1.0x (`PREFER_OFFICIAL_ON_CUDA` in registry.py).
 
 Backward re-runs the forward under autograd and differentiates through upstream's own autograd Function
 (one extra forward per backward; its dB/dC use atomics, so its gradients are not bitwise deterministic).

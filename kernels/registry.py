@@ -16,6 +16,11 @@ ScanForward = Callable[..., tuple[Tensor, Tensor]]
 # backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
 #   -> (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias), None where the input was None
 ScanBackward = Callable[..., tuple[Tensor | None, ...]]
+# A backend with `saves_for_backward` hands one tensor (e.g. its chunk-boundary states) from its forward
+# to its backward, so the backward need not re-run the forward:
+#   forward(..., reverse, save=True) -> (out, last_state, saved)   backward(..., reverse, saved) -> grads
+# and `saved_like(u, A)` returns an empty tensor of saved's shape (what the custom op's fake returns).
+SavedLike = Callable[[Tensor, Tensor], Tensor]
 
 
 def backward_by_autograd(forward: ScanForward) -> ScanBackward:
@@ -42,9 +47,16 @@ class ScanBackend:
     is_available: Callable[[torch.device], bool]
     # lower runs first when `backend="auto"` picks for a device
     priority: int = 100
+    saves_for_backward: bool = False
+    saved_like: SavedLike | None = None
 
 
 _BACKENDS: dict[str, ScanBackend] = {}
+
+# Until a GPU measurement (scripts/gpu_validate.sh, same card) shows our kernels >= 1.0x the official one,
+# "auto" on CUDA runs the official kernel when mamba_ssm is installed; rows still name the backend that ran.
+PREFER_OFFICIAL_ON_CUDA = True
+OFFICIAL = "mamba_ssm"
 
 
 def register_backend(backend: ScanBackend) -> ScanBackend:
@@ -75,6 +87,8 @@ def resolve_backend(name: str, device: torch.device | str) -> str:
     dev = torch.device(device)
     if name == "auto":
         names = [n for n in available_backends(dev) if get_backend(n).priority < 1000]
+        if dev.type == "cuda" and PREFER_OFFICIAL_ON_CUDA and OFFICIAL in names:
+            return OFFICIAL
         return names[0] if names else "reference"
     backend = get_backend(name)
     if not backend.is_available(dev):

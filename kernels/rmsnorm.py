@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 AddNormImpl = Callable[[Tensor, Tensor | None, Tensor, float, bool], tuple[Tensor, Tensor]]
-_NORM_BACKENDS: dict[str, tuple[AddNormImpl, Callable[[torch.device], bool]]] = {}
+_NORM_BACKENDS: dict[str, tuple[AddNormImpl, Callable[[torch.device], bool], int]] = {}
 
 
 def add_rms_norm_ref(
@@ -26,14 +26,16 @@ def add_rms_norm_ref(
 
 
 def register_norm_backend(
-    name: str, fn: AddNormImpl, is_available: Callable[[torch.device], bool]
+    name: str, fn: AddNormImpl, is_available: Callable[[torch.device], bool], priority: int = 100
 ) -> None:
-    _NORM_BACKENDS[name] = (fn, is_available)
+    """`auto` picks the available backend of lowest priority (ties: first registered), else "reference"."""
+    _NORM_BACKENDS[name] = (fn, is_available, priority)
 
 
 def norm_backends(device: torch.device | str) -> list[str]:
     dev = torch.device(device)
-    return [n for n, (_, ok) in _NORM_BACKENDS.items() if ok(dev)] + ["reference"]
+    ranked = sorted(_NORM_BACKENDS.items(), key=lambda item: item[1][2])
+    return [n for n, (_, ok, _) in ranked if ok(dev)] + ["reference"]
 
 
 def add_rms_norm(
@@ -50,5 +52,5 @@ def add_rms_norm(
         backend = norm_backends(x.device)[0]
     if backend == "reference":
         return add_rms_norm_ref(x, residual, weight, eps, residual_in_fp32)
-    fn, _ = _NORM_BACKENDS[backend]
+    fn = _NORM_BACKENDS[backend][0]
     return fn(x, residual, weight, eps, residual_in_fp32)

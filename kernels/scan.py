@@ -45,32 +45,50 @@ def _selective_scan_op(
     delta_softplus: bool,
     reverse: bool,
     backend: str,
-) -> tuple[Tensor, Tensor]:
-    out, last_state = get_backend(backend).forward(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse
-    )
+    save: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    impl = get_backend(backend)
+    if impl.saves_for_backward and save:
+        out, last_state, saved = impl.forward(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, save=True
+        )
+    else:
+        out, last_state = impl.forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+        saved = _nothing_saved(u)
     # custom ops may not return views of their inputs
-    return out.clone() if out is u else out, last_state
+    return out.clone() if out is u else out, last_state, saved
+
+
+def _nothing_saved(u: Tensor) -> Tensor:
+    return u.new_empty((0,), dtype=torch.float32)
 
 
 @_selective_scan_op.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend):
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend, save):
     state_dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
-    return torch.empty_like(u), u.new_empty((u.shape[0], u.shape[1], A.shape[1]), dtype=state_dtype)
+    impl = get_backend(backend)
+    saves = impl.saves_for_backward and save and impl.saved_like is not None
+    saved = impl.saved_like(u, A) if saves else _nothing_saved(u)
+    return torch.empty_like(u), u.new_empty((u.shape[0], u.shape[1], A.shape[1]), dtype=state_dtype), saved
 
 
 def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:8])
+    ctx.save_for_backward(*inputs[:8], output[2])
     ctx.delta_softplus, ctx.reverse, ctx.backend = inputs[8], inputs[9], inputs[10]
-    ctx.mark_non_differentiable(output[1])
+    ctx.mark_non_differentiable(output[1], output[2])
 
 
-def _backward(ctx, dout, _dlast_state):
+def _backward(ctx, dout, _dlast_state, _dsaved):
     backend = get_backend(ctx.backend)
     if backend.backward is None:
         raise RuntimeError(f"scan backend {ctx.backend!r} has no backward; use another for training")
-    grads = backend.backward(dout.contiguous(), *ctx.saved_tensors, ctx.delta_softplus, ctx.reverse)
-    return (*grads, None, None, None)
+    *inputs, saved = ctx.saved_tensors
+    args = (dout.contiguous(), *inputs, ctx.delta_softplus, ctx.reverse)
+    if backend.saves_for_backward and saved.numel():
+        grads = backend.backward(*args, saved)
+    else:
+        grads = backend.backward(*args)
+    return (*grads, None, None, None, None)
 
 
 _selective_scan_op.register_autograd(_backward, setup_context=_setup_context)
@@ -99,7 +117,9 @@ def selective_scan(
     gradients do not flow through last_state.
     """
     name = resolve_backend(backend, u.device)
-    out, last_state = _selective_scan_op(
-        u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), bool(reverse), name
+    inputs = (u, delta, A, B, C, D, z, delta_bias)
+    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
+    out, last_state, _saved = _selective_scan_op(
+        u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), bool(reverse), name, save
     )
     return (out, last_state) if return_last_state else out

@@ -3,11 +3,14 @@
 One program per (batch, channel block) runs both recurrences interleaved: step i advances the forward scan
 at position i and the backward scan at position L-1-i, two independent dependency chains that hide each
 other's latency. In the first half of the sequence each direction stores its ungated output (y + D*u); in
-the second half a position's other half is already in `out`, so the program adds it, applies silu(z) once
-and stores the final `y_fwd + y_bwd`. z is read once per position and `out` is written once per direction.
+the second half a position's other half is already in `out` (written by the same thread: one channel per
+thread, so no barrier), so the program adds it, applies silu(z) once and stores the final `y_fwd + y_bwd`.
+Both directions' chunk start states are saved for the backward. When the batch is too small to fill the GPU,
+the two directions run as two chunk-parallel scans instead (see triton_scan_fwd.py).
 
 `vimbench::bidirectional_selective_scan` is a custom op (torch.compile / FlopCounterMode see one op, counted
-as two scan directions); its backward runs the per-direction backward kernel twice and adds the dz halves.
+as two scan directions); its backward is ONE launch of the backward kernel with a direction grid axis: the
+reverse direction's inputs are reached by element offsets from the forward direction's (same strides).
 """
 
 from __future__ import annotations
@@ -17,117 +20,214 @@ import triton.language as tl
 from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
 
+from . import triton_scan_bwd
 from .bidirectional import ScanDirection, register_fused_bidirectional
 from .triton_scan_fwd import TritonKernel, triton_available
 
 
 def _bidir_fwd_kernel(
     uf_ptr, df_ptr, Af_ptr, Bf_ptr, Cf_ptr, Df_ptr, biasf_ptr,
-    ub_ptr, db_ptr, Ab_ptr, Bb_ptr, Cb_ptr, Db_ptr, biasb_ptr, z_ptr, out_ptr,
-    E, L, N, ch_per_group, softplus,
+    ub_ptr, db_ptr, Ab_ptr, Bb_ptr, Cb_ptr, Db_ptr, biasb_ptr, z_ptr, out_ptr, Hf_ptr, Hb_ptr,
+    E, L, N, ch_per_group, softplus, chunk_len, n_chunks,
     suf_b, suf_e, suf_l, sdf_b, sdf_e, sdf_l, sBf_b, sBf_g, sBf_n, sBf_l, sCf_b, sCf_g, sCf_n, sCf_l,
     sub_b, sub_e, sub_l, sdb_b, sdb_e, sdb_l, sBb_b, sBb_g, sBb_n, sBb_l, sCb_b, sCb_g, sCb_n, sCb_l,
     sz_b, sz_e, sz_l, so_b, so_e, so_l,
-    HAS_Z: tl.constexpr, BLOCK_E: tl.constexpr, N_PAD: tl.constexpr,
+    HAS_Z: tl.constexpr, BLOCK_E: tl.constexpr, N_PAD: tl.constexpr, EVEN_N: tl.constexpr,
 ):
     pid_e = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     offs_e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
-    offs_n = tl.arange(0, N_PAD)
     mask_e = offs_e < E
-    mask_n = offs_n < N
-    mask_en = mask_e[:, None] & mask_n[None, :]
-    a_idx = offs_e[:, None] * N + offs_n[None, :]
-    A2f = tl.load(Af_ptr + a_idx, mask=mask_en, other=0.0).to(tl.float32) * 1.4426950408889634
-    A2b = tl.load(Ab_ptr + a_idx, mask=mask_en, other=0.0).to(tl.float32) * 1.4426950408889634
-    Dvf = tl.load(Df_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
-    Dvb = tl.load(Db_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
-    biasf = tl.load(biasf_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
-    biasb = tl.load(biasb_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
-    group = (pid_e * BLOCK_E) // ch_per_group
-    uf_row = uf_ptr + pid_b * suf_b + offs_e * suf_e
-    df_row = df_ptr + pid_b * sdf_b + offs_e * sdf_e
-    ub_row = ub_ptr + pid_b * sub_b + offs_e * sub_e
-    db_row = db_ptr + pid_b * sdb_b + offs_e * sdb_e
-    z_row = z_ptr + pid_b * sz_b + offs_e * sz_e
-    o_row = out_ptr + pid_b * so_b + offs_e * so_e
-    Bf_col = Bf_ptr + pid_b * sBf_b + group * sBf_g + offs_n * sBf_n
-    Cf_col = Cf_ptr + pid_b * sCf_b + group * sCf_g + offs_n * sCf_n
-    Bb_col = Bb_ptr + pid_b * sBb_b + group * sBb_g + offs_n * sBb_n
-    Cb_col = Cb_ptr + pid_b * sCb_b + group * sCb_g + offs_n * sCb_n
-    hf = tl.zeros((BLOCK_E, N_PAD), dtype=tl.float32)
-    hb = tl.zeros((BLOCK_E, N_PAD), dtype=tl.float32)
-    half = L // 2
-    for i in range(L):
-        p = i  # forward direction's position
-        q = L - 1 - i  # backward direction's position
-        uf = tl.load(uf_row + p * suf_l, mask=mask_e, other=0.0).to(tl.float32)
-        dtf = tl.load(df_row + p * sdf_l, mask=mask_e, other=0.0).to(tl.float32) + biasf
-        Bf = tl.load(Bf_col + p * sBf_l, mask=mask_n, other=0.0).to(tl.float32)
-        Cf = tl.load(Cf_col + p * sCf_l, mask=mask_n, other=0.0).to(tl.float32)
-        ub = tl.load(ub_row + q * sub_l, mask=mask_e, other=0.0).to(tl.float32)
-        dtb = tl.load(db_row + q * sdb_l, mask=mask_e, other=0.0).to(tl.float32) + biasb
-        Bb = tl.load(Bb_col + q * sBb_l, mask=mask_n, other=0.0).to(tl.float32)
-        Cb = tl.load(Cb_col + q * sCb_l, mask=mask_n, other=0.0).to(tl.float32)
-        if softplus:
-            dtf = tl.where(dtf <= 20.0, tl.log(1.0 + tl.exp(dtf)), dtf)
-            dtb = tl.where(dtb <= 20.0, tl.log(1.0 + tl.exp(dtb)), dtb)
-        hf = tl.exp2(dtf[:, None] * A2f) * hf + (dtf * uf)[:, None] * Bf[None, :]
-        hb = tl.exp2(dtb[:, None] * A2b) * hb + (dtb * ub)[:, None] * Bb[None, :]
-        yf = tl.sum(hf * Cf[None, :], axis=1) + Dvf * uf
-        yb = tl.sum(hb * Cb[None, :], axis=1) + Dvb * ub
-        if i < half:  # first half: each direction parks its ungated output
-            tl.store(o_row + p * so_l, yf.to(out_ptr.dtype.element_ty), mask=mask_e)
-            tl.store(o_row + q * so_l, yb.to(out_ptr.dtype.element_ty), mask=mask_e)
+    e_ld = tl.minimum(offs_e, E - 1)
+    rows_n = tl.arange(0, N_PAD)[:, None]
+    A2f = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
+    A2b = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
+    for n in tl.static_range(N_PAD):
+        if EVEN_N:
+            af = tl.load(Af_ptr + e_ld * N + n).to(tl.float32)
+            ab = tl.load(Ab_ptr + e_ld * N + n).to(tl.float32)
         else:
-            if i == half:  # the parked halves were written by other threads of this program
-                tl.debug_barrier()
-            if HAS_Z:
-                zp = tl.load(z_row + p * sz_l, mask=mask_e, other=0.0).to(tl.float32)
-                zq = tl.load(z_row + q * sz_l, mask=mask_e, other=0.0).to(tl.float32)
-                gate_p = zp * tl.sigmoid(zp)
-                gate_q = zq * tl.sigmoid(zq)
-            else:
-                gate_p = 1.0
-                gate_q = 1.0
-            if p == q:  # odd L: both directions meet in the middle
-                tl.store(o_row + p * so_l, ((yf + yb) * gate_p).to(out_ptr.dtype.element_ty), mask=mask_e)
-            else:
-                parked_p = tl.load(o_row + p * so_l, mask=mask_e, other=0.0).to(tl.float32)
-                parked_q = tl.load(o_row + q * so_l, mask=mask_e, other=0.0).to(tl.float32)
-                out_p = (yf + parked_p) * gate_p
-                out_q = (yb + parked_q) * gate_q
-                tl.store(o_row + p * so_l, out_p.to(out_ptr.dtype.element_ty), mask=mask_e)
-                tl.store(o_row + q * so_l, out_q.to(out_ptr.dtype.element_ty), mask=mask_e)
+            af = tl.load(Af_ptr + e_ld * N + n, mask=e_ld * 0 + n < N, other=0.0).to(tl.float32)
+            ab = tl.load(Ab_ptr + e_ld * N + n, mask=e_ld * 0 + n < N, other=0.0).to(tl.float32)
+        A2f = tl.where(rows_n == n, af[None, :] * 1.4426950408889634, A2f)
+        A2b = tl.where(rows_n == n, ab[None, :] * 1.4426950408889634, A2b)
+    Dvf = tl.load(Df_ptr + e_ld).to(tl.float32)
+    Dvb = tl.load(Db_ptr + e_ld).to(tl.float32)
+    biasf = tl.load(biasf_ptr + e_ld).to(tl.float32)
+    biasb = tl.load(biasb_ptr + e_ld).to(tl.float32)
+    grp = e_ld // ch_per_group
+    uf_row = uf_ptr + pid_b * suf_b + e_ld * suf_e
+    df_row = df_ptr + pid_b * sdf_b + e_ld * sdf_e
+    ub_row = ub_ptr + pid_b * sub_b + e_ld * sub_e
+    db_row = db_ptr + pid_b * sdb_b + e_ld * sdb_e
+    z_row = z_ptr + pid_b * sz_b + e_ld * sz_e
+    o_row = out_ptr + pid_b * so_b + offs_e * so_e
+    Bf_row = Bf_ptr + pid_b * sBf_b + grp * sBf_g
+    Cf_row = Cf_ptr + pid_b * sCf_b + grp * sCf_g
+    Bb_row = Bb_ptr + pid_b * sBb_b + grp * sBb_g
+    Cb_row = Cb_ptr + pid_b * sCb_b + grp * sCb_g
+    Hf_row = Hf_ptr + (pid_b * n_chunks * E + offs_e) * N_PAD
+    Hb_row = Hb_ptr + (pid_b * n_chunks * E + offs_e) * N_PAD
+    half = L // 2
+    hf = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
+    hb = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
+    for c in range(n_chunks):
+        for n in tl.static_range(N_PAD):  # chunk start states for the backward (-0.0: the sum folds away)
+            tl.store(Hf_row + c * E * N_PAD + n, tl.sum(tl.where(rows_n == n, hf, -0.0), axis=0), mask=mask_e)
+            tl.store(Hb_row + c * E * N_PAD + n, tl.sum(tl.where(rows_n == n, hb, -0.0), axis=0), mask=mask_e)
+        for i in range(c * chunk_len, tl.minimum(L, (c + 1) * chunk_len)):
+            p = i  # the forward direction's position
+            q = L - 1 - i  # the reverse direction's position
+            uf = tl.load(uf_row + p * suf_l).to(tl.float32)
+            dtf = tl.load(df_row + p * sdf_l).to(tl.float32) + biasf
+            ub = tl.load(ub_row + q * sub_l).to(tl.float32)
+            dtb = tl.load(db_row + q * sdb_l).to(tl.float32) + biasb
+            if softplus:
+                dtf = tl.where(dtf <= 20.0, tl.log(1.0 + tl.exp(dtf)), dtf)
+                dtb = tl.where(dtb <= 20.0, tl.log(1.0 + tl.exp(dtb)), dtb)
+            Bf = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
+            Cf = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
+            Bb = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
+            Cb = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
+            for n in tl.static_range(N_PAD):
+                if EVEN_N:
+                    bf = tl.load(Bf_row + n * sBf_n + p * sBf_l).to(tl.float32)
+                    cf = tl.load(Cf_row + n * sCf_n + p * sCf_l).to(tl.float32)
+                    bb = tl.load(Bb_row + n * sBb_n + q * sBb_l).to(tl.float32)
+                    cb = tl.load(Cb_row + n * sCb_n + q * sCb_l).to(tl.float32)
+                else:
+                    ok = e_ld * 0 + n < N
+                    bf = tl.load(Bf_row + n * sBf_n + p * sBf_l, mask=ok, other=0.0).to(tl.float32)
+                    cf = tl.load(Cf_row + n * sCf_n + p * sCf_l, mask=ok, other=0.0).to(tl.float32)
+                    bb = tl.load(Bb_row + n * sBb_n + q * sBb_l, mask=ok, other=0.0).to(tl.float32)
+                    cb = tl.load(Cb_row + n * sCb_n + q * sCb_l, mask=ok, other=0.0).to(tl.float32)
+                Bf = tl.where(rows_n == n, bf[None, :], Bf)
+                Cf = tl.where(rows_n == n, cf[None, :], Cf)
+                Bb = tl.where(rows_n == n, bb[None, :], Bb)
+                Cb = tl.where(rows_n == n, cb[None, :], Cb)
+            hf = tl.exp2(dtf[None, :] * A2f) * hf + (dtf * uf)[None, :] * Bf
+            hb = tl.exp2(dtb[None, :] * A2b) * hb + (dtb * ub)[None, :] * Bb
+            yf = tl.sum(hf * Cf, axis=0) + Dvf * uf
+            yb = tl.sum(hb * Cb, axis=0) + Dvb * ub
+            if i < half:  # first half: each direction parks its ungated output (its own thread reads it back)
+                tl.store(o_row + p * so_l, yf.to(out_ptr.dtype.element_ty), mask=mask_e)
+                tl.store(o_row + q * so_l, yb.to(out_ptr.dtype.element_ty), mask=mask_e)
+            else:  # second half: the other direction's output is parked there; sum, gate once, store
+                if p == q:  # odd L: both directions meet in the middle
+                    yf = yf + yb
+                    yb = yf
+                else:
+                    yf += tl.load(o_row + p * so_l, mask=mask_e, other=0.0).to(tl.float32)
+                    yb += tl.load(o_row + q * so_l, mask=mask_e, other=0.0).to(tl.float32)
+                if HAS_Z:
+                    zp = tl.load(z_row + p * sz_l).to(tl.float32)
+                    zq = tl.load(z_row + q * sz_l).to(tl.float32)
+                    yf = yf * zp * tl.sigmoid(zp)
+                    yb = yb * zq * tl.sigmoid(zq)
+                tl.store(o_row + p * so_l, yf.to(out_ptr.dtype.element_ty), mask=mask_e)
+                tl.store(o_row + q * so_l, yb.to(out_ptr.dtype.element_ty), mask=mask_e)
 
 
-bidir_fwd_kernel = TritonKernel(_bidir_fwd_kernel)
+bidir_fwd_kernel = TritonKernel(_bidir_fwd_kernel, state_elems=lambda c: 2 * c["BLOCK_E"] * c["N_PAD"])
 
 
-def _launch_bidirectional(
-    uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb, Cb, Db, biasb, z, delta_softplus
-) -> Tensor:
+def _prepare_pair(uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb, Cb, Db, biasb):
     from .triton_scan import _Prepared
 
     pf = _Prepared(uf, df, Af, Bf, Cf, Df, biasf)
     pb = _Prepared(ub, db, Ab, Bb, Cb, Db, biasb)
+
     def shape(p):
         return (p.batch, p.dim, p.length, p.d_state, p.groups)
 
     if shape(pf) != shape(pb):
         raise ValueError("both scan directions must have the same shapes")
+    return pf, pb
+
+
+def _launch_bidirectional(
+    uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb, Cb, Db, biasb, z, delta_softplus
+) -> tuple[Tensor, Tensor]:
+    """(y_fwd + y_bwd gated by silu(z), both directions' chunk start states stacked (2, B, chunks, E, N_PAD)).
+
+    When the batch is too small to fill the GPU the two directions run as two chunk-parallel scans instead.
+    """
+    from .triton_scan import triton_scan_forward
+
+    pf, pb = _prepare_pair(uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb, Cb, Db, biasb)
+    H = torch.empty((2, *pf.saved_shape()), device=uf.device, dtype=torch.float32)
+    if pf.cfg.parallel:
+        out_f, _, H[0] = triton_scan_forward(uf, df, Af, Bf, Cf, Df, z, biasf, delta_softplus, False, True)
+        out_b, _, H[1] = triton_scan_forward(ub, db, Ab, Bb, Cb, Db, z, biasb, delta_softplus, True, True)
+        return out_f + out_b, H
     out = torch.empty(uf.shape, device=uf.device, dtype=uf.dtype)
     if out.numel() == 0:
-        return out
+        return out, H
     zz = z if z is not None else uf
-    bidir_fwd_kernel.on(uf.device)[pf.grid](
+    consts = pf.constexprs(z is not None)
+    bidir_fwd_kernel.on(uf.device)[pf.grid()](
         uf, df, pf.A, pf.B4, pf.C4, pf.D, pf.bias, ub, db, pb.A, pb.B4, pb.C4, pb.D, pb.bias, zz, out,
-        pf.dim, pf.length, pf.d_state, max(pf.ch_per_group, 1), int(delta_softplus),
+        H[0], H[1],
+        pf.dim, pf.length, pf.d_state, max(pf.ch_per_group, 1), int(delta_softplus), pf.cfg.chunk,
+        pf.cfg.n_chunks,
         *uf.stride(), *df.stride(), *pf.bc_strides(), *ub.stride(), *db.stride(), *pb.bc_strides(),
-        *zz.stride(), *out.stride(),
-        HAS_Z=z is not None, BLOCK_E=pf.cfg.block_e, N_PAD=pf.cfg.n_pad, num_warps=pf.cfg.num_warps,
+        *zz.stride(), *out.stride(), **consts,
     )
-    return out
+    return out, H
+
+
+def _offset(b: Tensor, f: Tensor) -> int:
+    """Elements from f's first element to b's: how the fused backward reaches the reverse direction."""
+    if b.device.type == "meta":
+        return b.storage_offset() - f.storage_offset() + (1 << 20)
+    return (b.data_ptr() - f.data_ptr()) // b.element_size()
+
+
+def _backward_bidirectional(dout, uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb, Cb, Db, biasb, z,
+                            delta_softplus, H):
+    """Both directions' gradients from one launch of the backward kernel (grid axis 2 = direction)."""
+    from .triton_scan import _reduce_state_grad, triton_scan_backward
+
+    pf, pb = _prepare_pair(uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb, Cb, Db, biasb)
+    same = (uf.stride() == ub.stride() and df.stride() == db.stride() and pf.bc_strides() == pb.bc_strides()
+            and uf.dtype == ub.dtype and df.dtype == db.dtype and pf.B4.dtype == pb.B4.dtype)
+    if not same or pf.length * pf.batch * pf.dim == 0:  # two launches
+        gf = triton_scan_backward(dout, uf, df, Af, Bf, Cf, Df, z, biasf, delta_softplus, False, H[0])
+        gb = triton_scan_backward(dout, ub, db, Ab, Bb, Cb, Db, z, biasb, delta_softplus, True, H[1])
+        return gf, gb
+    dev, f32 = uf.device, torch.float32
+    bsz, dim, length, n = pf.batch, pf.dim, pf.length, pf.d_state
+    cfg, block = pf.cfg, pf.bwd_block_e
+    du = torch.empty((2, *uf.shape), device=dev, dtype=uf.dtype)
+    ddelta = torch.empty((2, *df.shape), device=dev, dtype=df.dtype)
+    dz = torch.empty((2, *z.shape), device=dev, dtype=z.dtype) if z is not None else None
+    dA_part = torch.empty(2, bsz, dim, n, device=dev, dtype=f32)
+    dD_part = torch.empty(2, bsz, dim, device=dev, dtype=f32)
+    dbias_part = torch.empty(2, bsz, dim, device=dev, dtype=f32)
+    dB_part = torch.empty(2, bsz, pf.bwd_n_eblk, n, length, device=dev, dtype=f32)
+    dC_part = torch.empty(2, bsz, pf.bwd_n_eblk, n, length, device=dev, dtype=f32)
+    slab = torch.empty(2 * bsz * pf.bwd_n_eblk * cfg.chunk * 2 * cfg.n_pad * block, device=dev, dtype=f32)
+    contrib = torch.empty_like(slab)
+    zz = z if z is not None else uf
+    offsets = [_offset(b, f) for b, f in ((ub, uf), (db, df), (pb.A, pf.A), (pb.B4, pf.B4), (pb.C4, pf.C4),
+                                          (pb.D, pf.D), (pb.bias, pf.bias))]
+    consts = {**pf.constexprs(z is not None), "BLOCK_E": block, "num_warps": 1, "DIRS": 2}
+    triton_scan_bwd.scan_bwd_kernel.on(dev)[(pf.bwd_n_eblk, bsz, 2)](
+        uf, df, pf.A, pf.B4, pf.C4, pf.D, zz, pf.bias, dout, H,
+        du, ddelta, dz if dz is not None else du, dA_part, dD_part, dbias_part, dB_part, dC_part,
+        slab, contrib, dim, length, n, max(pf.ch_per_group, 1), int(delta_softplus), 0, cfg.chunk,
+        cfg.n_chunks, *offsets,
+        *uf.stride(), *df.stride(), *pf.bc_strides(), *zz.stride(), *dout.stride(), **consts,
+    )
+
+    def grads(k, p, A, B, C, D, bias):
+        return (du[k], ddelta[k], dA_part[k].sum(0).to(A.dtype), _reduce_state_grad(dB_part[k], p, B),
+                _reduce_state_grad(dC_part[k], p, C),
+                dD_part[k].sum(0).to(D.dtype) if D is not None else None,
+                dz[k] if dz is not None else None,
+                dbias_part[k].sum(0).to(bias.dtype) if bias is not None else None)
+
+    return grads(0, pf, Af, Bf, Cf, Df, biasf), grads(1, pb, Ab, Bb, Cb, Db, biasb)
 
 
 @torch.library.custom_op("vimbench::bidirectional_selective_scan", mutates_args=())
@@ -135,7 +235,7 @@ def _bidirectional_op(
     uf: Tensor, df: Tensor, Af: Tensor, Bf: Tensor, Cf: Tensor, Df: Tensor | None, biasf: Tensor | None,
     ub: Tensor, db: Tensor, Ab: Tensor, Bb: Tensor, Cb: Tensor, Db: Tensor | None, biasb: Tensor | None,
     z: Tensor | None, delta_softplus: bool,
-) -> Tensor:
+) -> tuple[Tensor, Tensor]:
     return _launch_bidirectional(
         uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb, Cb, Db, biasb, z, delta_softplus
     )
@@ -143,22 +243,21 @@ def _bidirectional_op(
 
 @_bidirectional_op.register_fake
 def _(uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb, Cb, Db, biasb, z, delta_softplus):
-    return torch.empty_like(uf)
+    from .triton_scan import saved_like
+
+    return torch.empty_like(uf), uf.new_empty((2, *saved_like(uf, Af).shape), dtype=torch.float32)
 
 
 def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:15])
+    ctx.save_for_backward(*inputs[:15], output[1])
     ctx.delta_softplus = inputs[15]
+    ctx.mark_non_differentiable(output[1])
 
 
-def _backward(ctx, dout):
-    from .triton_scan import triton_scan_backward
-
-    saved = ctx.saved_tensors
+def _backward(ctx, dout, _dsaved):
+    *saved, H = ctx.saved_tensors
     z = saved[14]
-    dout = dout.contiguous()
-    grads_f = triton_scan_backward(dout, *saved[0:5], saved[5], z, saved[6], ctx.delta_softplus, False)
-    grads_b = triton_scan_backward(dout, *saved[7:12], saved[12], z, saved[13], ctx.delta_softplus, True)
+    grads_f, grads_b = _backward_bidirectional(dout.contiguous(), *saved, ctx.delta_softplus, H)
     # (du, ddelta, dA, dB, dC, dD, dz, dbias) -> the op's argument order
     per_direction = [(g[0], g[1], g[2], g[3], g[4], g[5], g[7]) for g in (grads_f, grads_b)]
     dz = grads_f[6] + grads_b[6] if z is not None else None
@@ -168,9 +267,21 @@ def _backward(ctx, dout):
 _bidirectional_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+def launch_for_inspect(f: ScanDirection, b: ScanDirection, z: Tensor | None, backward: bool) -> None:
+    """The fused launches as the model makes them (used by `vimbench kernels inspect` on meta tensors)."""
+    args = (f.u, f.delta, f.A, f.B, f.C, f.D, f.delta_bias, b.u, b.delta, b.A, b.B, b.C, b.D, b.delta_bias, z)
+    if not backward:
+        _launch_bidirectional(*args, True)
+        return
+    from .triton_scan import saved_like
+
+    H = f.u.new_empty((2, *saved_like(f.u, f.A).shape), dtype=torch.float32)
+    _backward_bidirectional(torch.empty(f.u.shape, device=f.u.device, dtype=f.u.dtype), *args, True, H)
+
+
 @register_flop_formula(torch.ops.vimbench.bidirectional_selective_scan)
 def _bidirectional_flops(uf_shape, df_shape, Af_shape, *args, out_shape=None, **kwargs) -> int:
-    from vimbench.profile.flops import scan_flops
+    from .flops import scan_flops
 
     batch, channels, length = uf_shape
     return 2 * scan_flops(batch, length, channels, Af_shape[1])
@@ -183,7 +294,7 @@ def triton_bidirectional(
     return _bidirectional_op(
         fwd.u, fwd.delta, fwd.A, fwd.B, fwd.C, fwd.D, fwd.delta_bias,
         bwd.u, bwd.delta, bwd.A, bwd.B, bwd.C, bwd.D, bwd.delta_bias, z, bool(delta_softplus),
-    )
+    )[0]
 
 
 def _available(device: torch.device) -> bool:

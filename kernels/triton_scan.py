@@ -14,7 +14,16 @@ from torch import Tensor
 
 from . import triton_scan_bwd
 from .registry import ScanBackend, register_backend
-from .triton_scan_fwd import SCAN_DTYPES, pick_config, scan_fwd_kernel, triton_available
+from .triton_scan_fwd import (
+    MODE_CHUNK,
+    MODE_FULL,
+    MODE_SUMMARY,
+    SCAN_DTYPES,
+    combine_kernel,
+    pick_config,
+    scan_fwd_kernel,
+    triton_available,
+)
 
 
 def _check_dtypes(u: Tensor) -> None:
@@ -50,35 +59,67 @@ class _Prepared:
             raise ValueError("B and C must have the same number of groups")
         self.groups = self.B4.shape[1]
         self.ch_per_group = self.dim // self.groups
-        self.cfg = pick_config(self.d_state, self.ch_per_group if self.groups > 1 else 0)
+        self.cfg = pick_config(self.batch, self.dim, self.length, self.d_state)
         self.n_eblk = triton.cdiv(self.dim, self.cfg.block_e)
+        # the backward reduces dB/dC over a block's channels: with grouped B/C no block straddles groups;
+        # one warp: the dB/dC reduction over the block's 32 channels stays inside each lane
+        self.bwd_block_e = 32
+        if self.groups > 1:
+            self.bwd_block_e = min(32, self.ch_per_group & -self.ch_per_group)
+        self.bwd_n_eblk = triton.cdiv(self.dim, self.bwd_block_e)
         self.A = A.contiguous()
         self.D = _vector_or_zeros(D, u, self.dim)
         self.bias = _vector_or_zeros(delta_bias, u, self.dim)
 
-    @property
-    def grid(self) -> tuple[int, int]:
-        return (self.n_eblk, self.batch)
+    def grid(self, chunks: int = 1) -> tuple[int, int, int]:
+        return (self.n_eblk, self.batch, chunks)
 
     def bc_strides(self) -> tuple[int, ...]:
         return (*self.B4.stride(), *self.C4.stride())
 
+    def saved_shape(self) -> tuple[int, int, int, int]:
+        """Chunk start states, (batch, n_chunks, E, N_PAD) float32: what the forward hands the backward."""
+        return (self.batch, self.cfg.n_chunks, self.dim, self.cfg.n_pad)
 
-def triton_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
-    """(out, last_state): out in u's dtype, last_state (B, E, N) float32."""
+    def constexprs(self, has_z: bool) -> dict:
+        return {"HAS_Z": has_z, "BLOCK_E": self.cfg.block_e, "N_PAD": self.cfg.n_pad,
+                "EVEN_N": self.cfg.n_pad == self.d_state, "num_warps": self.cfg.num_warps}
+
+
+def saved_like(u: Tensor, A: Tensor) -> Tensor:
+    """An empty tensor shaped like the forward's saved chunk states (the custom op's fake needs it)."""
+    batch, dim, length = u.shape
+    cfg = pick_config(batch, dim, length, A.shape[1])
+    return u.new_empty((batch, cfg.n_chunks, dim, cfg.n_pad), dtype=torch.float32)
+
+
+def triton_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, save=False):
+    """(out, last_state[, saved]): out in u's dtype, last_state (B, E, N) float32, saved the chunk states."""
     p = _Prepared(u, delta, A, B, C, D, delta_bias)
     out = torch.empty(u.shape, device=u.device, dtype=u.dtype)
     last = torch.zeros(p.batch, p.dim, p.d_state, device=u.device, dtype=torch.float32)
-    if p.length == 0 or p.batch == 0 or p.dim == 0:
-        return out, last
-    zz = z if z is not None else u
-    scan_fwd_kernel.on(u.device)[p.grid](
-        u, delta, p.A, p.B4, p.C4, p.D, zz, p.bias, out, last,
-        p.dim, p.length, p.d_state, max(p.ch_per_group, 1), int(delta_softplus), int(reverse),
-        *u.stride(), *delta.stride(), *p.bc_strides(), *zz.stride(), *out.stride(),
-        HAS_Z=z is not None, BLOCK_E=p.cfg.block_e, N_PAD=p.cfg.n_pad, num_warps=p.cfg.num_warps,
-    )
-    return out, last
+    H = torch.empty(p.saved_shape(), device=u.device, dtype=torch.float32)
+    if p.length and p.batch and p.dim:
+        cfg = p.cfg
+        zz = z if z is not None else u
+        dtsum = H
+        if cfg.parallel:
+            dtsum = torch.empty(p.batch, cfg.n_chunks, p.dim, device=u.device, dtype=torch.float32)
+        args = (u, delta, p.A, p.B4, p.C4, p.D, zz, p.bias, out, last, H, dtsum,
+                p.dim, p.length, p.d_state, max(p.ch_per_group, 1), int(delta_softplus), int(reverse),
+                cfg.chunk, cfg.n_chunks,
+                *u.stride(), *delta.stride(), *p.bc_strides(), *zz.stride(), *out.stride())
+        kernel = scan_fwd_kernel.on(u.device)
+        if not cfg.parallel:
+            kernel[p.grid()](*args, **p.constexprs(z is not None), MODE=MODE_FULL)
+        else:
+            kernel[p.grid(cfg.n_chunks)](*args, **p.constexprs(z is not None), MODE=MODE_SUMMARY)
+            block = 128
+            combine_kernel.on(u.device)[(triton.cdiv(p.dim * cfg.n_pad, block), p.batch)](
+                p.A, H, dtsum, last, p.dim, p.d_state, cfg.n_chunks,
+                BLOCK=block, N_PAD=cfg.n_pad, num_warps=4)
+            kernel[p.grid(cfg.n_chunks)](*args, **p.constexprs(z is not None), MODE=MODE_CHUNK)
+    return (out, last, H) if save else (out, last)
 
 
 def _reduce_state_grad(part: Tensor, p: _Prepared, X: Tensor) -> Tensor:
@@ -94,36 +135,44 @@ def _reduce_state_grad(part: Tensor, p: _Prepared, X: Tensor) -> Tensor:
     return full.to(X.dtype)
 
 
-def triton_scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
-    """(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias), None where the input was None."""
+def triton_scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, saved=None):
+    """(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias), None where the input was None.
+
+    `saved`: the forward's chunk start states (`triton_scan_forward(..., save=True)`); without them the
+    forward runs once more to produce them.
+    """
     p = _Prepared(u, delta, A, B, C, D, delta_bias)
+    if saved is None or tuple(saved.shape) != p.saved_shape():
+        saved = triton_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, True)[2]
     dev, f32 = u.device, torch.float32
     bsz, dim, length, n = p.batch, p.dim, p.length, p.d_state
-    du = torch.zeros(u.shape, device=dev, dtype=u.dtype)
-    ddelta = torch.zeros(delta.shape, device=dev, dtype=delta.dtype)
-    dz = torch.zeros(z.shape, device=dev, dtype=z.dtype) if z is not None else None
-    dA_part = torch.zeros(bsz, dim, n, device=dev, dtype=f32)
-    dD_part = torch.zeros(bsz, dim, device=dev, dtype=f32)
-    dbias_part = torch.zeros(bsz, dim, device=dev, dtype=f32)
-    dB_part = torch.zeros(bsz, p.n_eblk, n, length, device=dev, dtype=f32)
-    dC_part = torch.zeros(bsz, p.n_eblk, n, length, device=dev, dtype=f32)
+    du = torch.empty(u.shape, device=dev, dtype=u.dtype)
+    ddelta = torch.empty(delta.shape, device=dev, dtype=delta.dtype)
+    dz = torch.empty(z.shape, device=dev, dtype=z.dtype) if z is not None else None
+    dA_part = torch.empty(bsz, dim, n, device=dev, dtype=f32)
+    dD_part = torch.empty(bsz, dim, device=dev, dtype=f32)
+    dbias_part = torch.empty(bsz, dim, device=dev, dtype=f32)
+    dB_part = torch.empty(bsz, p.bwd_n_eblk, n, length, device=dev, dtype=f32)
+    dC_part = torch.empty(bsz, p.bwd_n_eblk, n, length, device=dev, dtype=f32)
     if length and bsz and dim:
-        chunk = triton_scan_bwd.CHUNK
-        n_chunks = triton.cdiv(length, chunk)
-        tile = p.cfg.block_e * p.cfg.n_pad
-        programs = bsz * p.n_eblk
-        ckpt = torch.empty(programs * n_chunks * tile, device=dev, dtype=f32)
-        hbuf = torch.empty(programs * chunk * tile, device=dev, dtype=f32)
+        cfg = p.cfg
+        block = p.bwd_block_e
+        slab = torch.empty(bsz * p.bwd_n_eblk * cfg.chunk * 2 * cfg.n_pad * block, device=dev, dtype=f32)
+        contrib = torch.empty_like(slab)
         zz = z if z is not None else u
-        triton_scan_bwd.scan_bwd_kernel.on(dev)[p.grid](
-            u, delta, p.A, p.B4, p.C4, p.D, zz, p.bias, dout,
+        consts = {**p.constexprs(z is not None), "BLOCK_E": block, "num_warps": 1, "DIRS": 1}
+        triton_scan_bwd.scan_bwd_kernel.on(dev)[(p.bwd_n_eblk, bsz, 1)](
+            u, delta, p.A, p.B4, p.C4, p.D, zz, p.bias, dout, saved,
             du, ddelta, dz if dz is not None else du, dA_part, dD_part, dbias_part, dB_part, dC_part,
-            ckpt, hbuf,
-            dim, length, n, max(p.ch_per_group, 1), int(delta_softplus), int(reverse), n_chunks,
-            *u.stride(), *delta.stride(), *p.bc_strides(), *zz.stride(), *dout.stride(),
-            HAS_Z=z is not None, BLOCK_E=p.cfg.block_e, N_PAD=p.cfg.n_pad, CHUNK=chunk,
-            num_warps=p.cfg.num_warps,
+            slab, contrib, dim, length, n, max(p.ch_per_group, 1), int(delta_softplus), int(reverse),
+            cfg.chunk, cfg.n_chunks,
+            0, 0, 0, 0, 0, 0, 0,
+            *u.stride(), *delta.stride(), *p.bc_strides(), *zz.stride(), *dout.stride(), **consts,
         )
+    else:
+        for t in (du, ddelta, dz, dA_part, dD_part, dbias_part, dB_part, dC_part):
+            if t is not None:
+                t.zero_()
     dA = dA_part.sum(0).to(A.dtype)
     dB = _reduce_state_grad(dB_part, p, B)
     dC = _reduce_state_grad(dC_part, p, C)
@@ -139,12 +188,14 @@ def _available(device: torch.device) -> bool:
 BACKEND = register_backend(
     ScanBackend(
         name="triton",
-        description="Triton kernels: channel block x all states in registers, sequential over L; "
-        "chunked-recompute backward without atomics",
+        description="Triton kernels: a channel per thread with all states in registers, chunk-parallel "
+        "over L when the batch is small; backward from saved chunk states, without atomics",
         forward=triton_scan_forward,
         backward=triton_scan_backward,
         is_available=_available,
         priority=20,
+        saves_for_backward=True,
+        saved_like=saved_like,
     )
 )
 

@@ -1,163 +1,153 @@
-"""Triton selective-scan forward: one program per (batch, block of channels), all N states in registers.
+"""Triton selective-scan forward: one channel per thread, all N states of that channel in its registers.
 
-The sequence is walked one position at a time (any L; the state simply stays in registers), so a reverse
-scan is the same loop with a negative stride, never `tl.associative_scan(reverse=True)`. Each step loads
-u/delta/z for the channel block and B/C for the block's group, with the next step's loads issued before
-this step's math (a one-step software pipeline). log2(e) is folded into A so each decay is one `exp2`.
+The state tile is (N_PAD, BLOCK_E) with BLOCK_E = 32 * warps, so a thread holds one column: the C-reduction
+`y = sum_n h*C` stays inside the thread (no shuffles) and no tensor ever changes layout (no barriers). Nothing
+2-D is loaded inside the time loop: A is loaded once as N 1-D vectors, and at every step B_t and C_t are N
+per-channel loads (the same address across a warp when B/C are shared: one broadcast transaction) assembled
+into the tile by selects that fold away at compile time. Each update is one exp2(dt * A*log2(e)), the
+D-skip and the silu(z) gate are fused, and a reverse scan is the same loop walking positions backwards.
 
-Kernels are plain functions wrapped by `TritonKernel`, which builds the compiled (`JITFunction`) or the
-interpreted (`InterpretedFunction`) form on demand: CUDA tensors always get the compiled kernel, CPU tensors
-run in Triton's interpreter when TRITON_INTERPRET=1 is set at call time, and `aot.py` can compile every
-kernel for sm_80/sm_90 even in a process where the interpreter is on.
+The same body runs in three modes (constexpr MODE):
+- 0 FULL: a program walks all of L, storing its state at every chunk start (the backward's checkpoints);
+- 1 SUMMARY: a program scans one chunk from a zero state and stores the end state and sum(dt) of the chunk;
+- 2 CHUNK: a program scans one chunk from its start state (written by `_combine_kernel`) and stores `out`.
+SUMMARY -> combine -> CHUNK is the chunk-parallel scan used when B*E/BLOCK_E programs cannot fill the GPU.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
-import torch
-import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
-# (block of channels, warps) by padded state size: BLOCK_E * N_PAD = 512 fp32 states per program
-_BLOCK_E_BY_N = {4: 32, 8: 32, 16: 32, 32: 16, 64: 8, 128: 4, 256: 2}
-MAX_D_STATE = 256
-NUM_WARPS = 4
-SCAN_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+from .triton_common import (  # noqa: F401  (re-exported: other kernel modules import them from here)
+    SCAN_DTYPES,
+    TritonKernel,
+    interpreter_enabled,
+    n_pad_for,
+    pick_config,
+    triton_available,
+)
 
-
-def interpreter_enabled() -> bool:
-    """TRITON_INTERPRET=1 (read at call time, so a test fixture can set and unset it)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def triton_available(device: torch.device) -> bool:
-    """Compiled kernels on CUDA; the interpreter on any device when TRITON_INTERPRET=1."""
-    return device.type == "cuda" or interpreter_enabled()
-
-
-class TritonKernel:
-    """A kernel body with both a compiled and an interpreted form, chosen by the tensors' device."""
-
-    def __init__(self, fn):
-        self.fn = fn
-        self.__name__ = fn.__name__
-        self._compiled = None
-        self._interpreted = None
-
-    @property
-    def compiled(self):
-        """The `JITFunction` (also what `triton.compile(ASTSource(...))` needs), whatever the env says."""
-        if self._compiled is None:
-            from triton.runtime.jit import JITFunction
-
-            self._compiled = JITFunction(self.fn)
-        return self._compiled
-
-    @property
-    def interpreted(self):
-        if self._interpreted is None:
-            from triton.runtime.interpreter import InterpretedFunction
-
-            self._interpreted = InterpretedFunction(self.fn)
-        return self._interpreted
-
-    def on(self, device: torch.device):
-        return self.compiled if device.type == "cuda" else self.interpreted
-
-
-@dataclass(frozen=True)
-class ScanConfig:
-    block_e: int
-    n_pad: int
-    num_warps: int = NUM_WARPS
-
-
-def n_pad_for(d_state: int) -> int:
-    if not 1 <= d_state <= MAX_D_STATE:
-        raise ValueError(f"triton scan supports 1..{MAX_D_STATE} states, got {d_state}")
-    return max(4, triton.next_power_of_2(d_state))
-
-
-def pick_config(d_state: int, channels_per_group: int) -> ScanConfig:
-    """The launch config for a state size. With grouped B/C a block must not straddle two groups: when the
-    group size is not a multiple of the table's block, one channel per program (one warp) is used."""
-    n_pad = n_pad_for(d_state)
-    block_e = _BLOCK_E_BY_N[n_pad]
-    if channels_per_group % block_e:
-        return ScanConfig(1, n_pad, 1)
-    return ScanConfig(block_e, n_pad)
-
-
-def all_configs() -> list[ScanConfig]:
-    """Every config `pick_config` can return: the table, and the one-channel fallback per state size."""
-    return [cfg for n_pad, block_e in _BLOCK_E_BY_N.items()
-            for cfg in (ScanConfig(block_e, n_pad), ScanConfig(1, n_pad, 1))]
+MODE_FULL, MODE_SUMMARY, MODE_CHUNK = 0, 1, 2
 
 
 def _scan_fwd_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr,
-    E, L, N, ch_per_group, softplus, reverse,
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr, H_ptr, dtsum_ptr,
+    E, L, N, ch_per_group, softplus, reverse, chunk_len, n_chunks,
     su_b, su_e, su_l, sd_b, sd_e, sd_l, sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l,
     sz_b, sz_e, sz_l, so_b, so_e, so_l,
-    HAS_Z: tl.constexpr, BLOCK_E: tl.constexpr, N_PAD: tl.constexpr,
+    HAS_Z: tl.constexpr, BLOCK_E: tl.constexpr, N_PAD: tl.constexpr, EVEN_N: tl.constexpr,
+    MODE: tl.constexpr,
 ):
     pid_e = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
+    pid_c = tl.program_id(2)
     offs_e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
-    offs_n = tl.arange(0, N_PAD)
     mask_e = offs_e < E
-    mask_n = offs_n < N
-    mask_en = mask_e[:, None] & mask_n[None, :]
-    A = tl.load(A_ptr + offs_e[:, None] * N + offs_n[None, :], mask=mask_en, other=0.0).to(tl.float32)
-    A2 = A * 1.4426950408889634  # exp(dt * A) == exp2(dt * A2)
-    Dv = tl.load(D_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
-    bias = tl.load(bias_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
-    group = (pid_e * BLOCK_E) // ch_per_group
-    u_row = u_ptr + pid_b * su_b + offs_e * su_e
-    d_row = delta_ptr + pid_b * sd_b + offs_e * sd_e
-    z_row = z_ptr + pid_b * sz_b + offs_e * sz_e
+    e_ld = tl.minimum(offs_e, E - 1)  # loads stay in bounds without predicates; stores are masked
+    offs_n = tl.arange(0, N_PAD)
+    rows_n = offs_n[:, None]
+    # A once, as N 1-D loads placed into the tile (log2(e) folded in: exp(dt*A) == exp2(dt*A2))
+    A2 = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
+    for n in tl.static_range(N_PAD):
+        if EVEN_N:
+            a_n = tl.load(A_ptr + e_ld * N + n).to(tl.float32)
+        else:
+            a_n = tl.load(A_ptr + e_ld * N + n, mask=e_ld * 0 + n < N, other=0.0).to(tl.float32)
+        A2 = tl.where(rows_n == n, a_n[None, :] * 1.4426950408889634, A2)
+    Dv = tl.load(D_ptr + e_ld).to(tl.float32)
+    bias = tl.load(bias_ptr + e_ld).to(tl.float32)
+    grp = e_ld // ch_per_group
+    u_row = u_ptr + pid_b * su_b + e_ld * su_e
+    d_row = delta_ptr + pid_b * sd_b + e_ld * sd_e
+    z_row = z_ptr + pid_b * sz_b + e_ld * sz_e
     o_row = out_ptr + pid_b * so_b + offs_e * so_e
-    B_col = B_ptr + pid_b * sB_b + group * sB_g + offs_n * sB_n
-    C_col = C_ptr + pid_b * sC_b + group * sC_g + offs_n * sC_n
+    B_row = B_ptr + pid_b * sB_b + grp * sB_g
+    C_row = C_ptr + pid_b * sC_b + grp * sC_g
+    # chunk states (batch, n_chunks, E, N_PAD), moved as N 1-D vectors so the state tile never changes layout
+    H_row = H_ptr + (pid_b * n_chunks * E + offs_e) * N_PAD
+    H_ld = H_ptr + (pid_b * n_chunks * E + e_ld) * N_PAD
     step = 1 - 2 * reverse
-    t = reverse * (L - 1)
-    # one-step software pipeline: the loads for position t are issued during the step before
-    u_nx = tl.load(u_row + t * su_l, mask=mask_e, other=0.0)
-    d_nx = tl.load(d_row + t * sd_l, mask=mask_e, other=0.0)
-    B_nx = tl.load(B_col + t * sB_l, mask=mask_n, other=0.0)
-    C_nx = tl.load(C_col + t * sC_l, mask=mask_n, other=0.0)
-    if HAS_Z:
-        z_nx = tl.load(z_row + t * sz_l, mask=mask_e, other=0.0)
-    h = tl.zeros((BLOCK_E, N_PAD), dtype=tl.float32)
-    for _ in range(L):
-        u = u_nx.to(tl.float32)
-        dt = d_nx.to(tl.float32) + bias
-        Bt = B_nx.to(tl.float32)
-        Ct = C_nx.to(tl.float32)
-        if HAS_Z:
-            zt = z_nx.to(tl.float32)
-        t_nx = t + step
-        t_ld = tl.minimum(tl.maximum(t_nx, 0), L - 1)  # the load after the last step stays in bounds
-        u_nx = tl.load(u_row + t_ld * su_l, mask=mask_e, other=0.0)
-        d_nx = tl.load(d_row + t_ld * sd_l, mask=mask_e, other=0.0)
-        B_nx = tl.load(B_col + t_ld * sB_l, mask=mask_n, other=0.0)
-        C_nx = tl.load(C_col + t_ld * sC_l, mask=mask_n, other=0.0)
-        if HAS_Z:
-            z_nx = tl.load(z_row + t_ld * sz_l, mask=mask_e, other=0.0)
-        if softplus:
-            dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
-        decay = tl.exp2(dt[:, None] * A2)
-        h = decay * h + (dt * u)[:, None] * Bt[None, :]
-        y = tl.sum(h * Ct[None, :], axis=1) + Dv * u
-        if HAS_Z:
-            y = y * zt * tl.sigmoid(zt)
-        tl.store(o_row + t * so_l, y.to(out_ptr.dtype.element_ty), mask=mask_e)
-        t = t_nx
-    last = last_ptr + pid_b * E * N + offs_e[:, None] * N + offs_n[None, :]
-    tl.store(last, h, mask=mask_en)
+    t_first = reverse * (L - 1)
+    if MODE == 0:
+        c_lo = 0
+        c_hi = n_chunks
+    else:
+        c_lo = pid_c
+        c_hi = pid_c + 1
+    h = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
+    if MODE == 2:
+        for n in tl.static_range(N_PAD):
+            h = tl.where(rows_n == n, tl.load(H_ld + pid_c * E * N_PAD + n)[None, :], h)
+    dt_sum = tl.zeros((BLOCK_E,), dtype=tl.float32)
+    for c in range(c_lo, c_hi):
+        if MODE == 0:
+            for n in tl.static_range(N_PAD):  # -0.0: the select-and-sum folds to the one element
+                h_n = tl.sum(tl.where(rows_n == n, h, -0.0), axis=0)
+                tl.store(H_row + c * E * N_PAD + n, h_n, mask=mask_e)
+        i_end = tl.minimum(L, (c + 1) * chunk_len)
+        for i in range(c * chunk_len, i_end):
+            t = t_first + i * step
+            u = tl.load(u_row + t * su_l).to(tl.float32)
+            dt = tl.load(d_row + t * sd_l).to(tl.float32) + bias
+            if softplus:
+                dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
+            Bt = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
+            for n in tl.static_range(N_PAD):
+                if EVEN_N:
+                    b_n = tl.load(B_row + n * sB_n + t * sB_l).to(tl.float32)
+                else:
+                    n_ok = e_ld * 0 + n < N
+                    b_n = tl.load(B_row + n * sB_n + t * sB_l, mask=n_ok, other=0.0).to(tl.float32)
+                Bt = tl.where(rows_n == n, b_n[None, :], Bt)
+            h = tl.exp2(dt[None, :] * A2) * h + (dt * u)[None, :] * Bt
+            if MODE == 1:
+                dt_sum += dt
+            else:
+                Ct = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
+                for n in tl.static_range(N_PAD):
+                    if EVEN_N:
+                        c_n = tl.load(C_row + n * sC_n + t * sC_l).to(tl.float32)
+                    else:
+                        n_ok = e_ld * 0 + n < N
+                        c_n = tl.load(C_row + n * sC_n + t * sC_l, mask=n_ok, other=0.0).to(tl.float32)
+                    Ct = tl.where(rows_n == n, c_n[None, :], Ct)
+                y = tl.sum(h * Ct, axis=0) + Dv * u
+                if HAS_Z:
+                    zt = tl.load(z_row + t * sz_l).to(tl.float32)
+                    y = y * zt * tl.sigmoid(zt)
+                tl.store(o_row + t * so_l, y.to(out_ptr.dtype.element_ty), mask=mask_e)
+    if MODE == 0:
+        last = last_ptr + pid_b * E * N + offs_e[None, :] * N + rows_n
+        tl.store(last, h, mask=mask_e[None, :] & (rows_n < N))
+    if MODE == 1:
+        for n in tl.static_range(N_PAD):
+            h_n = tl.sum(tl.where(rows_n == n, h, -0.0), axis=0)
+            tl.store(H_row + pid_c * E * N_PAD + n, h_n, mask=mask_e)
+        tl.store(dtsum_ptr + (pid_b * n_chunks + pid_c) * E + offs_e, dt_sum, mask=mask_e)
 
 
-scan_fwd_kernel = TritonKernel(_scan_fwd_kernel)
+def _combine_kernel(A_ptr, H_ptr, dtsum_ptr, last_ptr, E, N, n_chunks,
+                    BLOCK: tl.constexpr, N_PAD: tl.constexpr):
+    """Chunk end states (from zero) -> chunk start states, in place; the last state after the last chunk.
+
+    One thread per (channel, state): h_{c+1} = exp(A * sum(dt over chunk c)) * h_c + S_c, a walk over chunks.
+    """
+    pid = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)  # flat (e, n_pad) index
+    e = offs // N_PAD
+    n = offs % N_PAD
+    mask = (e < E) & (n < N)
+    A2 = tl.load(A_ptr + e * N + n, mask=mask, other=0.0) * 1.4426950408889634
+    h = tl.zeros((BLOCK,), dtype=tl.float32)
+    for c in range(n_chunks):
+        slot = H_ptr + (pid_b * n_chunks + c) * E * N_PAD + offs
+        s = tl.load(slot, mask=e < E, other=0.0)
+        tl.store(slot, h, mask=e < E)
+        dsum = tl.load(dtsum_ptr + (pid_b * n_chunks + c) * E + e, mask=e < E, other=0.0)
+        h = tl.exp2(dsum * A2) * h + s
+    tl.store(last_ptr + pid_b * E * N + e * N + n, h, mask=mask)
+
+
+scan_fwd_kernel = TritonKernel(_scan_fwd_kernel, state_elems=lambda c: c["BLOCK_E"] * c["N_PAD"])
+combine_kernel = TritonKernel(_combine_kernel, state_elems=lambda c: c["BLOCK"])

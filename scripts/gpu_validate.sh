@@ -50,6 +50,16 @@ if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)
     --warmup 3 --iters 10 --min-time 0.3 --repeats 3 --timeout 90 --out "$out/fig1"
   step kernels_bench 120 vimbench kernels bench --device cuda --shapes vim-t,vim-s --batch 1,128 \
     --dtype fp32,bf16 --csv "$out/kernels_bench.csv"
+  # ours against the official kernel on the same card: "auto" keeps preferring mamba_ssm until this shows
+  # ours >= 1.0x (kernels/registry.py PREFER_OFFICIAL_ON_CUDA)
+  if python -c "import mamba_ssm.ops.selective_scan_interface" 2>/dev/null; then
+    step kernels_vs_official 90 vimbench kernels bench --device cuda --shapes vim-s --batch 1,128 \
+      --dtype fp32,bf16 --backends triton,cuda,mamba_ssm --csv "$out/kernels_vs_official.csv"
+    step kernels_vs_official_1248 60 vimbench kernels bench --device cuda --shapes vim-s --batch 1 --res 1248 \
+      --dtype fp32 --backends triton,mamba_ssm --csv "$out/kernels_vs_official_1248.csv"
+  else
+    skip kernels_vs_official "mamba_ssm not installed"
+  fi
   step sweep 170 vimbench sweep --models vim-s,deit-s --res 224..1248 --batch-size 64 --dtype bf16 \
     --device cuda --warmup 3 --iters 10 --min-time 0.3 --repeats 3 --timeout 90 --out "$out/sweep-vim-s-deit-s"
   # training memory (forward + backward + AdamW) for the predictor's train mode; every row is predicted too
@@ -63,6 +73,7 @@ else
   skip check-cuda "no GPU"; skip fig1-cuda "no GPU"; skip kernels_bench-cuda "no GPU"; skip sweep-cuda "no GPU"
   step check_cpu 150 vimbench check --device cpu --quick --json "$out/check.json"
   step kernels_compile_sm90 150 vimbench kernels compile --arch sm_90 --quick
+  step kernels_inspect 150 vimbench kernels inspect --arch sm_90 --backend triton --format json
   step kernels_bench_cpu 90 vimbench kernels bench --device cpu --shapes vim-t --batch 1 --dtype fp32 \
     --csv "$out/kernels_bench.csv"
   step sweep_cpu 150 vimbench sweep --models vim-t,deit-t --res 224,320 --batch-size 1 --device cpu \

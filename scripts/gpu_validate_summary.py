@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from vimbench.report.runs import load_run, vim_deit_pairs
+from vimbench.report.runs import Run, vim_deit_pairs
 
 
 def _steps(out: Path) -> Table:
@@ -40,7 +40,7 @@ def _pairs(out: Path, device: str) -> Table | None:
     for name in ("fig1", "sweep-vim-s-deit-s", "sweep-cpu"):
         if not (out / name / "results.csv").is_file():
             continue
-        for pair in vim_deit_pairs(load_run(out / name)):
+        for pair in vim_deit_pairs(Run.load(out / name)):
             last = pair.table.iloc[-1]
             attn = pair.deit.config.get("attn_backend", "")
             label = f"{pair.vim.config['model']} / {pair.deit.config['model']} ({attn})"

@@ -1,4 +1,4 @@
-"""`vimbench check` and kernels/checking.py: the grid covers every listed dimension, a correct backend passes
+"""`vimbench check` and kernelbench/check.py: the grid covers every listed dimension, a correct backend passes
 with real error numbers, and a wrong, NaN-producing or crashing backend fails with exit code 1."""
 
 from __future__ import annotations
@@ -8,7 +8,10 @@ import json
 import pytest
 import torch
 from vimbench.kernels import registry
-from vimbench.kernels.checking import (
+from vimbench.kernels.registry import ScanBackend, backward_by_autograd
+from vimbench.kernels.scan import _reference_forward
+
+from vimbench.kernelbench.check import (
     FULL_LENGTHS,
     CheckCase,
     full_cases,
@@ -16,8 +19,6 @@ from vimbench.kernels.checking import (
     quick_cases,
     run_checks,
 )
-from vimbench.kernels.registry import ScanBackend, backward_by_autograd
-from vimbench.kernels.scan import _reference_forward
 
 _reference_backward = backward_by_autograd(_reference_forward)
 

@@ -7,6 +7,9 @@ Shapes are picked so every code path runs: channel tiles of 16 with a partial ta
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -252,6 +255,64 @@ def test_vim_model_uses_cpu_backend(cpu_backend):
     assert rel_err(fast, slow.double()) < 1e-4
 
 
+# ---------------------------------------------------------------- SIMD level of the build
+
+VECTOR_LANES = {"AVX2": 8, "AVX512": 16}  # fp32 lanes of ATen's Vectorized at each x86 capability
+
+
+def test_build_matches_cpu_capability(cpu_backend):
+    """The loaded build vectorises for the SIMD level torch runs at: a scalar (or lower) build fails here."""
+    isa, lanes = cpu_scan.compiled_isa()
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert isa == (capability if capability in VECTOR_LANES else "DEFAULT")
+    assert lanes == VECTOR_LANES.get(isa, lanes) and lanes >= 1
+
+
+def _capability_when_asked(level: str) -> str:
+    """What torch runs at with ATEN_CPU_CAPABILITY=level here (lower when this CPU lacks it)."""
+    probe = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": level}
+    return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+_LEVEL_SCRIPT = """
+import sys, torch
+from vimbench.kernels import cpu_scan, get_backend, selective_scan_ref
+isa, lanes = cpu_scan.compiled_isa()
+print("build", isa, lanes)
+assert isa == sys.argv[1], (isa, sys.argv[1])
+gen = torch.Generator().manual_seed(0)
+u, delta, z = (torch.randn(2, 24, 40, generator=gen, dtype=torch.float64) for _ in range(3))
+A = -torch.rand(24, 16, generator=gen, dtype=torch.float64) - 0.1
+B, C = (torch.randn(2, 2, 16, 40, generator=gen, dtype=torch.float64) for _ in range(2))
+for reverse in (False, True):
+    out, _ = get_backend("cpu").forward(u, delta, A, B, C, None, z, None, True, reverse)
+    ref = selective_scan_ref(u, delta, A, B, C, None, z, None, True, reverse=reverse)
+    assert (out - ref).abs().max() <= 1e-12 * ref.abs().max(), "fp64"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("level", ["default", "avx2", "avx512"])
+def test_every_simd_level_passes_check(level):
+    """Each build this CPU can run (its own extension name): `vimbench check --quick` (fp32, fp16, bf16,
+    grouped B/C, reverse, gradients) and an fp64 forward, in a fresh process with ATEN_CPU_CAPABILITY."""
+    capability = _capability_when_asked(level)
+    if capability.lower() != level:
+        pytest.skip(f"this CPU runs ATEN_CPU_CAPABILITY={level} as {capability}")
+    expected = capability if capability in VECTOR_LANES else "DEFAULT"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": level, "VIMBENCH_CPU_SCAN_SCALAR": "0"}
+    build = subprocess.run([sys.executable, "-c", _LEVEL_SCRIPT, expected], env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert build.returncode == 0, build.stdout + build.stderr
+    check = subprocess.run(
+        [sys.executable, "-m", "vimbench.cli.app", "check", "--device", "cpu", "--backends", "cpu", "--quick",
+         "--quiet"], env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 # ---------------------------------------------------------------- build and fallback
 
 
@@ -320,3 +381,64 @@ def test_build_runs_once_across_threads(fresh_build):
 def test_not_available_off_cpu(cpu_backend):
     assert not cpu_scan.is_available(torch.device("meta"))
     assert not cpu_scan.is_available(torch.device("cuda"))
+
+
+def test_build_flavour_follows_capability_and_scalar_switch(monkeypatch):
+    """Name part and flags: ATen's macros for the capability torch runs at, or the forced scalar build."""
+    monkeypatch.setenv("VIMBENCH_CPU_SCAN_SCALAR", "1")
+    name, flags = cpu_scan.build_flavour()
+    assert name == "scalar" and "-DVIMBENCH_CPU_SCAN_SCALAR" in flags and "-fno-tree-vectorize" in flags
+    monkeypatch.setenv("VIMBENCH_CPU_SCAN_SCALAR", "0")
+    name, flags = cpu_scan.build_flavour()
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability in VECTOR_LANES:
+        assert name == capability.lower() and f"-DCPU_CAPABILITY_{capability}" in flags
+    else:
+        assert (name, flags) == ("default", ["-DCPU_CAPABILITY=DEFAULT"])
+
+
+# ---------------------------------------------------------------- conv1d + SiLU and add + RMSNorm (inference)
+
+
+@pytest.mark.parametrize("activation", [True, False], ids=["silu", "linear"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["causal", "anti"])
+@pytest.mark.parametrize("length, width", [(1, 4), (7, 4), (197, 4), (33, 2)])
+def test_conv1d_silu_matches_reference(cpu_backend, length, width, reverse, activation):
+    from vimbench.kernels import causal_conv1d_ref, causal_conv1d_silu
+
+    gen = torch.Generator().manual_seed(length)
+    xz = torch.randn(2, 2 * 40, length, generator=gen)
+    x = xz[:, :40]  # a channel slice of in_proj's output, as the Vim mixer passes it
+    weight, bias = torch.randn(40, 1, width, generator=gen), torch.randn(40, generator=gen)
+    with torch.inference_mode():
+        out = causal_conv1d_silu(x, weight, bias, reverse=reverse, activation=activation, backend="cpu")
+    ref = causal_conv1d_ref(x, weight, bias, reverse, activation)
+    assert out.shape == ref.shape and rel_err(out, ref.double()) < FP32_TOL
+
+
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_add_rms_norm_matches_reference(cpu_backend, with_residual):
+    from vimbench.kernels import add_rms_norm, add_rms_norm_ref
+
+    gen = torch.Generator().manual_seed(0)
+    x, residual = torch.randn(2, 197, 192, generator=gen), torch.randn(2, 197, 192, generator=gen)
+    weight = torch.randn(192, generator=gen)
+    residual = residual if with_residual else None
+    with torch.inference_mode():
+        out, res = add_rms_norm(x, residual, weight, 1e-5, backend="cpu")
+    ref_out, ref_res = add_rms_norm_ref(x, residual, weight, 1e-5)
+    assert rel_err(out, ref_out.double()) < FP32_TOL and torch.equal(res, ref_res)
+
+
+def test_block_ops_fall_back_for_training_and_other_dtypes(cpu_backend):
+    """No backward in C++: with autograd (or a non-fp32 dtype) the reference runs, gradients included."""
+    from vimbench.kernels import add_rms_norm, causal_conv1d_silu
+    from vimbench.kernels.conv1d import conv_backends
+    from vimbench.kernels.rmsnorm import norm_backends
+
+    assert conv_backends("cpu")[0] == "cpu" and norm_backends("cpu")[0] == "cpu"
+    x = torch.randn(1, 8, 10, requires_grad=True)
+    causal_conv1d_silu(x, torch.randn(8, 1, 4), None, backend="cpu").sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    out, res = add_rms_norm(torch.randn(3, 8, dtype=torch.bfloat16), None, torch.ones(8), backend="cpu")
+    assert out.dtype == torch.bfloat16 and res.dtype == torch.float32

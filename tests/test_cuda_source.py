@@ -13,8 +13,6 @@ import torch
 from vimbench.kernels.cuda_scan import CSRC, prepare
 from vimbench.kernels.reference import selective_scan_ref
 
-from tests.conftest import requires_cuda
-
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
 def test_kernel_source_compiles_for_ampere_and_hopper(tmp_path: Path) -> None:
@@ -203,9 +201,9 @@ def test_host_run_of_kernel_code_matches_reference(host_lib, case) -> None:
         assert _rel(grads[name], ref) < 1e-4, name
 
 
-@requires_cuda
+@pytest.mark.gpu
 def test_cuda_backend_passes_quick_check() -> None:
-    from vimbench.kernels.checking import quick_cases, run_checks
+    from vimbench.kernelbench.check import quick_cases, run_checks
 
     rows = run_checks(["cuda"], ["fp32", "bf16"], quick_cases(), "cuda")
     assert rows and not [r for r in rows if r.failed]

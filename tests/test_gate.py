@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from vimbench.measure.schema import RESULT_COLUMNS
 from vimbench.measure.store import ResultsStore
+from vimbench.results import CORE_COLUMNS as RESULT_COLUMNS
 
 H100 = "NVIDIA H100 80GB HBM3"
 ENV: dict[str, Any] = {
@@ -239,6 +239,21 @@ def test_cpu_runs_compare_cpu_model_and_threads(cli, tmp_path: Path) -> None:
     assert cli(["gate", "--baseline", base, "--current", base]).code == 0
 
 
+def test_cpu_runs_at_different_simd_levels_exit_2(cli, tmp_path: Path) -> None:
+    """AVX2 and AVX-512 CPU numbers do not compare; a run from before the field is unknown, not an error."""
+    cpu_env = {**ENV, "nvidia_driver": None, "cuda_runtime": None, "gpus_nvml": [], "gpus_torch": []}
+    row = point("vim-t", 224, wobble(50), device="cpu", device_name="AMD EPYC 9654", batch=1, dtype="fp32")
+    base = write_run(tmp_path / "b", [{**row, "cpu_capability": "AVX2"}],
+                     env={**cpu_env, "cpu_capability": "AVX2"})
+    cur = write_run(tmp_path / "c", [{**row, "cpu_capability": "AVX512"}],
+                    env={**cpu_env, "cpu_capability": "AVX512"})
+    result = cli(["gate", "--baseline", base, "--current", cur])
+    assert result.code == 2 and "cpu_capability: AVX2 (baseline) vs AVX512 (current)" in result.err
+    old = write_run(tmp_path / "old", [row], env=cpu_env)  # neither run.json nor rows know the level
+    result = cli(["gate", "--baseline", old, "--current", cur])
+    assert result.code == 0 and "cpu_capability" in result.out
+
+
 @pytest.mark.parametrize("value", ["-5%", "100%", "1.5", "abc", "nan"])
 def test_nonsense_threshold_exit_2(cli, tmp_path: Path, value: str) -> None:
     run = write_run(tmp_path / "r", [point("vim-s", 224, wobble(1000))])
@@ -303,3 +318,42 @@ def test_help_explains_the_small_sample_rule(cli, monkeypatch: pytest.MonkeyPatc
     text = " ".join(result.out.split())
     assert result.code == 0
     assert "threshold alone decides" in text and "vim-t[scan=cpu]/vim-t[scan=reference]@224>=3" in text
+
+
+@pytest.mark.parametrize(
+    ("metric", "column", "base_value", "cur_value", "verdict", "code"),
+    [
+        ("memory", "peak_mem_mib", 1000.0, 1200.0, "regression", 1),  # lower is better: a rise regresses
+        ("memory", "peak_mem_mib", 1000.0, 800.0, "improved", 0),
+        ("latency", "latency_ms", 10.0, 10.2, "unchanged", 0),
+        ("latency", "latency_ms", 10.0, 13.0, "regression", 1),
+        ("throughput", "throughput", 1000.0, 1200.0, "improved", 0),
+    ],
+)
+def test_gate_on_another_metric(cli, tmp_path: Path, metric, column, base_value, cur_value, verdict,
+                                code) -> None:
+    """--metric gates any gate-eligible registered metric in its own direction; without per-repeat samples
+    (memory, latency here) the threshold alone decides."""
+    def run(name: str, value: float) -> Path:
+        row = point("vim-s", 224, wobble(1000, seed=1))
+        if column == "throughput":
+            row.update(throughput=value, throughput_samples=None)
+        else:
+            row[column] = value
+        return write_run(tmp_path / name, [row])
+
+    base, cur = run("base", base_value), run("cur", cur_value)
+    args = ("--baseline", base, "--current", cur, "--metric", metric)
+    result_code, report, text = gate_json(cli, tmp_path, *args)
+    assert result_code == code, text
+    assert report["metric"] == metric
+    (only,) = report["points"]
+    assert only["verdict"] == verdict
+    assert only[f"baseline_{column}"] == pytest.approx(base_value)
+    assert only["change"] == pytest.approx(cur_value / base_value - 1)
+
+
+def test_gate_rejects_unknown_metric_in_one_line(cli, tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", [point("vim-s", 224, wobble(1000))])
+    result = cli(["gate", "--baseline", run, "--current", run, "--metric", "bogus"])
+    assert result.code == 2 and "unknown metric 'bogus'" in result.err and "throughput" in result.err

@@ -1,4 +1,4 @@
-"""`vimbench kernels bench` and kernels/bench.py: traffic and ceiling arithmetic, speedups, bidirectional
+"""`vimbench kernels bench` and kernelbench/bench.py: traffic and ceiling arithmetic, speedups, bidirectional
 variants, CSV rows and bad input, on CPU with the reference and test-double backends."""
 
 from __future__ import annotations
@@ -7,11 +7,12 @@ import csv
 
 import pytest
 import torch
-from vimbench.kernels import bench as kbench
 from vimbench.kernels import bidirectional, registry
-from vimbench.kernels.bench import CSV_COLUMNS, ceiling_for, minimal_bytes, run_bench, seqlen_for
 from vimbench.kernels.registry import ScanBackend
 from vimbench.kernels.scan import _reference_forward
+
+from vimbench.kernelbench import bench as kbench
+from vimbench.kernelbench.bench import CSV_COLUMNS, ceiling_for, minimal_bytes, run_bench, seqlen_for
 
 
 @pytest.mark.parametrize(

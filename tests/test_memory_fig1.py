@@ -26,8 +26,12 @@ def synthetic(monkeypatch):
     monkeypatch.setattr(fig1_fit, "_reserved_gib", _synthetic_reserved_gib)
 
 
+RESOLUTIONS = list(paper.MEASURED_RESOLUTIONS)
+PAPER_GB = {m: [p["memory_gb"] for p in paper.paper_points(m)] for m in fig1_fit.MODELS}
+
+
 def test_fit_recovers_batch_and_overhead(synthetic):
-    fits = fig1_fit.fit_fig1()
+    fits = fig1_fit.fit_fig1(RESOLUTIONS, PAPER_GB)
     best = fits[0]
     assert (best.batch_size, best.overhead_mib) == (TRUE_BATCH, TRUE_OVERHEAD_MIB)
     setting = best.setting
@@ -42,8 +46,8 @@ def test_fit_recovers_batch_and_overhead(synthetic):
 
 
 def test_statement_names_the_need_and_the_smaller_batch(synthetic):
-    best = fig1_fit.fit_fig1(exact_top=1)[0]
-    text = fig1_fit.headline_statement(best)
+    best = fig1_fit.fit_fig1(RESOLUTIONS, PAPER_GB, exact_top=1)[0]
+    text = fig1_fit.headline_statement(best, paper.implied_deit_memory_gb())
     assert "DeiT-Ti at 1248 px would need 100.0 GiB" in text
     assert "consistent with the paper's OOM" in text  # 100 GiB > 80 GiB
     assert "84.4 GB" in text  # what 86.8% implies

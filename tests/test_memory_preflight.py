@@ -22,7 +22,7 @@ def free_mib(monkeypatch):
 
 def test_point_predicted_over_free_memory_is_skipped_with_its_size(free_mib):
     free_mib(80 * 1024.0)
-    point = Point("deit-t", 1248, batch_size=128, device="cuda:0", attn_backend="math")
+    point = Point("deit-t", 1248, batch_size=128, device="cuda:0", options={"attn_backend": "math"})
     check = pf.Preflight()
     why = check.too_big(point, IDENTITY)
     predicted = check.columns(point, IDENTITY)["predicted_mem_mib"]

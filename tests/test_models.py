@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vimbench import create_model, get_spec, list_models
-from vimbench.models.layers import check_img_size
+from vimbench.layers import check_img_size
 
 EXPECTED = {
     "vim-t": (7_148_008, 415),

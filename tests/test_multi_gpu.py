@@ -14,15 +14,19 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 import torch
-from conftest import requires_cuda
 
-from vimbench.measure.executor import LocalExecutor, OomSkipper
-from vimbench.measure.executors import distinct_devices, make_executor, require_one_device
-from vimbench.measure.multi_gpu import (
+from vimbench.devices import parse_devices
+from vimbench.measure.executors import (
+    LocalExecutor,
+    OomSkipper,
+    distinct_devices,
+    make_executor,
+    require_one_device,
+)
+from vimbench.measure.executors.multi_gpu import (
     MultiDeviceExecutor,
     cpu_shares,
     largest_first,
-    parse_devices,
     pinned_environment,
     point_cost,
 )
@@ -277,9 +281,10 @@ def test_executor_refuses_shared_devices():
 
 def test_sweep_over_fake_devices_writes_one_results_csv_and_resumes(tmp_path, monkeypatch):
     from vimbench.measure.plan import SweepConfig
-    from vimbench.measure.store import ALL_COLUMNS, read_results
+    from vimbench.measure.rows import identity_row
+    from vimbench.measure.store import ALL_COLUMNS
     from vimbench.measure.sweep import run_sweep
-    from vimbench.measure.worker import identity_row
+    from vimbench.results import Run
 
     calls: list[Point] = []
 
@@ -294,7 +299,7 @@ def test_sweep_over_fake_devices_writes_one_results_csv_and_resumes(tmp_path, mo
     run_dir = run_sweep(config, executor=MultiDeviceExecutor(["gpu-a", "gpu-b"], runner=runner))
     header = (run_dir / "results.csv").read_text().splitlines()[0].split(",")
     assert tuple(header) == ALL_COLUMNS
-    frame = read_results(run_dir)
+    frame = Run.load(run_dir).table
     assert sorted(zip(frame["model"], frame["img_size"], strict=True)) == [
         ("deit-t", 224), ("deit-t", 320), ("vim-t", 224), ("vim-t", 320)]
     assert set(frame["device"]) == {"gpu-a", "gpu-b"} and set(frame["status"]) == {"ok"}
@@ -305,7 +310,7 @@ def test_sweep_over_fake_devices_writes_one_results_csv_and_resumes(tmp_path, mo
     config = replace(config, resume=True)
     run_sweep(config, executor=MultiDeviceExecutor(["gpu-b", "gpu-c"], runner=runner))
     assert len(calls) == 6  # only the two points whose rows were lost ran again
-    assert len(read_results(run_dir)) == 4
+    assert len(Run.load(run_dir).table) == 4
 
 
 def test_make_executor_picks_and_refuses(monkeypatch):
@@ -342,7 +347,7 @@ def test_distinct_devices_and_refusal_to_mix():
         require_one_device(rows, "compare")
 
 
-@requires_cuda
+@pytest.mark.gpu
 def test_real_workers_on_every_local_gpu(tmp_path):
     """On a GPU machine: tiny points through real pinned workers; each row names the GPU it was pinned to."""
     from vimbench.measure.environment import describe_device
@@ -361,7 +366,7 @@ def test_ctrl_c_kills_running_workers_and_keeps_nothing_half_done():
 
     import psutil
 
-    from vimbench.measure.worker import run_point_subprocess
+    from vimbench.measure.executors import run_point_subprocess
 
     def cpu_runner(point, env):
         hang = {**(env or {}), "VIMBENCH_SIMULATE_HANG_AT": "32"}

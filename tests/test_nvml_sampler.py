@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from vimbench.measure.nvml_sampler import NvmlSampler, handle_by_uuid, uuid_candidates
+from vimbench.metrics.nvml_sampler import NvmlSampler, handle_by_uuid, uuid_candidates
 
 MIB = 2**20
 
@@ -124,7 +124,7 @@ def test_unknown_uuid_raises_lookup_error() -> None:
 
 def test_no_nvml_library(monkeypatch) -> None:
     """Without NVML (CPU machines) a sampler fails cleanly; the worker then uses torch's numbers."""
-    import vimbench.measure.nvml_sampler as mod
+    import vimbench.metrics.nvml_sampler as mod
 
     monkeypatch.setattr(mod, "load_nvml", lambda: None)
     with pytest.raises(RuntimeError, match="NVML is not available"):
@@ -133,7 +133,7 @@ def test_no_nvml_library(monkeypatch) -> None:
 
 def test_worker_memory_columns_take_the_nvml_headline() -> None:
     """The worker's row: NVML's peak and source are the headline; NVML's UUID spelling wins."""
-    from vimbench.measure.runner import _Memory
+    from vimbench.metrics.peak_memory import PeakMemory as _Memory
 
     memory = _Memory.__new__(_Memory)  # skip the CUDA setup; feed it a sampler on a fake MIG slice
     memory.device, memory.rss_baseline = "cpu", 100.0

@@ -65,7 +65,7 @@ def test_point_json_round_trip() -> None:
         dtype="bf16",
         device="cuda:1",
         mode="train",
-        scan_backend="triton",
+        options={"scan_backend": "triton"},
         compile=True,
         channels_last=True,
         warmup=3,
@@ -78,9 +78,17 @@ def test_point_json_round_trip() -> None:
     )
     again = Point.from_json(point.to_json())
     assert again == point
+    assert again.option("scan_backend") == "triton" and again.option("attn_backend") == "auto"
     assert dataclasses.asdict(again)["compile"] is True
     with pytest.raises(ValueError, match="unknown Point fields: bogus"):
         Point.from_json('{"model": "vim-t", "img_size": 224, "bogus": 1}')
+
+
+def test_point_json_of_the_flat_backend_fields_still_loads() -> None:
+    """Points written before the options map (scan_backend / attn_backend as fields) load into it."""
+    legacy = '{"model": "vim-t", "img_size": 224, "scan_backend": "cpu", "attn_backend": "sdpa"}'
+    point = Point.from_json(legacy)
+    assert point.options == {"scan_backend": "cpu", "attn_backend": "sdpa"}
 
 
 def test_build_plan_cpu_defaults() -> None:

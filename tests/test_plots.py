@@ -14,9 +14,10 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from vimbench.measure.schema import RESULT_COLUMNS
 from vimbench.report.plots import plot_run, plot_runs
-from vimbench.report.runs import load_run, vim_deit_pairs
+from vimbench.report.runs import vim_deit_pairs
+from vimbench.results import CORE_COLUMNS as RESULT_COLUMNS
+from vimbench.results import Run
 
 FAKE_ENV = {
     "host": "testhost", "platform": "Linux", "python": "3.11", "torch": "2.13.0+cpu", "triton": "3.9.0",
@@ -130,7 +131,7 @@ def test_run_with_only_oom_rows_still_plots(tmp_path):
 
 def test_pairs_compute_speedup_and_memory_saving(tmp_path):
     rows = fig1_rows("math") + fig1_rows("sdpa", models=("deit-t",))
-    run = load_run(write_run(tmp_path / "run", rows))
+    run = Run.load(write_run(tmp_path / "run", rows))
     pairs = {p.deit.config["attn_backend"]: p.table.set_index("img_size") for p in vim_deit_pairs(run)}
     assert set(pairs) == {"math", "sdpa"}
     at_1024 = pairs["math"].loc[1024]
@@ -144,7 +145,7 @@ def test_pairs_compute_speedup_and_memory_saving(tmp_path):
 def test_resumed_point_keeps_latest_row(tmp_path):
     run_dir = write_run(tmp_path / "run", [make_row("vim-t", 512, "error", error="first try")])
     write_run(run_dir, [make_row("vim-t", 512, "ok", 10.0, 500.0)], append=True)
-    frame = load_run(run_dir).results
+    frame = Run.load(run_dir).results
     assert len(frame) == 1 and frame.loc[0, "status"] == "ok" and frame.loc[0, "throughput"] == 10.0
 
 

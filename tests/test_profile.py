@@ -8,7 +8,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import requires_cuda
 from torch import nn
 
 from vimbench.profile.categories import CATEGORIES, EventClassifier, scope_name
@@ -331,7 +330,7 @@ def test_cli_cuda_without_gpu(cli):
     assert result.code == 2 and "no CUDA GPU" in result.err
 
 
-@requires_cuda
+@pytest.mark.gpu
 def test_gpu_profile_kernels_bandwidth_and_memory():
     result = run_profile(ProfileConfig("vim-t", img_size=224, device="cuda", warmup=2, iters=3), top=None)
     assert result.measure == "device" and result.summary.kernels

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from vimbench.measure.executors.ray import RAY_MISSING, RayExecutor
 from vimbench.measure.plan import Point, SweepConfig
-from vimbench.measure.ray_executor import RAY_MISSING, RayExecutor
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install vimbench[ray]")
 
@@ -43,15 +43,16 @@ def dying_runner(point, env):
 
 
 def test_tiny_cpu_sweep_end_to_end(local_ray, tmp_path):
-    from vimbench.measure.store import ALL_COLUMNS, read_results
+    from vimbench.measure.store import ALL_COLUMNS
     from vimbench.measure.sweep import run_sweep
+    from vimbench.results import Run
 
     config = SweepConfig(models=["vim-t", "deit-t"], resolutions=[32], device="cpu", warmup=0, iters=1,
                          repeats=1, min_time_s=0.0, threads=1, plots=False, out_dir=tmp_path / "run")
     executor = RayExecutor(num_gpus_per_point=0)
     run_dir = run_sweep(config, executor=executor)
 
-    frame = read_results(run_dir)
+    frame = Run.load(run_dir).table
     assert tuple((run_dir / "results.csv").read_text().splitlines()[0].split(",")) == ALL_COLUMNS
     assert sorted(frame["model"]) == ["deit-t", "vim-t"]
     assert list(frame["status"]) == ["ok", "ok"], list(frame["error"])
@@ -134,7 +135,7 @@ def test_cli_sweep_with_executor_ray(local_ray, cli, tmp_path):
                   "--warmup", "0", "--iters", "1", "--repeats", "1", "--min-time", "0", "--threads", "1",
                   "--no-plots", "--out", out])
     assert result.code == 0, result.err
-    from vimbench.measure.store import read_results
+    from vimbench.results import Run
 
-    frame = read_results(out)
+    frame = Run.load(out).table
     assert list(frame["status"]) == ["ok"] and list(frame["model"]) == ["deit-t"]

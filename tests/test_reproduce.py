@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from test_plots import fig1_rows, write_run
 
+from vimbench import reproduce
 from vimbench.measure.plan import SweepConfig
-from vimbench.report import reproduce
 from vimbench.report.paper import MEASURED_RESOLUTIONS
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import multiprocessing
-import os
 
 import pytest
 
-from vimbench.measure.schema import RESULT_COLUMNS, point_key
-from vimbench.measure.store import ALL_COLUMNS, ResultsStore, format_value, read_results
+from vimbench.measure.store import ALL_COLUMNS, ResultsStore, format_value
+from vimbench.results import CORE_COLUMNS as RESULT_COLUMNS
+from vimbench.results import Run, point_key
 
 
 def _row(model: str = "vim-t", img_size: int = 224, **extra) -> dict:
@@ -79,7 +79,7 @@ def test_torn_tail_is_ignored_and_repaired(tmp_path) -> None:
     with open(store.csv_path, "a") as fh:  # a writer killed mid-line
         fh.write("vim-t,vim,352,197,1,fp3")
     assert [r["img_size"] for r in store.rows()] == ["224"]
-    assert list(read_results(tmp_path)["img_size"]) == [224]
+    assert list(Run.load(tmp_path).table["img_size"]) == [224]  # the reader skips the torn tail too
     store.append(_row(img_size=480))
     assert [r["img_size"] for r in store.rows()] == ["224", "480"]
     assert "fp3\n" not in store.csv_path.read_text()
@@ -139,45 +139,6 @@ def test_run_json_round_trip(tmp_path) -> None:
     store.write_run_json({"command": ["vimbench", "sweep"], "path": tmp_path})
     assert store.read_run_json()["command"] == ["vimbench", "sweep"]
     assert not [p for p in (tmp_path / "new").iterdir() if ".tmp" in p.name]
-
-
-def test_read_results_types(tmp_path) -> None:
-    store = ResultsStore(tmp_path)
-    store.append(_row(img_size=224))
-    store.append(_row("deit-t", 1248, status="oom", throughput=None, error="CUDA out of memory"))
-    frame = read_results(store.csv_path)
-    assert list(frame.columns[: len(RESULT_COLUMNS)]) == list(RESULT_COLUMNS)
-    assert frame["img_size"].tolist() == [224, 1248]
-    assert frame["throughput"].iloc[0] == pytest.approx(123.457)
-    assert frame["throughput"].isna().iloc[1]
-    assert frame["status"].tolist() == ["ok", "oom"]
-    assert frame["compile"].tolist() == ["false", "false"]
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        (None, "no results.csv"),
-        ("", "is empty"),
-        ("model,img_size\nvim-t,224\n", "missing column"),
-        (b"\xff\xfe\x00garbage\n", "missing column"),
-    ],
-)
-def test_read_results_errors(tmp_path, content, message) -> None:
-    if content is not None:
-        path = tmp_path / "results.csv"
-        path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    with pytest.raises(ValueError, match=message) as info:
-        read_results(tmp_path)
-    assert "\n" not in str(info.value)
-
-
-def test_read_results_missing_file_path(tmp_path) -> None:
-    with pytest.raises(ValueError, match=r"no results\.csv at"):
-        read_results(tmp_path / "nope.csv")
-    os.makedirs(tmp_path / "empty_run")
-    with pytest.raises(ValueError, match=r"no results\.csv in"):
-        read_results(tmp_path / "empty_run")
 
 
 def test_rows_of_a_read_only_run(tmp_path) -> None:

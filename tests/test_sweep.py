@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import io
 import json
-import sys
-import types
 
 import pytest
 from rich.console import Console
 
 from vimbench.measure.plan import Point, SweepConfig
-from vimbench.measure.schema import RESULT_COLUMNS, point_key
-from vimbench.measure.store import ResultsStore, read_results
+from vimbench.measure.rows import identity_row
+from vimbench.measure.store import ResultsStore
 from vimbench.measure.sweep import latest_run_dir, run_sweep
-from vimbench.measure.worker import identity_row
+from vimbench.results import CORE_COLUMNS as RESULT_COLUMNS
+from vimbench.results import Run, point_key
 
 FAST = ["--iters", "1", "--repeats", "2", "--min-time", "0", "--warmup", "1", "--threads", "1", "--no-plots"]
 
@@ -137,14 +136,14 @@ def test_default_run_dir_and_resume_without_out(tmp_path, monkeypatch) -> None:
     assert again == run_dir and resumed.ran == [("vim-t", 48), ("deit-t", 48)]
 
 
-def test_failing_plotter_warns_and_keeps_results(tmp_path, monkeypatch) -> None:
+def test_failing_plotter_warns_and_keeps_results(tmp_path) -> None:
     def plot_run(run_dir):
         raise RuntimeError("matplotlib exploded\nsecond line")
 
-    monkeypatch.setitem(sys.modules, "vimbench.report.plots", types.SimpleNamespace(plot_run=plot_run))
     console = _quiet()
     run_dir = run_sweep(
-        _config(tmp_path, models=["deit-t"], resolutions=[32], plots=True), FakeExecutor(), console=console
+        _config(tmp_path, models=["deit-t"], resolutions=[32], plots=True), FakeExecutor(), console=console,
+        plotter=plot_run,
     )
     out = console.file.getvalue()
     assert "warning: no plots (RuntimeError: matplotlib exploded)" in out
@@ -157,7 +156,7 @@ def test_cpu_sweep_end_to_end(cli, tmp_path) -> None:
     out = tmp_path / "e2e"
     result = cli(["sweep", "--models", "vim-t,deit-t", "--res", "32,48", "--out", out, *FAST])
     assert result.code == 0, result.err
-    frame = read_results(out)
+    frame = Run.load(out).table
     assert list(frame.columns[: len(RESULT_COLUMNS)]) == list(RESULT_COLUMNS)
     assert list(zip(frame["model"], frame["img_size"], strict=True)) == [
         ("vim-t", 32),
@@ -180,7 +179,7 @@ def test_cpu_sweep_end_to_end(cli, tmp_path) -> None:
 
     again = cli(["sweep", "--models", "deit-t", "--res", "32..64:16", "--out", out, "--resume", *FAST])
     assert again.code == 0, again.err
-    frame = read_results(out)
+    frame = Run.load(out).table
     assert len(frame) == 5 and frame["img_size"].tolist()[-1] == 64
 
 
@@ -292,7 +291,7 @@ def test_summary_table_names_the_setting_that_differs_within_a_model():
 def test_compare_narrows_deit_by_attention_without_dropping_vim(cli, tmp_path) -> None:
     store = ResultsStore(tmp_path)
     for model, attn, fps in (("vim-t", "auto", 20.0), ("deit-t", "math", 10.0), ("deit-t", "sdpa", 40.0)):
-        row = identity_row(Point(model, 224, device="cpu", attn_backend=attn))
+        row = identity_row(Point(model, 224, device="cpu", options={"attn_backend": attn}))
         row.update(status="ok", throughput=fps, peak_mem_mib=100.0, peak_mem_source="rss")
         store.append(row)
     result = cli(["compare", "vim-t", "deit-t", "--from", tmp_path, "--attn-backend", "math"])

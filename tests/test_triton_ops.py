@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import requires_cuda
 from test_triton_scan import rel_err, run_checks_here, run_interpreter_checks
 from vimbench.kernels import add_rms_norm, add_rms_norm_ref, causal_conv1d_ref, causal_conv1d_silu
 from vimbench.kernels.conv1d import conv_backends
@@ -98,7 +97,7 @@ def test_ops_register_for_cuda_and_the_interpreter(monkeypatch):
     assert conv_backends("cpu")[0] == "triton" and norm_backends("cpu")[0] == "triton"
 
 
-@requires_cuda
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_ops_match_reference(dtype):
     for rev in (False, True):

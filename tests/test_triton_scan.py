@@ -1,10 +1,11 @@
-"""The Triton scan kernels (forward, chunked backward, fused bidirectional) against the float64 reference.
+"""The Triton scan kernels (forward, chunk-parallel forward, backward from saved chunk states, fused
+bidirectional forward and one-launch backward) against the float64 reference.
 
 On CPU they run in Triton's interpreter. Triton decides at import time whether its own library functions
 (tl.sum, tl.sigmoid) are interpretable, so TRITON_INTERPRET=1 must be set before triton is imported: the
 checks run in ONE subprocess started with it (nothing leaks into other test files), each reported as its own
-test. The backward's chunk is shrunk to 8 so L=33 crosses chunk boundaries. Shapes are tiny: the
-interpreter is slow.
+test. The chunk is shrunk to 8 so L=33 crosses chunk boundaries; "parallel" cases force the chunk-parallel
+scan (summary, combine, chunk passes) at tiny shapes. Shapes are tiny: the interpreter is slow.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import requires_cuda
 from torch.utils.flop_counter import FlopCounterMode
 from vimbench.kernels import (
     ScanDirection,
@@ -27,7 +27,7 @@ from vimbench.kernels import (
     fused_bidirectional_backends,
     selective_scan,
     selective_scan_ref,
-    triton_scan_bwd,
+    triton_common,
 )
 
 from vimbench.profile.flops import scan_flops
@@ -70,8 +70,19 @@ def check(name: str):
 
 
 def _run_checks(names: list[str]) -> dict[str, str | None]:
-    triton_scan_bwd.CHUNK = 8
+    triton_common.CHUNK = 8
     return run_checks_here(CHECKS, names)
+
+
+class parallel_scan:
+    """Force the chunk-parallel path at tiny shapes (chunks of 4 positions), restoring the config after."""
+
+    def __enter__(self):
+        self.saved = triton_common.TARGET_WARPS, triton_common.MIN_PARALLEL_CHUNK
+        triton_common.TARGET_WARPS, triton_common.MIN_PARALLEL_CHUNK = 10**9, 4
+
+    def __exit__(self, *exc):
+        triton_common.TARGET_WARPS, triton_common.MIN_PARALLEL_CHUNK = self.saved
 
 
 def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
@@ -111,18 +122,24 @@ def run_with_grads(fn, inputs, dout, dtype=None):
     return out, last, {k: v.grad for k, v in leaves.items() if v is not None}
 
 
-CASES = [  # (length, d_state, groups, reverse, extras, softplus, dim)
-    (1, 4, 0, False, True, True, 5),
-    (7, 1, 0, True, True, True, 5),
-    (7, 4, 0, False, False, False, 5),
-    (7, 4, 2, True, True, True, 6),  # 3 channels per group: the one-channel-per-program fallback
-    (33, 4, 0, False, True, True, 5),  # crosses four backward chunks of 8
-    (33, 4, 0, True, True, False, 5),
-    (33, 4, 2, False, True, True, 64),  # 32 channels per group: the table's block of 32
+CASES = [  # (length, d_state, groups, reverse, extras, softplus, dim, parallel)
+    (1, 4, 0, False, True, True, 5, False),
+    (7, 1, 0, True, True, True, 5, False),
+    (7, 3, 0, False, False, False, 5, False),  # N not a power of two: padded states
+    (7, 4, 2, True, True, True, 6, False),  # 3 channels per group: blocks straddle groups
+    (33, 4, 0, False, True, True, 5, False),  # crosses four chunks of 8
+    (33, 4, 0, True, True, False, 5, False),
+    (33, 4, 2, False, True, True, 64, False),  # 32 channels per group: a block per group
+    (1, 4, 0, True, True, True, 5, True),  # L=1 through the chunk-parallel launcher
+    (19, 4, 0, False, True, True, 5, True),  # chunk-parallel: 5 chunks of 4, the last one short
+    (19, 3, 2, True, True, True, 6, True),
 ]
 
 
-def check_against_reference(length, d_state, groups, reverse, extras, softplus, dim):
+def check_against_reference(length, d_state, groups, reverse, extras, softplus, dim, parallel):
+    if parallel:
+        with parallel_scan():
+            return check_against_reference(length, d_state, groups, reverse, extras, softplus, dim, False)
     inputs = make_inputs(2, dim, length, d_state, groups, extras, big_decay=length == 33 and softplus)
     dout = torch.randn(2, dim, length, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
 
@@ -196,7 +213,10 @@ def _directions(dim=5, length=7, d_state=4, seed=0):
     return dirs, z.float().requires_grad_(True)
 
 
-def check_fused_bidirectional(length):
+def check_fused_bidirectional(length, parallel=False):
+    if parallel:
+        with parallel_scan():
+            return check_fused_bidirectional(length)
     (fwd, bwd), z = _directions(length=length)
     fused = bidirectional_selective_scan(fwd, bwd, z, backend="triton")
     g = torch.randn_like(fused)
@@ -218,12 +238,31 @@ def check_fused_bidirectional_counts_two_scan_directions():
 
 
 for _case in CASES:
-    check("reference-L{}-N{}-G{}-rev{}-extras{}-softplus{}-E{}".format(*_case))(
+    check("reference-L{}-N{}-G{}-rev{}-extras{}-softplus{}-E{}-parallel{}".format(*_case))(
         lambda c=_case: check_against_reference(*c))
 for _dtype, _tol in ((torch.float16, 3e-3), (torch.bfloat16, 3e-2)):
     check(f"half-{_dtype}")(lambda d=_dtype, t=_tol: check_half_precision(d, t))
-for _length in (1, 6, 7):
+for _length in (1, 6, 7, 19):
     check(f"bidirectional-L{_length}")(lambda n=_length: check_fused_bidirectional(n))
+check("bidirectional-L19-parallel")(lambda: check_fused_bidirectional(19, parallel=True))
+
+
+@check("backward_uses_saved_states")
+def check_backward_never_reruns_the_forward():
+    """Through the op, the backward gets the forward's chunk states: no forward kernel runs in backward."""
+    from vimbench.kernels import triton_scan
+
+    t = {k: v.float().requires_grad_(True) if v is not None else None
+         for k, v in make_inputs(1, 5, 9, 4, 0, True).items()}
+    out = selective_scan(*t.values(), True, backend="triton")
+    calls = []
+    real = triton_scan.triton_scan_forward
+    triton_scan.triton_scan_forward = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        out.sum().backward()
+    finally:
+        triton_scan.triton_scan_forward = real
+    assert not calls and t["u"].grad is not None
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +277,7 @@ def test_in_triton_interpreter(interpreter_results, name):
         pytest.fail(interpreter_results[name], pytrace=False)
 
 
-@requires_cuda
+@pytest.mark.gpu
 @pytest.mark.parametrize("length", [197, 2049])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)])
 def test_cuda_matches_reference(length, dtype, tol):

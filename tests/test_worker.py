@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from tests.conftest import requires_cuda
+from vimbench.measure.executors import run_point_subprocess
 from vimbench.measure.plan import Point
-from vimbench.measure.schema import RESULT_COLUMNS
 from vimbench.measure.timing import TimingResult, time_steps
-from vimbench.measure.worker import is_oom, run_point_subprocess
+from vimbench.measure.worker import is_oom
+from vimbench.results import CORE_COLUMNS as RESULT_COLUMNS
 
 TINY = {"warmup": 1, "iters": 1, "min_time_s": 0.0, "repeats": 2, "threads": 1}
 
@@ -127,14 +127,14 @@ def test_worker_hang_becomes_timeout() -> None:
 
 
 def test_worker_exception_is_an_error_row_with_the_message() -> None:
-    row = run_point_subprocess(Point("vim-t", 32, scan_backend="no-such-backend", **TINY))
+    row = run_point_subprocess(Point("vim-t", 32, options={"scan_backend": "no-such-backend"}, **TINY))
     assert row["status"] == "error"
     assert "no-such-backend" in row["error"]
 
 
-@requires_cuda
+@pytest.mark.gpu
 def test_worker_on_cuda_reads_nvml_and_the_allocator() -> None:
-    from vimbench.measure.nvml_sampler import load_nvml
+    from vimbench.metrics.nvml_sampler import load_nvml
 
     row = run_point_subprocess(
         Point("deit-t", 224, device="cuda:0", warmup=2, iters=3, min_time_s=0.0, repeats=2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from pathlib import Path
 
 import torch
@@ -29,19 +30,23 @@ class CheckpointError(ValueError):
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """The model weights in `path` (.pth/.pt or .safetensors), prefixes like "module." stripped."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; give the file (.pth or .safetensors)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        obj: object = load_file(str(path))
+        try:
+            obj: object = load_file(str(path))
+        except Exception as exc:  # SafetensorError (truncated, corrupt header) and OSError
+            raise CheckpointError(f"cannot read {path} as safetensors: {_load_reason(exc)}") from exc
     else:
         try:
             with torch.serialization.safe_globals(_SAFE_GLOBALS):
                 obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # pickle errors come in many types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"cannot load {path} safely (weights_only): {first}") from exc
+            raise CheckpointError(f"cannot load {path} safely (weights_only): {_load_reason(exc)}") from exc
     if isinstance(obj, dict):
         for key in _WEIGHT_KEYS:
             if isinstance(obj.get(key), dict):
@@ -50,6 +55,25 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} holds no state dict (looked at the top level and {_WEIGHT_KEYS})")
     return {_strip_prefix(k): v for k, v in obj.items()}
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+# torch's advice around the reason, which for an untrusted file is the wrong advice (weights_only=False)
+_BOILERPLATE = ("Weights only load failed", "Check the documentation", "(1)", "(2)", "In PyTorch 2.6")
+
+
+def _load_reason(exc: BaseException) -> str:
+    """One plain line saying why a file did not load: the refused global when a pickle asks for one."""
+    text = _ANSI.sub("", str(exc))
+    refused = _GLOBAL.search(text)
+    if refused:
+        return (f"it asks for the global {refused[1]}, which is refused: a checkpoint may hold only tensors "
+                "and plain data, never code to run")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    useful = [line.split("WeightsUnpickler error:")[-1].strip() for line in lines
+              if not line.startswith(_BOILERPLATE)]
+    return next((line for line in useful if line), lines[0] if lines else type(exc).__name__)
 
 
 def _strip_prefix(key: str) -> str:

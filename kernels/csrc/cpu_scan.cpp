@@ -1,28 +1,31 @@
 // Selective scan (Mamba-1 semantics, plus reverse=True) on CPU: forward and backward.
 //
 // Built on first use by vimbench/kernels/cpu_scan.py with torch.utils.cpp_extension.load; registers the ops
-// torch.ops.vimbench_cpu_scan.fwd / .bwd. The Python side prepares the inputs: everything in one compute
-// dtype (float or double), B and C laid out as (batch, groups, L, N) with unit N-stride so the state update
-// is a contiguous vector op; u, delta, z, dout may have any strides. Outputs are preallocated contiguous.
+// torch.ops.vimbench_cpu_scan.fwd / .bwd, and .isa / .float_lanes (what the build vectorises for). The
+// Python side prepares the inputs: everything in one compute dtype (float or double), B and C laid out as
+// (batch, groups, L, N) with unit N-stride so the state update is a contiguous vector op; u, delta, z, dout
+// may have any strides. Outputs are preallocated contiguous.
 //
-// Forward: a tile of 16 channels (one per float lane of a 64-byte vector) of one group scans together, so
-// exp(delta*A), the state update and the output sum are lane-wise vector ops with no horizontal sums.
-// Backward: one row at a time, the N states in vector lanes; it recomputes the row's states (L*N values per
-// thread, never the whole (B, E, L, N) tensor) and runs the adjoint scan. dB/dC are summed per block of
-// channels and the blocks reduced in a fixed order: gradients are deterministic and do not depend on the
-// thread count. Work goes to torch's threads (at::parallel_for) through a shared counter, so a core taken
-// by another process does not stall the call.
-// exp/log are branch-free polynomials (Cephes) in plain C++ that the compiler vectorises for whatever ISA
-// flags the build uses; no intrinsics, so the same source builds on x86 and ARM.
+// Forward: a tile of 64 bytes of channels (16 floats: one AVX-512 vector, two AVX2 ones) of one group scans
+// together, one channel per vector lane, so exp(delta*A), the state update and the output sum are lane-wise
+// vector ops with no horizontal sums. Backward: one row at a time, the N states in vector lanes; it
+// recomputes the row's states (L*N values per thread, never the whole (B, E, L, N) tensor) and runs the
+// adjoint scan. dB/dC are summed per block of channels and the blocks reduced in a fixed order: gradients
+// are deterministic and do not depend on the thread count. Work goes to torch's threads (at::parallel_for)
+// through a shared counter, so a core taken by another process does not stall the call.
+// Vector code is explicit (at::vec::Vectorized, cpu_scan_math.h): the build defines ATen's CPU_CAPABILITY
+// macros for the running CPU, so the same source gives AVX-512, AVX2, NEON or ATen's portable vectors.
 
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "cpu_scan_backward.h"
+#include "cpu_scan_block_ops.h"
 #include "cpu_scan_forward.h"
 
 namespace vimbench_cpu_scan {
@@ -90,9 +93,44 @@ void scan_bwd(const at::Tensor& dout, const at::Tensor& u, const at::Tensor& del
   });
 }
 
+void conv1d_silu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                 bool reverse, bool activation, at::Tensor& out) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat, "conv1d_silu: float32");
+  TORCH_CHECK(x.dim() == 3 && weight.dim() == 2 && weight.size(0) == x.size(1) && weight.is_contiguous(),
+              "conv1d_silu: x (batch, dim, L), contiguous weight (dim, K)");
+  const int64_t batch = x.size(0), dim = x.size(1), length = x.size(2);
+  check_output(out, at::kFloat, {batch, dim, length}, "out");
+  const float* b = vector_or_null<float>(bias, dim, "bias");
+  const Strided3<float> xs{x.const_data_ptr<float>(), x.stride(0), x.stride(1), x.stride(2)};
+  conv1d_silu_impl<float>(xs, batch, dim, length, weight.const_data_ptr<float>(), weight.size(1), b, reverse,
+                          activation, out.data_ptr<float>());
+}
+
+void add_rms_norm(const at::Tensor& x, const std::optional<at::Tensor>& residual, const at::Tensor& weight,
+                  double eps, at::Tensor& out, at::Tensor& res) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous(), "add_rms_norm: contiguous float32 x");
+  const int64_t dim = x.size(-1), rows = x.numel() / std::max<int64_t>(dim, 1);
+  TORCH_CHECK(!residual || (residual->scalar_type() == at::kFloat && residual->is_contiguous() &&
+                            residual->sizes() == x.sizes()), "add_rms_norm: residual like x");
+  check_output(out, at::kFloat, x.sizes(), "out");
+  check_output(res, at::kFloat, x.sizes(), "res");
+  add_rms_norm_impl<float>(x.const_data_ptr<float>(), residual ? residual->const_data_ptr<float>() : nullptr,
+                           vector_or_null<float>(weight, dim, "weight"), eps, rows, dim, out.data_ptr<float>(),
+                           res.data_ptr<float>());
+}
+
+std::string isa() { return kIsa; }
+int64_t float_lanes() { return Vec<float>::size(); }
+
 }  // namespace vimbench_cpu_scan
 
 TORCH_LIBRARY(vimbench_cpu_scan, m) {
+  m.def("isa() -> str", &vimbench_cpu_scan::isa);
+  m.def("float_lanes() -> int", &vimbench_cpu_scan::float_lanes);
+  m.def("conv1d_silu(Tensor x, Tensor weight, Tensor? bias, bool reverse, bool activation, Tensor(a!) out) -> ()",
+        &vimbench_cpu_scan::conv1d_silu);
+  m.def("add_rms_norm(Tensor x, Tensor? residual, Tensor weight, float eps, Tensor(a!) out, Tensor(b!) res) -> ()",
+        &vimbench_cpu_scan::add_rms_norm);
   m.def(
       "fwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
       "bool delta_softplus, bool reverse, Tensor(a!) out, Tensor(b!) last_state) -> ()",

@@ -10,54 +10,19 @@
 
 namespace vimbench_cpu_scan {
 
-// decay[(t - t0) * N + n] = exp(dt[t] * A[n]) for t in [t0, t1)
+// The N states of a row in vectors of VS lanes; the last one partial when VS does not divide N (its idle
+// lanes load zeros, so they add nothing to any sum). kN > 0 fixes N at compile time: every count is a constant.
 template <typename T>
-void fill_decay(const T* __restrict__ dt, const T* __restrict__ A_row, int64_t t0, int64_t t1, int64_t nstate,
-                T* __restrict__ decay) {
-  for (int64_t t = t0; t < t1; ++t) {
-    T* dst = decay + (t - t0) * nstate;
-    const T step = dt[t];
-#pragma omp simd
-    for (int64_t n = 0; n < nstate; ++n) dst[n] = step * A_row[n];
-  }
-  exp_inplace(decay, (t1 - t0) * nstate);
+inline Vec<T> load_n(const T* p, int64_t count) {
+  return count == Vec<T>::size() ? Vec<T>::loadu(p) : Vec<T>::loadu(p, count);
 }
 
-// h = decay_t * h + dtu_t * B_t; y_t = <h, C_t> over positions [t0, t1) in scan order; optionally keeps h_t.
-template <typename T, int kN>
-inline void recur_steps(const T* __restrict__ decay, const T* __restrict__ dtu, const StateInput<T>& B,
-                        const T* B_row, const StateInput<T>& C, const T* C_row, T* __restrict__ state,
-                        T* __restrict__ y, T* __restrict__ states_out, int64_t t0, int64_t t1, int64_t nstate,
-                        bool reverse) {
-  for (int64_t i = 0; i < t1 - t0; ++i) {
-    const int64_t t = reverse ? t1 - 1 - i : t0 + i;
-    const T* __restrict__ a = decay + (t - t0) * nstate;
-    const T* __restrict__ bt = B_row + t * B.sl;
-    const T* __restrict__ ct = C_row + t * C.sl;
-    const T x = dtu[t];
-    T acc = 0;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t n = 0; n < (kN > 0 ? kN : nstate); ++n) {
-      const T h = a[n] * state[n] + x * bt[n];
-      state[n] = h;
-      acc += h * ct[n];
-    }
-    y[t] = acc;
-    if (states_out) std::memcpy(states_out + t * nstate, state, sizeof(T) * nstate);
-  }
-}
-
-// kN > 0 fixes N at compile time and keeps the state in a local array (registers) across steps.
-template <typename T, int kN>
-void recur(const T* decay, const T* dtu, const StateInput<T>& B, const T* B_row, const StateInput<T>& C,
-           const T* C_row, T* state, T* y, T* states_out, int64_t t0, int64_t t1, int64_t nstate, bool reverse) {
-  if constexpr (kN > 0) {
-    T local[kN];
-    std::memcpy(local, state, sizeof local);
-    recur_steps<T, kN>(decay, dtu, B, B_row, C, C_row, local, y, states_out, t0, t1, kN, reverse);
-    std::memcpy(state, local, sizeof local);
+template <typename T>
+inline void store_n(const Vec<T>& v, T* p, int64_t count) {
+  if (count == Vec<T>::size()) {
+    v.store(p);
   } else {
-    recur_steps<T, kN>(decay, dtu, B, B_row, C, C_row, state, y, states_out, t0, t1, nstate, reverse);
+    v.store(p, static_cast<int>(count));
   }
 }
 
@@ -65,10 +30,10 @@ void recur(const T* decay, const T* dtu, const StateInput<T>& B, const T* B_row,
 template <typename T>
 struct RowScratch {
   std::vector<T> buffer;
-  T *u, *dt, *dtu, *slope, *y, *gate, *gate_slope, *dy, *ddt, *decay, *states, *state, *carry, *zeros;
+  T *u, *dt, *dtu, *slope, *y, *gate, *gate_slope, *dy, *ddt, *decay, *states, *state, *carry, *zeros, *A2;
 
   RowScratch(int64_t length, int64_t nstate) {
-    buffer.assign(9 * length + 2 * length * nstate + 3 * nstate, T(0));
+    buffer.assign(9 * length + 2 * length * nstate + 4 * nstate, T(0));
     T* p = buffer.data();
     for (T** slot : {&u, &dt, &dtu, &slope, &y, &gate, &gate_slope, &dy, &ddt}) {
       *slot = p;
@@ -81,6 +46,7 @@ struct RowScratch {
     state = p;
     carry = p + nstate;
     zeros = p + 2 * nstate;
+    A2 = p + 3 * nstate;  // A * log2(e): decay = 2^(dt * A2)
   }
 };
 
@@ -93,11 +59,41 @@ struct GradOutputs {
   int64_t channel_block, blocks;
 };
 
+// Recomputes the forward over the row in scan order: decay_t = exp(dt_t A), h_t = decay_t h_{t-1} + dtu_t B_t,
+// y_t = <h_t, C_t>; keeps every decay_t and h_t (L*N each) for the adjoint pass.
+template <typename T, int kN>
+void recompute_states(const ScanInputs<T>& in, const T* A_row, const T* B_row, const T* C_row, RowScratch<T>& s) {
+  constexpr int64_t VS = Vec<T>::size();
+  const int64_t nstate = kN > 0 ? kN : in.nstate, length = in.length;
+  std::fill(s.state, s.state + nstate, T(0));
+  for (int64_t n = 0; n < nstate; ++n) s.A2[n] = A_row[n] * kLog2e<T>;
+  for (int64_t i = 0; i < length; ++i) {
+    const int64_t t = in.reverse ? length - 1 - i : i;
+    const T* bt = B_row + t * in.B.sl;
+    const T* ct = C_row + t * in.C.sl;
+    T* decay = s.decay + t * nstate;
+    T* states = s.states + t * nstate;
+    const Vec<T> dt(s.dt[t]), x(s.dtu[t]);
+    Vec<T> acc(T(0));
+    for (int64_t n = 0; n < nstate; n += VS) {
+      const int64_t m = std::min(VS, nstate - n);
+      const Vec<T> a = exp2_fast(dt * load_n(s.A2 + n, m));
+      const Vec<T> h = fmadd(a, load_n(s.state + n, m), x * load_n(bt + n, m));
+      store_n(a, decay + n, m);
+      store_n(h, s.state + n, m);
+      store_n(h, states + n, m);
+      acc = fmadd(h, load_n(ct + n, m), acc);
+    }
+    s.y[t] = hsum(acc);
+  }
+}
+
 // One row: recompute the forward (keeping every state h_t, L*N values), then run the adjoint recurrence
 // g_t = dy_t * C_t + decay_{t+1} * g_{t+1} backwards through the scan order. dB/dC add into the block sums.
 template <typename T, int kN>
 void backward_row(const ScanInputs<T>& in, const GradOutputs<T>& go, int64_t b, int64_t e, RowScratch<T>& s,
                   T* dB_block, T* dC_block) {
+  constexpr int64_t VS = Vec<T>::size();
   const int64_t length = in.length;
   const int64_t nstate = kN > 0 ? kN : in.nstate;
   const int64_t row = b * in.dim + e;
@@ -106,77 +102,74 @@ void backward_row(const ScanInputs<T>& in, const GradOutputs<T>& go, int64_t b, 
   const T* B_row = in.B.row(b, g);
   const T* C_row = in.C.row(b, g);
   const T* A_row = in.A + e * nstate;
-  fill_decay(s.dt, A_row, 0, length, nstate, s.decay);
-  std::fill(s.state, s.state + nstate, T(0));
-  recur<T, kN>(s.decay, s.dtu, in.B, B_row, in.C, C_row, s.state, s.y, s.states, 0, length, nstate, in.reverse);
+  recompute_states<T, kN>(in, A_row, B_row, C_row, s);
 
   // output side: out = (y + D u) * silu(z)
   const T D = in.D ? in.D[e] : T(0);
   go.dout.load_range(b, e, 0, length, s.dy);
   T* du = go.du + row * length;
-  T dD = 0;
   if (in.z.data) {
     in.z.load_range(b, e, 0, length, s.ddt);  // ddt as scratch for z
     silu_row(s.ddt, length, s.gate, s.gate_slope);
     T* dz = go.dz + row * length;
-#pragma omp simd
-    for (int64_t t = 0; t < length; ++t) {
-      const T dout = s.dy[t];
-      dz[t] = dout * (s.y[t] + D * s.u[t]) * s.gate_slope[t];
-      s.dy[t] = dout * s.gate[t];
-    }
+    for_each_vector<T>(length, [&](int64_t t, int64_t m) {
+      const Vec<T> dout = Vec<T>::loadu(s.dy + t, m);
+      const Vec<T> out = fmadd(Vec<T>(D), Vec<T>::loadu(s.u + t, m), Vec<T>::loadu(s.y + t, m));
+      (dout * out * Vec<T>::loadu(s.gate_slope + t, m)).store(dz + t, m);
+      (dout * Vec<T>::loadu(s.gate + t, m)).store(s.dy + t, m);
+    });
   }
-#pragma omp simd reduction(+ : dD)
-  for (int64_t t = 0; t < length; ++t) {
-    dD += s.dy[t] * s.u[t];
-    du[t] = s.dy[t] * D;
-  }
+  Vec<T> dD_acc(T(0));
+  for_each_vector<T>(length, [&](int64_t t, int64_t m) {
+    const Vec<T> dy = Vec<T>::loadu(s.dy + t, m);
+    dD_acc = fmadd(dy, Vec<T>::loadu(s.u + t, m), dD_acc);  // idle lanes load zeros
+    (dy * Vec<T>(D)).store(du + t, m);
+  });
 
-  // adjoint recurrence
-  T* __restrict__ carry = s.carry;
-  T dA_acc[kN > 0 ? kN : 1];
-  T* __restrict__ dA = kN > 0 ? dA_acc : go.dA + row * nstate;
+  // adjoint recurrence; carry_n = decay_{t+1,n} g_{t+1,n}
+  T* carry = s.carry;
+  T* dA = go.dA + row * nstate;
   std::fill(carry, carry + nstate, T(0));
   std::fill(dA, dA + nstate, T(0));
   for (int64_t i = 0; i < length; ++i) {
     const int64_t t = in.reverse ? i : length - 1 - i;
     const int64_t prev = in.reverse ? t + 1 : t - 1;
     const bool has_prev = in.reverse ? prev < length : prev >= 0;
-    const T* __restrict__ h_prev = has_prev ? s.states + prev * nstate : s.zeros;
-    const T* __restrict__ h = s.states + t * nstate;
-    const T* __restrict__ a = s.decay + t * nstate;
-    const T* __restrict__ bt = B_row + t * in.B.sl;
-    const T* __restrict__ ct = C_row + t * in.C.sl;
-    T* __restrict__ dBt = dB_block + t * nstate;
-    T* __restrict__ dCt = dC_block + t * nstate;
-    const T dy = s.dy[t], dtu = s.dtu[t], dt = s.dt[t];
-    T sum_gB = 0, sum_wA = 0;
-#pragma omp simd reduction(+ : sum_gB, sum_wA)
-    for (int64_t n = 0; n < nstate; ++n) {
-      const T gn = carry[n] + dy * ct[n];
-      dCt[n] += dy * h[n];
-      dBt[n] += gn * dtu;
-      sum_gB += gn * bt[n];
-      const T w = gn * h_prev[n] * a[n];
-      sum_wA += w * A_row[n];
-      dA[n] += w * dt;
-      carry[n] = gn * a[n];
+    const T* h_prev = has_prev ? s.states + prev * nstate : s.zeros;
+    const T* h = s.states + t * nstate;
+    const T* a = s.decay + t * nstate;
+    const T* bt = B_row + t * in.B.sl;
+    const T* ct = C_row + t * in.C.sl;
+    T* dBt = dB_block + t * nstate;
+    T* dCt = dC_block + t * nstate;
+    const Vec<T> dy(s.dy[t]), dtu(s.dtu[t]), dt(s.dt[t]);
+    Vec<T> gB(T(0)), wA(T(0));
+    for (int64_t n = 0; n < nstate; n += VS) {
+      const int64_t m = std::min(VS, nstate - n);
+      const Vec<T> decay = load_n(a + n, m);
+      const Vec<T> gn = fmadd(dy, load_n(ct + n, m), load_n(carry + n, m));
+      store_n(fmadd(dy, load_n(h + n, m), load_n(dCt + n, m)), dCt + n, m);
+      store_n(fmadd(gn, dtu, load_n(dBt + n, m)), dBt + n, m);
+      gB = fmadd(gn, load_n(bt + n, m), gB);
+      const Vec<T> w = gn * load_n(h_prev + n, m) * decay;
+      wA = fmadd(w, load_n(A_row + n, m), wA);
+      store_n(fmadd(w, dt, load_n(dA + n, m)), dA + n, m);
+      store_n(gn * decay, carry + n, m);
     }
-    du[t] += dt * sum_gB;
-    s.ddt[t] = s.u[t] * sum_gB + sum_wA;
+    const T sum_gB = hsum(gB);
+    du[t] += s.dt[t] * sum_gB;
+    s.ddt[t] = s.u[t] * sum_gB + hsum(wA);
   }
-  if (kN > 0) std::memcpy(go.dA + row * nstate, dA, sizeof(T) * nstate);
 
   T* ddelta = go.ddelta + row * length;
-  T dbias = 0;
-#pragma omp simd reduction(+ : dbias)
-  for (int64_t t = 0; t < length; ++t) {
-    const T d = s.ddt[t] * s.slope[t];
-    ddelta[t] = d;
-    dbias += d;
-  }
-  go.dD[row] = dD;
-  go.dbias[row] = dbias;
+  Vec<T> dbias_acc(T(0));
+  for_each_vector<T>(length, [&](int64_t t, int64_t m) {
+    const Vec<T> d = Vec<T>::loadu(s.ddt + t, m) * Vec<T>::loadu(s.slope + t, m);
+    d.store(ddelta + t, m);
+    dbias_acc = dbias_acc + d;
+  });
+  go.dD[row] = hsum(dD_acc);
+  go.dbias[row] = hsum(dbias_acc);
 }
 
 template <typename T, int kN>
@@ -205,8 +198,9 @@ void backward_impl(const ScanInputs<T>& in, const GradOutputs<T>& go) {
           T* first = sums + bg * go.blocks * plane;
           for (int64_t block = 1; block < go.blocks; ++block) {
             const T* other = first + block * plane;
-#pragma omp simd
-            for (int64_t i = 0; i < plane; ++i) first[i] += other[i];
+            for_each_vector<T>(plane, [&](int64_t i, int64_t m) {
+              (Vec<T>::loadu(first + i, m) + Vec<T>::loadu(other + i, m)).store(first + i, m);
+            });
           }
         }
       }

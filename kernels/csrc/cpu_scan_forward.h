@@ -25,7 +25,7 @@ struct TileScratch {
   std::vector<T> buffer;
   T *u, *dt_row, *dtu_row, *slope, *gate;  // one lane's positions: kTimeBlock each (u: W of them)
   T *dt, *dtu, *y;                         // (kTimeBlock, W) tiles
-  T *A, *state;                            // (N, W)
+  T *A, *state;                            // (N, W); A scaled by log2(e)
 
   explicit TileScratch(int64_t nstate) {
     buffer.assign(W * kTimeBlock + 4 * kTimeBlock + 3 * kTimeBlock * W + 2 * nstate * W, T(0));
@@ -45,33 +45,40 @@ struct TileScratch {
   }
 };
 
-// positions [t0, t1) of the tile, in scan order
-template <typename T>
+// positions [t0, t1) of the tile, in scan order. kN > 0 fixes N at compile time (the n loop unrolls).
+template <typename T, int kN>
 void scan_tile_block(const ScanInputs<T>& in, const T* B_row, const T* C_row, TileScratch<T>& s, int64_t t0,
                      int64_t t1) {
   constexpr int64_t W = kLanes<T>;
-  const int64_t nstate = in.nstate;
+  constexpr int64_t VS = Vec<T>::size();
+  constexpr int64_t KV = W / VS;  // vectors per tile: 1 (AVX-512), 2 (AVX2), 4 (NEON), 16 (scalar build)
+  static_assert(W % VS == 0, "a tile is a whole number of vectors");
+  const int64_t nstate = kN > 0 ? kN : in.nstate;
   for (int64_t i = 0; i < t1 - t0; ++i) {
     const int64_t t = in.reverse ? t1 - 1 - i : t0 + i;
-    const T* __restrict__ dt = s.dt + (t - t0) * W;
-    const T* __restrict__ dtu = s.dtu + (t - t0) * W;
-    const T* __restrict__ bt = B_row + t * in.B.sl;
-    const T* __restrict__ ct = C_row + t * in.C.sl;
-    T acc[W] = {};
+    const T* dt = s.dt + (t - t0) * W;
+    const T* dtu = s.dtu + (t - t0) * W;
+    const T* bt = B_row + t * in.B.sl;
+    const T* ct = C_row + t * in.C.sl;
+    Vec<T> dt_v[KV], dtu_v[KV], acc[KV];
+    for (int64_t k = 0; k < KV; ++k) {
+      dt_v[k] = Vec<T>::loadu(dt + k * VS);
+      dtu_v[k] = Vec<T>::loadu(dtu + k * VS);
+      acc[k] = Vec<T>(T(0));
+    }
     for (int64_t n = 0; n < nstate; ++n) {
-      const T b = bt[n], c = ct[n];
-      const T* __restrict__ a = s.A + n * W;
-      T* __restrict__ h = s.state + n * W;
-#pragma omp simd
-      for (int64_t w = 0; w < W; ++w) {
-        const T state = exp_approx(dt[w] * a[w]) * h[w] + dtu[w] * b;
-        h[w] = state;
-        acc[w] += state * c;
+      const Vec<T> b(bt[n]), c(ct[n]);
+      const T* a = s.A + n * W;
+      T* h = s.state + n * W;
+      for (int64_t k = 0; k < KV; ++k) {
+        const Vec<T> decay = exp2_fast(dt_v[k] * Vec<T>::loadu(a + k * VS));
+        const Vec<T> state = fmadd(decay, Vec<T>::loadu(h + k * VS), dtu_v[k] * b);
+        state.store(h + k * VS);
+        acc[k] = fmadd(state, c, acc[k]);
       }
     }
-    T* __restrict__ y = s.y + (t - t0) * W;
-#pragma omp simd
-    for (int64_t w = 0; w < W; ++w) y[w] = acc[w];
+    T* y = s.y + (t - t0) * W;
+    for (int64_t k = 0; k < KV; ++k) acc[k].store(y + k * VS);
   }
 }
 
@@ -89,7 +96,7 @@ void forward_tile(const ScanInputs<T>& in, int64_t b, int64_t e0, int64_t lanes,
   std::fill(s.dtu, s.dtu + kTimeBlock * W, T(0));
   std::fill(s.state, s.state + nstate * W, T(0));
   for (int64_t w = 0; w < lanes; ++w) {
-    for (int64_t n = 0; n < nstate; ++n) s.A[n * W + w] = in.A[(e0 + w) * nstate + n];
+    for (int64_t n = 0; n < nstate; ++n) s.A[n * W + w] = in.A[(e0 + w) * nstate + n] * kLog2e<T>;
   }
   const int64_t blocks = (length + kTimeBlock - 1) / kTimeBlock;
   for (int64_t k = 0; k < blocks; ++k) {
@@ -97,13 +104,17 @@ void forward_tile(const ScanInputs<T>& in, int64_t b, int64_t e0, int64_t lanes,
     const int64_t t1 = std::min(length, t0 + kTimeBlock);
     const int64_t count = t1 - t0;
     for (int64_t w = 0; w < lanes; ++w) {
-      prepare_range(in, b, e0 + w, t0, t1, s.u + w * kTimeBlock, s.dt_row, s.dtu_row, s.slope);
+      prepare_range(in, b, e0 + w, t0, t1, s.u + w * kTimeBlock, s.dt_row, s.dtu_row, static_cast<T*>(nullptr));
       for (int64_t t = 0; t < count; ++t) {
         s.dt[t * W + w] = s.dt_row[t];
         s.dtu[t * W + w] = s.dtu_row[t];
       }
     }
-    scan_tile_block(in, B_row, C_row, s, t0, t1);
+    if (nstate == 16) {
+      scan_tile_block<T, 16>(in, B_row, C_row, s, t0, t1);
+    } else {
+      scan_tile_block<T, 0>(in, B_row, C_row, s, t0, t1);
+    }
     for (int64_t w = 0; w < lanes; ++w) {
       const int64_t e = e0 + w;
       const T D = in.D ? in.D[e] : T(0);
@@ -113,8 +124,9 @@ void forward_tile(const ScanInputs<T>& in, int64_t b, int64_t e0, int64_t lanes,
       if (in.z.data) {
         in.z.load_range(b, e, t0, t1, s.dt_row);
         silu_row(s.dt_row, count, s.gate, static_cast<T*>(nullptr));
-#pragma omp simd
-        for (int64_t t = 0; t < count; ++t) dst[t] *= s.gate[t];
+        for_each_vector<T>(count, [&](int64_t t, int64_t n) {
+          (Vec<T>::loadu(dst + t, n) * Vec<T>::loadu(s.gate + t, n)).store(dst + t, n);
+        });
       }
     }
   }

@@ -107,37 +107,24 @@ void check_output(const at::Tensor& t, at::ScalarType dtype, at::IntArrayRef siz
 
 // ---------------------------------------------------------------- per-row pieces
 
-// u, dt = softplus(delta + bias), dt*u and d softplus / d x for positions [t0, t1) of one row.
+// u, dt = softplus(delta + bias), dt*u and (unless null) d softplus / d x for positions [t0, t1) of one row.
 template <typename T>
 void prepare_range(const ScanInputs<T>& in, int64_t b, int64_t e, int64_t t0, int64_t t1, T* __restrict__ u,
                    T* __restrict__ dt, T* __restrict__ dtu, T* __restrict__ softplus_slope) {
   const int64_t count = t1 - t0;
   in.u.load_range(b, e, t0, t1, u);
   in.delta.load_range(b, e, t0, t1, dt);
-  const T bias = in.bias ? in.bias[e] : T(0);
+  const Vec<T> bias(in.bias ? in.bias[e] : T(0));
+  for_each_vector<T>(count, [&](int64_t t, int64_t n) { (Vec<T>::loadu(dt + t, n) + bias).store(dt + t, n); });
   if (in.softplus) {
-#pragma omp simd
-    for (int64_t t = 0; t < count; ++t) {
-      dt[t] += bias;
-      softplus_slope[t] = exp_approx(dt[t]);
-    }
-#pragma omp simd
-    for (int64_t t = 0; t < count; ++t) {
-      T value, slope;
-      softplus_from_exp(dt[t], softplus_slope[t], value, slope);
-      dt[t] = value;
-      softplus_slope[t] = slope;
-    }
-  } else {
-    for (int64_t t = 0; t < count; ++t) {
-      dt[t] += bias;
-      softplus_slope[t] = T(1);
-    }
+    softplus_row(dt, softplus_slope, count);
+  } else if (softplus_slope) {
+    std::fill(softplus_slope, softplus_slope + count, T(1));
   }
-#pragma omp simd
-  for (int64_t t = 0; t < count; ++t) dtu[t] = dt[t] * u[t];
+  for_each_vector<T>(count, [&](int64_t t, int64_t n) {
+    (Vec<T>::loadu(dt + t, n) * Vec<T>::loadu(u + t, n)).store(dtu + t, n);
+  });
 }
-
 
 // Work items [0, count) handed out `grain` at a time to torch's threads (at::parallel_for, so the thread
 // count and pool are torch's). Dynamic hand-out keeps both cores busy when one is shared with another

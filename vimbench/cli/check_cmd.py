@@ -21,21 +21,21 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from .common import UsageError, console, parse_csv_list
+from .common import UsageError, check_output_file, console, parse_csv_list
 
 
 def _parse_device(device: str | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda"):
-        raise UsageError(f"unknown device {device!r}; use cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda asked but CUDA is not available on this machine")
-    return torch.device(device)
+    """--device (default: cuda when there is one) through the one device parser (vimbench.devices)."""
+    from vimbench.devices import resolve_device
+
+    try:
+        return torch.device(resolve_device(device or "auto"))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _parse_dtypes(value: str | None) -> list[str]:
-    from vimbench.kernels.checking import DTYPES, normalize_dtype
+    from vimbench.dtypes import DTYPES, normalize_dtype
 
     names = parse_csv_list(value) or list(DTYPES)
     try:
@@ -75,7 +75,7 @@ def _run_interpreted(
     backends: list[str], dtypes: list[str], quick: bool, max_len: int | None, no_grad: bool
 ) -> list[dict]:
     """Check Triton backends on CPU in a child with TRITON_INTERPRET=1; its rows come back as JSON."""
-    from vimbench.kernels.checking import INTERPRETER_MAX_LEN
+    from vimbench.kernelbench.check import INTERPRETER_MAX_LEN
 
     limit = min(max_len, INTERPRETER_MAX_LEN) if max_len else INTERPRETER_MAX_LEN
     with tempfile.TemporaryDirectory() as tmp:
@@ -174,11 +174,12 @@ def check(
     quiet: bool = typer.Option(False, "--quiet", help="No table, only the summary line."),
 ) -> None:
     """Check every scan backend against a float64 reference (forward and gradients); exit 1 on failure."""
-    from vimbench.kernels.checking import full_cases, quick_cases, run_checks, summarize
+    from vimbench.kernelbench.check import full_cases, quick_cases, run_checks, summarize
 
     dev = _parse_device(device)
     dtype_names = _parse_dtypes(dtypes)
     local, interpreted = _parse_backends(backends, dev)
+    check_output_file(json_out, "--json")
     cases = quick_cases() if quick else full_cases()
     console.print(
         f"checking {', '.join(local + interpreted) or 'no backend'} on {dev.type}: "

@@ -13,15 +13,18 @@ from .common import console
 
 
 def env(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")) -> None:
-    """Python, torch, triton, CUDA versions; CPU; each GPU (NVML: name, UUID, memory, driver, MIG); TF32."""
+    """Python, torch, triton, CUDA versions; CPU and its SIMD level; each GPU (NVML: name, UUID, memory,
+    driver, MIG); TF32."""
     info = collect_environment()
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
     table = Table(title="software and host", show_header=False)
     for key in ("host", "platform", "python", "torch", "triton", "cuda_runtime", "cudnn", "nvidia_driver",
-                "cuda_visible_devices", "cpu", "cpu_count", "torch_threads"):
+                "cuda_visible_devices", "cpu", "cpu_count", "cpu_capability", "torch_threads"):
         table.add_row(key, str(info[key]) if info[key] is not None else "[dim]not available[/]")
+    flags = info["cpu_simd_flags"]
+    table.add_row("cpu_simd_flags", " ".join(f if on else f"[dim]no-{f}[/]" for f, on in flags.items()))
     console.print(table)
     flags = Table(title="precision flags", show_header=False)
     for key, value in info["precision"].items():

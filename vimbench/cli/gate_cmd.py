@@ -1,4 +1,5 @@
-"""`vimbench gate`: fail CI when throughput regresses against a baseline run or a ratio gate breaks."""
+"""`vimbench gate`: fail CI when throughput (or another --metric) regresses against a baseline run or a ratio
+gate breaks."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from .common import console, fail
+from .common import UsageError, check_output_file, console, fail
 
 GATE_HELP = "\n\n".join((
     "Gate --current against --baseline and/or ratio gates within --current: exit 0 pass, 1 fail, "
@@ -23,6 +24,9 @@ GATE_HELP = "\n\n".join((
     "threads for CPU runs): otherwise exit 2 naming the fields that differ, unless --force. A bare "
     "results.csv works too: run.json beside it is used when present; without it only the CSV's device "
     "names are checked.",
+    "--metric picks another registered metric (latency, memory, energy_per_image...): a lower-is-better "
+    "metric regresses when it rises by more than --max-regression; metrics without per-repeat samples are "
+    "decided by the threshold alone.",
     "Appends a markdown summary to $GITHUB_STEP_SUMMARY when that is set.",
 ))
 
@@ -34,6 +38,12 @@ def _markup_safe(text: str) -> str:
 
         return escape(text)
     return text
+
+
+def _gate_metric_help() -> list[str]:
+    from vimbench.metrics import gate_metrics
+
+    return [f"{m.name} ({m.unit}, {m.direction} is better)" for m in gate_metrics()]
 
 
 def gate(
@@ -62,6 +72,11 @@ def gate(
         ),
     ),
     force: bool = typer.Option(False, "--force", help="Compare even if GPU or software fingerprints differ."),
+    metric: str = typer.Option(
+        "throughput", "--metric",
+        help="What --baseline/--current compare, any gate-eligible registered metric: "
+        + ", ".join(_gate_metric_help()) + ". Ratio gates always use throughput.",
+    ),
     json_path: Path | None = typer.Option(None, "--json", help="Write machine-readable verdicts here."),
     junit_path: Path | None = typer.Option(
         None, "--junit", help="Write JUnit XML here: one testcase per point and per ratio check."
@@ -70,7 +85,13 @@ def gate(
     from vimbench.gate import run_gate
     from vimbench.gate.report import render_console, to_json, to_junit, to_markdown
 
-    report = run_gate(baseline, current, max_regression, alpha, ratio or [], force)
+    inputs = [Path(p) for p in (baseline, current) if p]
+    try:  # before reading anything: an output never lands on an input or a run's files
+        check_output_file(json_path, "--json", inputs)
+        check_output_file(junit_path, "--junit", inputs)
+    except UsageError as exc:
+        fail(str(exc))
+    report = run_gate(baseline, current, max_regression, alpha, ratio or [], force, metric)
     outputs = []
     if json_path is not None:
         outputs.append((json_path, "w", json.dumps(to_json(report), indent=2) + "\n"))

@@ -12,7 +12,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from .common import UsageError, console, parse_csv_list
+from .common import UsageError, check_output_file, console, parse_csv_list
 
 DEFAULT_BATCHES = {"cpu": [1, 2], "cuda": [1, 32, 128]}
 DEFAULT_DTYPES = {"cpu": ["fp32"], "cuda": ["fp32", "bf16"]}
@@ -39,7 +39,7 @@ def _parse_ints(value: str | None, default: list[int], what: str) -> list[int]:
 
 
 def _parse_shapes(value: str | None, device: torch.device) -> list[str]:
-    from vimbench.kernels.bench import VIM_SHAPES
+    from vimbench.kernelbench.bench import VIM_SHAPES
 
     shapes = parse_csv_list(value) or DEFAULT_SHAPES[device.type]
     for shape in shapes:
@@ -73,9 +73,33 @@ def _parse_backends(value: str | None, device: torch.device) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+# live tensors of one benchmark point, in units of batch*dim*L fp32 values: u, delta, z, their flipped copies
+# (bidir-flip) and the outputs. A lower estimate (no staging copies): when it does not fit, nothing does
+_LIVE_TENSORS = 6
+
+
+def _check_memory(shapes: list[str], batches: list[int], res: int, device: torch.device) -> None:
+    """Refuse, before allocating, a size whose inputs alone would not fit (e.g. --res 100000: ~60 GB)."""
+    import psutil
+
+    from vimbench.kernels.bench import VIM_SHAPES, seqlen_for
+
+    length = seqlen_for(res)
+    need = _LIVE_TENSORS * 4 * length * max(batches) * max(VIM_SHAPES[s] for s in shapes)
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = psutil.virtual_memory().available
+    if need > free:
+        raise UsageError(
+            f"--res {res} (L={length}) needs about {need / 2**30:.1f} GiB at batch {max(batches)}, more "
+            f"than the {free / 2**30:.1f} GiB free on {device.type}; use a smaller --res, --batch or --shapes"
+        )
+
+
 def _write_csv(path: Path, rows: list[dict]) -> None:
     """Rewrite the whole file through a temporary name, so an interrupted run leaves a valid CSV."""
-    from vimbench.kernels.bench import CSV_COLUMNS
+    from vimbench.kernelbench.bench import CSV_COLUMNS
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -156,8 +180,8 @@ def bench(
     csv_path: Path = typer.Option(None, "--csv", help="Write one row per measurement to this CSV file."),
 ) -> None:
     """Time each scan backend at Vim layer shapes: median and p10/p90, GB/s and % of the card's ceilings."""
-    from vimbench.kernels.bench import ceiling_for, device_name, run_bench, seqlen_for
-    from vimbench.kernels.checking import normalize_dtype
+    from vimbench.dtypes import normalize_dtype
+    from vimbench.kernelbench.bench import ceiling_for, device_name, run_bench, seqlen_for
 
     dev = _parse_device(device)
     shape_names = _parse_shapes(shapes, dev)
@@ -170,6 +194,8 @@ def bench(
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     names = _parse_backends(backends, dev)
+    _check_memory(shape_names, batches, res, dev)
+    check_output_file(csv_path, "--csv")
     gpu = device_name(dev)
     has_ceiling = dev.type == "cuda" and ceiling_for(gpu) is not None
     console.print(

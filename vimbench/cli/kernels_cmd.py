@@ -1,11 +1,11 @@
-"""`vimbench kernels list|compile|bench`: the kernel tools, one sub-app."""
+"""`vimbench kernels list|compile|bench|inspect`: the kernel tools, one sub-app."""
 
 from __future__ import annotations
 
 import typer
 from rich.table import Table
 
-from . import kernels_bench, kernels_compile
+from . import kernels_bench, kernels_compile, kernels_inspect
 from .common import console
 
 kernels_app = typer.Typer(
@@ -38,4 +38,5 @@ def list_backends() -> None:
 def register(app: typer.Typer) -> None:
     kernels_compile.register(kernels_app)
     kernels_bench.register(kernels_app)
+    kernels_inspect.register(kernels_app)
     app.add_typer(kernels_app, name="kernels")

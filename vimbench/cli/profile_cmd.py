@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from .common import UsageError, console
+from .common import UsageError, check_output_file, console
 
 KERNEL_NAME_WIDTH = 90
 
@@ -29,8 +29,8 @@ def _validated_config(
     """Every input checked before anything heavy runs: a bad one is a one-line UsageError."""
     from vimbench.baselines.deit import resolve_attn_backend
     from vimbench.kernels import get_backend, resolve_backend
+    from vimbench.layers import check_img_size
     from vimbench.models import get_spec
-    from vimbench.models.layers import check_img_size
     from vimbench.profile.profiler import ProfileConfig, resolve_device
 
     try:
@@ -55,8 +55,9 @@ def _validated_config(
         resolve_attn_backend(attn_backend)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if trace is not None and not trace.parent.is_dir():
-        raise UsageError(f"--trace {trace}: directory {trace.parent} does not exist")
+    if trace is not None and trace.is_dir():  # --trace DIR: a file named after the run, inside DIR
+        trace = trace / f"trace-{spec.name}-{res}px.json"
+    check_output_file(trace, "--trace", parents=False)
     return ProfileConfig(
         model=spec.name, img_size=res, device=str(torch_device), batch_size=batch_size, dtype=dtype,
         scan_backend=scan_backend, attn_backend=attn_backend, warmup=warmup, iters=iters, trace_path=trace,
@@ -128,6 +129,8 @@ def _print_memory(result) -> None:
 
 
 def _print_result(result, top: int) -> None:
+    from vimbench.metrics.timing_stats import is_noisy
+
     cfg = result.config
     backends = f"scan backend {result.scan_backend}" if result.scan_backend != "-" else \
         f"attention backend {result.attn_backend}"
@@ -137,6 +140,8 @@ def _print_result(result, top: int) -> None:
         highlight=False, soft_wrap=True,
     )
     line = f"wall time per profiled forward: {result.wall_s_per_iter * 1e3:.2f} ms (with profiler overhead)"
+    if is_noisy(result.wall_iqr_pct):
+        line += f" [noisy: IQR {result.wall_iqr_pct:.0f}% of the median]"
     if result.flops is not None and result.wall_s_per_iter > 0:
         line += (f"; {result.flops.total / 1e9:.3f} GFLOPs per forward -> "
                  f"{result.flops.total / result.wall_s_per_iter / 1e9:.2f} GFLOP/s")
@@ -180,7 +185,10 @@ def profile(
     attn_backend: str = typer.Option("auto", "--attn-backend", help="DeiT attention: auto, sdpa or math."),
     warmup: int = typer.Option(2, "--warmup", help="Forwards run before profiling."),
     iters: int = typer.Option(2, "--iters", help="Forwards profiled; times are per forward."),
-    trace: Path | None = typer.Option(None, "--trace", help="Write a Chrome trace of the profiled runs."),
+    trace: Path | None = typer.Option(
+        None, "--trace", help="Write a Chrome trace of the profiled runs to this file (given a folder: to "
+        "trace-MODEL-RESpx.json in it)."
+    ),
     json_out: Path | None = typer.Option(None, "--json", help="Also write every number to this JSON file."),
     top: int = typer.Option(15, "--top", help="Rows in the top-ops and kernel tables."),
 ) -> None:
@@ -191,8 +199,10 @@ def profile(
                                warmup, iters, trace)
     if top < 1:
         raise UsageError(f"--top must be at least 1, got {top}")
-    if json_out is not None and not json_out.parent.is_dir():
-        raise UsageError(f"--json {json_out}: directory {json_out.parent} does not exist")
+    check_output_file(json_out, "--json", parents=False)
+    trace_path = config.trace_path
+    if json_out is not None and trace_path is not None and json_out.resolve() == trace_path.resolve():
+        raise UsageError(f"--json and --trace both name {json_out}; give two files")
     from vimbench.profile.profiler import run_profile
 
     result = run_profile(config, top=top)

@@ -3,12 +3,13 @@ Fig. 1 measured on this machine."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 
-from .common import UsageError, console, parse_csv_list
+from .common import UsageError, check_output_dir, check_output_file, console, parse_csv_list
 
 
 def plot(
@@ -22,7 +23,8 @@ def plot(
     metric: str = typer.Option(
         "throughput,memory",
         "--metric",
-        help="throughput, memory, latency, speedup (Vim/DeiT), a comma list, or all.",
+        help="throughput, memory, latency, energy_per_image (any registered metric), speedup (Vim/DeiT), "
+        "a comma list, or all.",
     ),
     paper: bool = typer.Option(False, "--paper", help="Draw the paper's Fig. 1 Vim-Ti / DeiT-Ti points too."),
 ) -> None:
@@ -31,13 +33,15 @@ def plot(
     One line per configuration, p10-p90 bands, OOM points marked; several runs are overlaid with their
     device in the legend.
     """
-    from vimbench.report.plots import METRICS, plot_runs
+    from vimbench.report.plots import DEFAULT_METRICS, METRICS, plot_runs
 
     metrics = list(METRICS) if metric.strip() == "all" else parse_csv_list(metric)
     if not metrics:
         raise UsageError(f"no metric given; choose from {', '.join(METRICS)} or all")
-    if out is None:
-        out = run_dirs[0] if len(run_dirs) == 1 else Path("results/runs") / f"plots-{_stamp()}"
+    if out is None:  # a run given as its results.csv: the figures go beside it
+        first = run_dirs[0].parent if run_dirs[0].is_file() else run_dirs[0]
+        out = first if len(run_dirs) == 1 else Path("results/runs") / f"plots-{_stamp()}"
+    check_output_dir(out, "--out")
     try:
         written = plot_runs(run_dirs, out, metrics, paper=paper)
     except ValueError as exc:
@@ -45,7 +49,8 @@ def plot(
     drawn = {p.stem for p in written}
     for name in metrics:
         if name not in drawn:
-            why = "no Vim/DeiT pair of the same size and settings" if name == "speedup" else "no rows"
+            why = ("no Vim/DeiT pair of the same size and settings" if name == "speedup"
+                   else "no rows" if name in DEFAULT_METRICS else "not recorded in these runs")
             console.print(f"[yellow]note:[/] no {name} figure: {why}", highlight=False)
     for path in written:
         console.print(f"plot: {path}", highlight=False, soft_wrap=True)
@@ -58,6 +63,7 @@ def report(
     """A markdown report of any run: environment, knobs, a table per configuration, errors, plots."""
     from vimbench.report.markdown import write_run_report
 
+    check_output_file(out, "--out", inputs=[run_dir])
     try:
         path = write_run_report(run_dir, out)
     except ValueError as exc:
@@ -107,8 +113,8 @@ def fig1(
 ) -> None:
     """Vim-Ti vs DeiT-Ti at 512, 640, 736 (the paper's 738), 1024, 1248 px, then report.md beside the
     paper's Fig. 1: speedup and memory saving at each resolution, every setting, a verdict on 2.8x / 86.8%."""
+    from vimbench import reproduce
     from vimbench.measure.plan import resolve_device, validate_config
-    from vimbench.report import reproduce
 
     echo = lambda text: console.print(text, highlight=False)  # noqa: E731
     if from_dir is not None:
@@ -118,16 +124,20 @@ def fig1(
             raise UsageError(str(exc)) from None
         console.print(f"report: {path}", highlight=False, soft_wrap=True)
         return
+    if resume and out is None:
+        raise UsageError("--resume needs --out: the fig1 run folder to continue")
+    check_output_dir(out, "--out")
     if predict and not measure:
-        path = reproduce.predict_fig1(out or reproduce.default_out_dir().with_name(
-            reproduce.default_out_dir().name.replace("fig1-", "fig1-predict-")), echo)
+        folder = out or reproduce.default_out_dir().with_name(
+            reproduce.default_out_dir().name.replace("fig1-", "fig1-predict-"))
+        path = reproduce.predict_fig1(folder, echo)
         console.print(f"report: {path}", highlight=False, soft_wrap=True)
         return
     try:
         resolved = resolve_device(device)
         batch = batch_size if batch_size is not None else (1 if resolved == "cpu" else 64)
         configs = reproduce.fig1_configs(
-            out or reproduce.default_out_dir(),
+            out or Path("."),  # the default folder is created only once the settings are valid
             resolved,
             batch,
             dtype.lower(),
@@ -143,6 +153,9 @@ def fig1(
         )
         for config in configs:
             validate_config(config)
+        if out is None:
+            folder = reproduce.default_out_dir()
+            configs = [replace(config, out_dir=folder) for config in configs]
         path = reproduce.reproduce_fig1(configs, echo=echo, predict=predict)
     except ValueError as exc:
         raise UsageError(str(exc)) from None

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from .common import UsageError, console, parse_model_names
+from .common import UsageError, check_output_dir, console, parse_model_names
 
 # shared by `sweep` and `compare`
 RES = typer.Option(None, "--res", help="Resolutions: 224..1248 (step 128), A..B:STEP, or a comma list; mixes "
@@ -75,9 +75,10 @@ def make_executor(devices: str | None, executor: str, ray_address: str | None):
 
 def _run(config, executor=None) -> Path:
     from vimbench.measure.sweep import run_sweep
+    from vimbench.report.plots import plot_run
 
     try:
-        return run_sweep(config, executor)
+        return run_sweep(config, executor, console, plotter=plot_run)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -99,6 +100,7 @@ def sweep(
     Appends DIR/results.csv row by row and writes DIR/run.json (command line and environment).
     """
     names = parse_model_names(models)
+    check_output_dir(out, "--out")
     runner = make_executor(devices, executor, ray_address)
     plan_device = getattr(runner, "plan_device", None)
     if plan_device and device == "auto":
@@ -186,18 +188,18 @@ def compare(
     from_dir: Path | None = typer.Option(None, "--from", help="Read a finished run instead of measuring."),
 ) -> None:  # fmt: skip
     """Run two models (or read a finished run) and print them side by side per resolution."""
-    from vimbench.measure.compare import compare_rows, configurations, matching_rows
-    from vimbench.measure.executors import require_one_device
+    from vimbench.console import wide_console
     from vimbench.measure.plan import parse_resolutions
-    from vimbench.measure.store import read_results
-    from vimbench.measure.sweep import wide_console
+    from vimbench.report.compare import compare_rows, configurations, matching_rows
     from vimbench.report.paper import MEASURED_RESOLUTIONS
+    from vimbench.results import Run, require_one_device
 
     names = parse_model_names(f"{model_a},{model_b}")
     if names[0] == names[1]:
         raise UsageError(f"compare needs two different models, got {names[0]} twice")
     filters: dict[str, Any] = {}
     if from_dir is None:
+        check_output_dir(out, "--out")
         config = build_config(
             names, res=res, batch_size=batch_size, dtype=dtype, device=device, mode=mode, warmup=warmup,
             iters=iters, min_time=min_time, repeats=repeats, scan_backend=scan_backend,
@@ -221,7 +223,7 @@ def compare(
             if value != "auto":
                 filters[column] = value
     try:
-        frame = read_results(run_dir)
+        frame = Run.load(run_dir).table
         wanted = set(parse_resolutions(res)) if res is not None else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None

@@ -1,11 +1,15 @@
-"""Baseline vs current, point by point: relative change of median throughput + Mann-Whitney U on samples."""
+"""Baseline vs current, point by point: relative change of the gated metric's value (median throughput by
+default) + a one-sided Mann-Whitney U test on per-repeat samples when the metric has them.
+
+The metric's direction decides what a regression is: a drop for higher-is-better metrics (throughput), a
+rise for lower-is-better ones (latency, memory, energy per image)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from .inputs import GATE_KEY, GateInputError, Point, Run
+from .inputs import GATE_KEY, GateInputError, GatePoint, GateRun
 from .stats import mann_whitney_u
 
 # The significance test needs this many per-repeat samples on each side; with 5 vs 5 the smallest
@@ -43,10 +47,10 @@ def parse_threshold(text: str) -> float:
 class PointVerdict:
     key: tuple[str, ...]
     verdict: str
-    baseline: float | None  # median img/s; None when the side has no ok measurement
+    baseline: float | None  # the metric's value (median img/s by default); None when not ok on that side
     current: float | None
     change: float | None  # current / baseline - 1
-    pvalue: float | None  # one-sided Mann-Whitney p for "current < baseline"; None when not tested
+    pvalue: float | None  # one-sided Mann-Whitney p for "current is worse"; None when not tested
     samples: tuple[int, int]  # per-repeat sample counts (baseline, current)
     detail: str = ""  # statuses, errors, why not tested
 
@@ -78,7 +82,9 @@ def point_label(key: tuple[str, ...]) -> str:
     return " ".join(parts)
 
 
-def compare_point(base: Point, cur: Point, threshold: float, alpha: float) -> PointVerdict:
+def compare_point(
+    base: GatePoint, cur: GatePoint, threshold: float, alpha: float, higher_is_better: bool = True
+) -> PointVerdict:
     counts = (len(base.samples), len(cur.samples))
     base_ok, cur_ok = base.status == "ok", cur.status == "ok"
     if not (base_ok and cur_ok):
@@ -86,28 +92,31 @@ def compare_point(base: Point, cur: Point, threshold: float, alpha: float) -> Po
         error = cur.error or base.error
         detail = f"{status}: {error}" if error else status
         verdict = NOW_FAILING if base_ok else FIXED if cur_ok else BOTH_FAILING
-        return PointVerdict(base.key, verdict, base.throughput if base_ok else None,
-                            cur.throughput if cur_ok else None, None, None, counts, detail)
-    change = cur.throughput / base.throughput - 1
+        return PointVerdict(base.key, verdict, base.value if base_ok else None,
+                            cur.value if cur_ok else None, None, None, counts, detail)
+    change = cur.value / base.value - 1
     pvalue = None
     detail = ""
     if min(counts) >= MIN_SAMPLES_FOR_TEST:
-        pvalue = mann_whitney_u(cur.samples, base.samples, alternative="less").pvalue
+        worse = "less" if higher_is_better else "greater"
+        pvalue = mann_whitney_u(cur.samples, base.samples, alternative=worse).pvalue
     else:
         detail = f"{min(counts)} samples on one side (< {MIN_SAMPLES_FOR_TEST}): threshold alone decides"
-    if change < -threshold:
+    worse_by = -change if higher_is_better else change
+    if worse_by > threshold:
         significant = pvalue is None or pvalue < alpha
         verdict = REGRESSION if significant else NOT_SIGNIFICANT
         if not significant:
-            detail = f"p = {pvalue:.3g} >= alpha {alpha:g}: the drop is within the run-to-run noise"
-    elif change > threshold:
+            what = "drop" if higher_is_better else "rise"
+            detail = f"p = {pvalue:.3g} >= alpha {alpha:g}: the {what} is within the run-to-run noise"
+    elif -worse_by > threshold:
         verdict = IMPROVED
     else:
         verdict = UNCHANGED
-    return PointVerdict(base.key, verdict, base.throughput, cur.throughput, change, pvalue, counts, detail)
+    return PointVerdict(base.key, verdict, base.value, cur.value, change, pvalue, counts, detail)
 
 
-def compare_runs(baseline: Run, current: Run, threshold: float, alpha: float) -> list[PointVerdict]:
+def compare_runs(baseline: GateRun, current: GateRun, threshold: float, alpha: float) -> list[PointVerdict]:
     """Every point of either run, matched by GATE_KEY; GateInputError when the runs share no point."""
     shared = [k for k in baseline.points if k in current.points]
     if not shared:
@@ -116,7 +125,9 @@ def compare_runs(baseline: Run, current: Run, threshold: float, alpha: float) ->
             f"(matched on {', '.join(GATE_KEY)}); baseline has {_summary(baseline)}, current has "
             f"{_summary(current)}"
         )
-    verdicts = [compare_point(baseline.points[k], current.points[k], threshold, alpha) for k in shared]
+    higher = current.metric.higher_is_better
+    verdicts = [compare_point(baseline.points[k], current.points[k], threshold, alpha, higher)
+                for k in shared]
     if all(v.verdict == BOTH_FAILING for v in verdicts):
         raise GateInputError(f"nothing to compare: all {len(verdicts)} shared point(s) failed in both runs")
     for key, point in baseline.points.items():
@@ -130,11 +141,11 @@ def compare_runs(baseline: Run, current: Run, threshold: float, alpha: float) ->
     return verdicts
 
 
-def _ok_throughput(point: Point) -> float | None:
-    return point.throughput if point.status == "ok" else None
+def _ok_throughput(point: GatePoint) -> float | None:
+    return point.value if point.status == "ok" else None
 
 
-def _summary(run: Run) -> str:
+def _summary(run: GateRun) -> str:
     models = sorted({p.field("model") for p in run.points.values()})
     sizes = sorted({p.field("img_size") for p in run.points.values()}, key=lambda s: (len(s), s))
     return f"{len(run.points)} point(s): {', '.join(models)} at {', '.join(sizes)}px"

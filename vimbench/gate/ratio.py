@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .compare import MIN_SAMPLES_FOR_TEST
-from .inputs import GateInputError, Point, Run
+from .inputs import GateInputError, GatePoint, GateRun
 from .stats import median_bounds
 
 EXPECTED_FORM = (
@@ -121,7 +121,7 @@ def parse_ratio_gate(text: str) -> RatioGate:
                      int(match["res"]), match["op"], value)
 
 
-def _canonical_model(name: str, run: Run) -> str:
+def _canonical_model(name: str, run: GateRun) -> str:
     """`name` if the run has it, else the registry's canonical name for an alias, else an error."""
     models = sorted({p.field("model") for p in run.points.values()})
     if name in models:
@@ -137,14 +137,14 @@ def _canonical_model(name: str, run: Run) -> str:
     raise GateInputError(f"ratio gate: no {name} points in {run.label} (models there: {', '.join(models)})")
 
 
-def _candidates(side: Side, img_size: int, run: Run) -> list[Point]:
+def _candidates(side: Side, img_size: int, run: GateRun) -> list[GatePoint]:
     model = _canonical_model(side.model, run)
     return [p for p in run.points.values()
             if p.field("model") == model and p.field("img_size") == str(img_size)
             and all(p.field(col) == val for col, val in side.selectors.items())]
 
 
-def _context_fields(gate: RatioGate, nums: list[Point], dens: list[Point]) -> list[str]:
+def _context_fields(gate: RatioGate, nums: list[GatePoint], dens: list[GatePoint]) -> list[str]:
     pinned = set(gate.num.selectors) | set(gate.den.selectors)
     fields = [f for f in _CONTEXT if f not in pinned]
     for backend in ("scan_backend", "attn_backend"):  # Vim vs DeiT: "-" on one side, a backend on the other
@@ -155,12 +155,12 @@ def _context_fields(gate: RatioGate, nums: list[Point], dens: list[Point]) -> li
     return fields
 
 
-def _backends(point: Point) -> str:
+def _backends(point: GatePoint) -> str:
     return " ".join(f"{col.split('_')[0]}={point.field(col)}" for col in ("scan_backend", "attn_backend")
                     if point.field(col) not in ("", "-"))
 
 
-def _describe(num: Point, den: Point) -> str:
+def _describe(num: GatePoint, den: GatePoint) -> str:
     """Shared knobs (num/den where selectors split one), then backends: `b2 fp32 infer cpu (EPYC): ...`."""
 
     def knob(name: str) -> str:
@@ -176,7 +176,7 @@ def _describe(num: Point, den: Point) -> str:
     return " ".join(parts) + (f": {backends}" if backends.strip(" /") else "")
 
 
-def evaluate_ratio_gate(gate: RatioGate, run: Run) -> list[RatioVerdict]:
+def evaluate_ratio_gate(gate: RatioGate, run: GateRun) -> list[RatioVerdict]:
     """One verdict per pair of NUM and DEN points sharing everything the gate does not pin."""
     nums, dens = _candidates(gate.num, gate.img_size, run), _candidates(gate.den, gate.img_size, run)
     for side, found in ((gate.num, nums), (gate.den, dens)):
@@ -186,10 +186,18 @@ def evaluate_ratio_gate(gate: RatioGate, run: Run) -> list[RatioVerdict]:
             )
     fields = _context_fields(gate, nums, dens)
 
-    def context(p: Point) -> tuple[str, ...]:
+    def context(p: GatePoint) -> tuple[str, ...]:
         return (*(p.field(f) for f in fields), p.device_name)
 
     pairs = [(n, d) for n in nums for d in dens if context(n) == context(d)]
+    if pairs and all(n.key == d.key for n, d in pairs):
+        raise GateInputError(
+            f"ratio gate {gate.text!r}: {gate.num} and {gate.den} select the same point at "
+            f"{gate.img_size}px, and a point's ratio to itself is always 1; pin different settings with "
+            "selectors, e.g. "
+            "vim-t[scan=cpu]/vim-t[scan=reference]"
+        )
+    pairs = [(n, d) for n, d in pairs if n.key != d.key]  # a point is never its own reference
     if not pairs:
         raise GateInputError(
             f"ratio gate {gate.text!r}: {gate.num} and {gate.den} at {gate.img_size}px share no "
@@ -199,7 +207,7 @@ def evaluate_ratio_gate(gate: RatioGate, run: Run) -> list[RatioVerdict]:
     return [_judge(gate, n, d, _describe(n, d)) for n, d in pairs]
 
 
-def _judge(gate: RatioGate, num: Point, den: Point, context: str) -> RatioVerdict:
+def _judge(gate: RatioGate, num: GatePoint, den: GatePoint, context: str) -> RatioVerdict:
     statuses = {num.status, den.status}
     if not statuses <= {"ok", *_OOM} or statuses <= set(_OOM):
         detail = f"cannot evaluate: {gate.num} {num.status}, {gate.den} {den.status}"
@@ -207,8 +215,8 @@ def _judge(gate: RatioGate, num: Point, den: Point, context: str) -> RatioVerdic
         return RatioVerdict(gate, context, None, None, None, None, False, "fail",
                             f"{detail}: {error}" if error else detail)
     # A point that ran out of memory has zero throughput: the other side wins by an infinite margin.
-    num_tp = num.throughput if num.status == "ok" else 0.0
-    den_tp = den.throughput if den.status == "ok" else 0.0
+    num_tp = num.value if num.status == "ok" else 0.0
+    den_tp = den.value if den.status == "ok" else 0.0
     ratio = math.inf if den_tp == 0 else num_tp / den_tp
     passed = gate.holds(ratio)
     bound, detail = None, ""

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vimbench.measure.sweep import wide_console
+from vimbench.console import wide_console
+from vimbench.metrics import Metric, get_metric
 
 from .compare import (
     BASELINE_ONLY,
@@ -37,7 +38,7 @@ _STYLE = {
 
 
 def _num(value: float | None) -> str:
-    """img/s: 1,234 / 123.4 / 0.123 (CPU runs measure well under 1 img/s)."""
+    """1,234 / 123.4 / 0.123 (CPU runs measure well under 1 img/s)."""
     if value is None:
         return "-"
     if math.isinf(value):
@@ -91,11 +92,13 @@ def render_console(report: GateReport, console: Console) -> None:
     for note in report.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     if report.points:
-        title = (f"throughput, higher is better: regression = drop > {report.threshold:.1%}"
-                 f" and Mann-Whitney p < {report.alpha:g} (when >= {MIN_SAMPLES_FOR_TEST} samples a side)")
+        metric = _metric(report)
+        title = (f"{metric.name}, {metric.direction} is better: regression = {_worse(metric)} > "
+                 f"{report.threshold:.1%} and Mann-Whitney p < {report.alpha:g} "
+                 f"(when >= {MIN_SAMPLES_FOR_TEST} samples a side)")
         table = Table(title=title, title_justify="left")
         table.add_column("point", ratio=1, overflow="fold")  # wraps on a narrow console; numbers never do
-        for column in ("baseline img/s", "current img/s", "change", "p-value"):
+        for column in (f"baseline {metric.unit}", f"current {metric.unit}", "change", "p-value"):
             table.add_column(column, justify="right", no_wrap=True)
         table.add_column("verdict", no_wrap=True)
         for v in report.points:
@@ -124,12 +127,21 @@ def render_console(report: GateReport, console: Console) -> None:
     console.print(f"[{style}]gate {escape(headline(report))}[/]", highlight=False, soft_wrap=True)
 
 
+def _metric(report: GateReport) -> Metric:
+    return get_metric(report.metric)
+
+
+def _worse(metric: Metric) -> str:
+    return "drop" if metric.higher_is_better else "rise"
+
+
 def _finite(value: float | None) -> float | str | None:
     return "inf" if value is not None and math.isinf(value) else value
 
 
 def to_json(report: GateReport) -> dict[str, Any]:
     """Machine-readable verdicts: the same facts as the table, keyed fields instead of labels."""
+    value = _metric(report).value_column
     return {
         "outcome": report.outcome,
         "exit_code": report.exit_code,
@@ -138,6 +150,7 @@ def to_json(report: GateReport) -> dict[str, Any]:
         "current": report.current,
         "max_regression": report.threshold,
         "alpha": report.alpha,
+        "metric": report.metric,
         "min_samples_for_test": MIN_SAMPLES_FOR_TEST,
         "fingerprint_differences": report.fingerprint_differences,
         "forced": report.forced,
@@ -147,7 +160,7 @@ def to_json(report: GateReport) -> dict[str, Any]:
             {
                 **dict(zip(GATE_KEY, v.key, strict=True)),
                 "label": v.label, "verdict": v.verdict, "failed": v.failed,
-                "baseline_throughput": v.baseline, "current_throughput": v.current, "change": v.change,
+                f"baseline_{value}": v.baseline, f"current_{value}": v.current, "change": v.change,
                 "pvalue": v.pvalue, "baseline_samples": v.samples[0], "current_samples": v.samples[1],
                 "detail": v.detail,
             }
@@ -166,9 +179,9 @@ def to_json(report: GateReport) -> dict[str, Any]:
     }
 
 
-def _point_message(v: PointVerdict) -> str:
-    return (f"{v.label}: {_num(v.baseline)} -> {_num(v.current)} img/s ({_pct(v.change)}, p = {_p(v.pvalue)})"
-            + (f"; {v.detail}" if v.detail else ""))
+def _point_message(v: PointVerdict, unit: str = "img/s") -> str:
+    return (f"{v.label}: {_num(v.baseline)} -> {_num(v.current)} {unit} ({_pct(v.change)}, "
+            f"p = {_p(v.pvalue)})" + (f"; {v.detail}" if v.detail else ""))
 
 
 def _ratio_message(r: RatioVerdict) -> str:
@@ -184,14 +197,16 @@ def to_junit(report: GateReport) -> str:
         case = ET.SubElement(suite, "testcase", classname="vimbench.gate", name="inputs")
         ET.SubElement(case, "error", message=report.error, type="unusable input").text = report.error
         cases += 1
+    metric = _metric(report)
     for v in report.points:
-        case = ET.SubElement(suite, "testcase", classname="vimbench.gate.throughput", name=v.label)
+        case = ET.SubElement(suite, "testcase", classname=f"vimbench.gate.{metric.name}", name=v.label)
+        message = _point_message(v, metric.unit)
         if v.failed:
-            ET.SubElement(case, "failure", message=_point_message(v), type=v.verdict).text = _point_message(v)
+            ET.SubElement(case, "failure", message=message, type=v.verdict).text = message
         elif v.verdict in (BASELINE_ONLY, CURRENT_ONLY, BOTH_FAILING):
             ET.SubElement(case, "skipped", message=f"{v.verdict}: {v.detail}")
         else:
-            ET.SubElement(case, "system-out").text = _point_message(v)
+            ET.SubElement(case, "system-out").text = message
         cases += 1
     for r in report.ratios:
         case = ET.SubElement(suite, "testcase", classname="vimbench.gate.ratio", name=r.name)
@@ -218,15 +233,16 @@ def to_markdown(report: GateReport) -> str:
     """The GitHub step summary: verdict first, failures in the open, every point in a collapsed table."""
     icon = {0: "✅", 1: "❌", 2: "⚠️"}[report.exit_code]
     lines = [f"## {icon} vimbench gate: {_md_cell(headline(report))}", ""]
+    metric = _metric(report)
     if report.baseline and report.threshold is not None and not report.error:
-        lines.append(f"baseline `{report.baseline}` vs current `{report.current}`; regression = throughput "
-                     f"drop > {report.threshold:.1%} and Mann-Whitney p < {report.alpha:g} "
-                     f"(threshold alone below {MIN_SAMPLES_FOR_TEST} samples a side)")
+        lines.append(f"baseline `{report.baseline}` vs current `{report.current}`; regression = "
+                     f"{metric.name} {_worse(metric)} > {report.threshold:.1%} and Mann-Whitney "
+                     f"p < {report.alpha:g} (threshold alone below {MIN_SAMPLES_FOR_TEST} samples a side)")
         lines.append("")
     lines.extend(f"> {_md_cell(note)}" for note in report.notes)
     if report.notes:
         lines.append("")
-    header = ["| point | baseline img/s | current img/s | change | p-value | verdict |",
+    header = [f"| point | baseline {metric.unit} | current {metric.unit} | change | p-value | verdict |",
               "|---|---:|---:|---:|---:|---|"]
 
     def point_rows(verdicts: list[PointVerdict]) -> list[str]:

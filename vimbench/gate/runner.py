@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .compare import PointVerdict, compare_runs, parse_threshold
-from .inputs import GateInputError, compare_fingerprints, load_run
+from .inputs import DEFAULT_METRIC, GateInputError, compare_fingerprints, load_run
 from .ratio import RatioVerdict, evaluate_ratio_gate, parse_ratio_gate
 
 EXIT_PASS, EXIT_FAIL, EXIT_UNUSABLE = 0, 1, 2
@@ -25,6 +25,7 @@ class GateReport:
     forced: bool = False
     notes: list[str] = field(default_factory=list)
     error: str | None = None  # why the input is unusable (exit 2)
+    metric: str = DEFAULT_METRIC  # the registered metric compared point by point
 
     @property
     def exit_code(self) -> int:
@@ -65,9 +66,10 @@ def run_gate(
     alpha: float = 0.01,
     ratios: Sequence[str] = (),
     force: bool = False,
+    metric: str = DEFAULT_METRIC,
 ) -> GateReport:
     """Everything the `gate` command does except printing; input problems land in report.error."""
-    report = GateReport(baseline, current, None, alpha, forced=force)
+    report = GateReport(baseline, current, None, alpha, forced=force, metric=metric)
     try:
         report.threshold = parse_threshold(max_regression)
         parse_alpha(alpha)
@@ -76,10 +78,10 @@ def run_gate(
             raise GateInputError("--current is required (the run to gate)")
         if baseline is None and not gates:
             raise GateInputError("nothing to gate: give --baseline to compare against, or --ratio gates")
-        current_run = load_run(current, "current")
+        current_run = load_run(current, "current", metric)
         report.notes.extend(current_run.notes)
         if baseline is not None:
-            baseline_run = load_run(baseline, "baseline")
+            baseline_run = load_run(baseline, "baseline", metric)
             report.notes[:0] = baseline_run.notes
             check = compare_fingerprints(baseline_run, current_run)
             report.fingerprint_differences = check.differences
@@ -97,7 +99,7 @@ def run_gate(
             report.points = sorted(compare_runs(baseline_run, current_run, report.threshold, alpha),
                                    key=_sort_key)
         for gate in gates:
-            report.ratios.extend(evaluate_ratio_gate(gate, current_run))
+            report.ratios.extend(evaluate_ratio_gate(gate, current_run.for_metric("throughput")))
     except GateInputError as exc:
         report.error = str(exc)
     return report

@@ -26,6 +26,34 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The CPU features a CPU number depends on: torch's kernels and our C++ scan vectorise for these.
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "neon", "sve")
+
+
+def cpu_capability() -> str:
+    """The SIMD level torch's CPU kernels (and the cpu scan build) run at: DEFAULT, AVX2, AVX512, ..."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except Exception:
+        return "unknown"
+
+
+def cpu_simd_flags() -> dict[str, bool]:
+    """Which of SIMD_FLAGS this CPU has (/proc/cpuinfo on Linux; arm64 elsewhere implies NEON)."""
+    found: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    found.update(value.split())
+    except OSError:
+        pass
+    if "asimd" in found or platform.machine().lower() in ("arm64", "aarch64"):
+        found.add("neon")
+    return {flag: flag in found for flag in SIMD_FLAGS}
+
+
 def _triton_version() -> str | None:
     try:
         import triton
@@ -143,6 +171,8 @@ def collect_environment() -> dict[str, Any]:
         "gpus_torch": torch_cuda_devices(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_capability": cpu_capability(),
+        "cpu_simd_flags": cpu_simd_flags(),
         "torch_threads": torch.get_num_threads(),
         "precision": precision_flags(),
     }

@@ -8,13 +8,16 @@ shipped as JSON to a subprocess today and to another GPU or machine later.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-DTYPES = ("fp32", "fp16", "bf16")
+from vimbench.devices import resolve_device
+from vimbench.dtypes import DTYPES
+
 MODES = ("infer", "train")
 DEFAULT_RES_STEP = 128
 DEFAULT_MODELS = ("vim-t", "deit-t")
@@ -105,8 +108,9 @@ class Point:
     dtype: str = "fp32"
     device: str = "cpu"  # resolved: "cpu" or "cuda:N"
     mode: str = "infer"
-    scan_backend: str = "auto"
-    attn_backend: str = "auto"
+    # per-model options by name (vimbench.results.OPTION_COLUMNS), e.g. {"scan_backend": "cpu"}; an option
+    # the model does not take is ignored, one it takes but is not given is "auto"
+    options: dict[str, str] = field(default_factory=dict, hash=False)
     compile: bool = False
     channels_last: bool = False
     warmup: int = CPU_DEFAULTS.warmup
@@ -117,12 +121,21 @@ class Point:
     threads: int | None = None  # torch intra-op threads in the worker; None: all CPUs this process may use
     nvml_interval_ms: float = 5.0
 
+    def option(self, name: str, default: str = "auto") -> str:
+        """The value of one per-model option (`default` when not given)."""
+        return self.options.get(name, default)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Point:
         data = json.loads(text)
+        from vimbench.results import option_names
+
+        legacy = {name: data.pop(name) for name in option_names() if name in data}  # pre-options JSON
+        if legacy:
+            data["options"] = {**legacy, **(data.get("options") or {})}
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -161,29 +174,6 @@ class SweepConfig:
     preflight: bool = True  # CUDA: predict each point's memory; skip what cannot fit (vimbench.memory)
 
 
-def resolve_device(device: str) -> str:
-    """ "auto" -> "cuda:0" when CUDA is there, else "cpu"; "cuda" -> "cuda:0". ValueError for the rest."""
-    import torch
-
-    name = (device or "auto").strip().lower()
-    if name == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return "cpu"
-    match = re.fullmatch(r"cuda(?::(\d+))?", name)
-    if not match:
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        raise ValueError(
-            f"device {device!r} asked for, but CUDA is not available here (torch {torch.__version__})"
-        )
-    index = int(match[1] or 0)
-    count = torch.cuda.device_count()
-    if index >= count:
-        raise ValueError(f"device {device!r} does not exist: {count} CUDA device(s) visible (cuda:0..)")
-    return f"cuda:{index}"
-
-
 def default_threads() -> int:
     """The CPUs this process may run on (cgroup/affinity aware where the OS says)."""
     try:
@@ -192,13 +182,19 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def max_threads() -> int:
+    """The most torch threads a worker may ask for: far beyond that, thread creation fails (a segfault)."""
+    return 4 * (os.cpu_count() or 1)
+
+
 def validate_config(config: SweepConfig) -> SweepConfig:
     """Check every knob and resolve the device and the resolution default. ValueError: one line."""
     from vimbench.models import get_spec
 
     if not config.models:
         raise ValueError("no model given")
-    models = [get_spec(name).name for name in config.models]  # ValueError lists the known models
+    # ValueError lists the known models; an alias and its name (deit-t, deit-tiny) are measured once
+    models = list(dict.fromkeys(get_spec(name).name for name in config.models))
     if config.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {config.batch_size}")
     if config.dtype not in DTYPES:
@@ -213,12 +209,16 @@ def validate_config(config: SweepConfig) -> SweepConfig:
     ):
         if value is not None and value < low:
             raise ValueError(f"{name} must be >= {low}, got {value}")
-    if config.min_time_s is not None and config.min_time_s < 0:
-        raise ValueError(f"--min-time must be >= 0, got {config.min_time_s}")
+    if config.threads is not None and config.threads > max_threads():
+        raise ValueError(f"--threads {config.threads} is more than {max_threads()} (4 per CPU here)")
+    if config.min_time_s is not None and not (math.isfinite(config.min_time_s) and config.min_time_s >= 0):
+        raise ValueError(f"--min-time must be a finite number of seconds >= 0, got {config.min_time_s}")
     if config.compile and config.warmup == 0:
         raise ValueError("--compile needs --warmup >= 1: compilation must happen before the timed region")
-    if config.timeout_s <= 0:
-        raise ValueError(f"--timeout must be positive, got {config.timeout_s}")
+    if not (math.isfinite(config.timeout_s) and config.timeout_s > 0):
+        raise ValueError(f"--timeout must be a finite number of seconds > 0, got {config.timeout_s}")
+    if not (math.isfinite(config.nvml_interval_ms) and config.nvml_interval_ms > 0):
+        raise ValueError(f"--nvml-interval-ms must be a finite number > 0, got {config.nvml_interval_ms}")
     device = resolve_device(config.device)
     resolutions = list(config.resolutions) or parse_resolutions(
         DEFAULT_RES_CPU if device == "cpu" else DEFAULT_RES_CUDA
@@ -256,8 +256,7 @@ def build_plan(config: SweepConfig) -> list[Point]:
             dtype=config.dtype,
             device=config.device,
             mode=config.mode,
-            scan_backend=config.scan_backend,
-            attn_backend=config.attn_backend,
+            options={"scan_backend": config.scan_backend, "attn_backend": config.attn_backend},
             compile=config.compile,
             channels_last=config.channels_last,
             warmup=knobs.warmup if config.warmup is None else config.warmup,

@@ -3,6 +3,9 @@
 Appends are crash-safe and process-safe: each row is formatted in memory, then written with one `write` on
 an O_APPEND descriptor under an exclusive `flock`; a torn tail left by a killed writer is cut off before the
 next append, and readers skip it. So a reader never sees half a row and nothing measured is ever lost.
+A last line without its newline that is a whole row (as many fields as the header, quotes closed: a file
+saved by an editor or a tool that drops the final newline) is a row, not a torn tail: readers keep it and
+the next append first completes its line.
 """
 
 from __future__ import annotations
@@ -17,68 +20,25 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from .schema import RESULT_COLUMNS, point_key
-
-RESULTS_FILE = "results.csv"
-RUN_FILE = "run.json"
-# written after the contract columns: the knobs behind each number that the contract does not name
-EXTRA_COLUMNS: tuple[str, ...] = (
-    "warmup",
-    "min_time_s",
-    "threads",
-    "precision",  # cast (infer fp16/bf16) | autocast (train fp16/bf16) | fp32
-    "nvml_baseline_mib",
-    "rss_baseline_mib",
-    "torch_version",
-    "predicted_mem_mib",  # CUDA: vimbench memory's predicted NVML figure (compare with nvml_peak_mib)
-    "predicted_alloc_mib",  # CUDA: predicted torch.cuda.max_memory_allocated (torch_peak_alloc_mib)
+from vimbench.results import (
+    ALL_COLUMNS,
+    CORE_COLUMNS,
+    RESULTS_FILE,
+    RUN_FILE,
+    SCHEMA_VERSION,
+    cell_text,
+    point_key,
+    read_run_json,
 )
-ALL_COLUMNS: tuple[str, ...] = RESULT_COLUMNS + EXTRA_COLUMNS
-NUMERIC_COLUMNS = frozenset(
-    {
-        "img_size",
-        "tokens",
-        "batch_size",
-        "throughput",
-        "latency_ms",
-        "latency_ms_p10",
-        "latency_ms_p90",
-        "iqr_pct",
-        "iters",
-        "repeats",
-        "peak_mem_mib",
-        "torch_peak_alloc_mib",
-        "torch_peak_reserved_mib",
-        "nvml_peak_mib",
-        "nvml_interval_ms",
-        "rss_peak_mib",
-        "params",
-        "gflops",
-        "duration_s",
-        "warmup",
-        "min_time_s",
-        "threads",
-        "nvml_baseline_mib",
-        "rss_baseline_mib",
-    }
-)
+from vimbench.results.csvtext import bad_row_error, complete_text, decode, fields, row_problem, tail_is_row
+
+# kept under these names for the code that writes runs; the spec lives in vimbench.results
+RESULT_COLUMNS: tuple[str, ...] = CORE_COLUMNS
 
 
 def format_value(value: Any) -> str:
-    """CSV text for one cell: booleans as true/false, None as empty, floats to 6 significant digits."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        if value != value:  # NaN
-            return ""
-        return format(value, ".6g") if abs(value) < 1e15 else repr(value)
-    if isinstance(value, list | tuple):
-        return " ".join(format_value(v) for v in value)
-    return str(value).replace("\r", " ").replace("\n", " ")
+    """CSV text for one cell (vimbench.results.cell_text)."""
+    return cell_text(value)
 
 
 def _csv_line(values: Sequence[str]) -> str:
@@ -100,12 +60,6 @@ def _locked(path: Path, exclusive: bool) -> Iterator[int]:
         os.close(fd)  # releases the lock
 
 
-def _complete_text(raw: bytes) -> str:
-    """The file's text up to its last newline: a torn final line (a killed writer) is not a row."""
-    end = raw.rfind(b"\n")
-    return raw[: end + 1].decode("utf-8", errors="replace") if end >= 0 else ""
-
-
 class ResultsStore:
     """results.csv and run.json in `run_dir` (created on first write)."""
 
@@ -120,13 +74,18 @@ class ResultsStore:
         with _locked(self.csv_path, exclusive=True) as fd:
             size = os.fstat(fd).st_size
             raw = os.pread(fd, size, 0) if size else b""
-            if raw and not raw.endswith(b"\n"):  # a writer died mid-line: drop its fragment
-                keep = raw.rfind(b"\n") + 1
-                os.ftruncate(fd, keep)
-                raw = raw[:keep]
+            text = ""
+            if raw and not raw.endswith(b"\n"):
+                end = raw.rfind(b"\n")
+                if end < 0 or tail_is_row(raw, end):  # a whole last row, its newline missing: finish it
+                    text = "\n"
+                else:  # a writer died mid-line: drop its fragment
+                    os.ftruncate(fd, end + 1)
+                    raw = raw[: end + 1]
             header = self._header(raw)
-            text = "" if raw else _csv_line(header)
-            text += _csv_line([format_value(row.get(col)) for col in header])
+            text += "" if raw else _csv_line(header)
+            values = {**row, "schema_version": SCHEMA_VERSION}
+            text += _csv_line([format_value(values.get(col)) for col in header])
             data = text.encode("utf-8")
             written = os.write(fd, data)
             while written < len(data):  # regular files write fully; be safe anyway
@@ -136,11 +95,24 @@ class ResultsStore:
     def _header(self, raw: bytes) -> tuple[str, ...]:
         if not raw:
             return ALL_COLUMNS
-        first = raw[: raw.find(b"\n")].decode("utf-8", errors="replace")
-        header = tuple(next(csv.reader([first])))
+        end = raw.find(b"\n")
+        header = tuple(fields(decode(raw[:end] if end >= 0 else raw)) or ())
         if header[: len(RESULT_COLUMNS)] != RESULT_COLUMNS:
-            raise ValueError(f"{self.csv_path} does not start with the results.csv header; not appending")
+            raise ValueError(
+                f"{self.csv_path} does not start with the results.csv header (it starts with "
+                f"{', '.join(header[:3]) or 'nothing readable'}...); not appending to it"
+            )
         return header
+
+    def check_header(self) -> None:
+        """ValueError (one line) unless results.csv is missing, empty or starts with our header: called
+        before a resumed sweep measures anything, so a foreign file costs no measurement."""
+        if not self.csv_path.is_file():
+            return
+        with _locked(self.csv_path, exclusive=False) as fd:
+            raw = os.pread(fd, 64 * 1024, 0)
+        if raw:
+            self._header(raw)
 
     def rows(self) -> list[dict[str, str]]:
         """Every complete row, as strings (the CSV's own text)."""
@@ -148,56 +120,30 @@ class ResultsStore:
             return []
         with _locked(self.csv_path, exclusive=False) as fd:
             raw = os.pread(fd, os.fstat(fd).st_size, 0)
-        text = _complete_text(raw)
+        text = complete_text(raw)
         if not text:
             return []
-        return [dict(r) for r in csv.DictReader(io.StringIO(text)) if r.get("model")]
+        rows = []
+        reader = csv.DictReader(io.StringIO(text))
+        for record in reader:
+            problem = row_problem(record)
+            if problem:
+                raise bad_row_error(self.csv_path, reader.line_num, problem)
+            rows.append(dict(record))
+        return rows
 
     def done_keys(self, statuses: Sequence[str] | None = None) -> set[tuple[str, ...]]:
         """schema.point_key of every recorded row (optionally only rows with one of `statuses`)."""
         return {point_key(r) for r in self.rows() if statuses is None or r.get("status") in statuses}
 
     def write_run_json(self, meta: Mapping[str, Any]) -> None:
-        """Write run.json atomically (temp file + rename)."""
+        """Write run.json atomically (temp file + rename), stamped with the schema version."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        meta = {"schema_version": SCHEMA_VERSION, **meta}
         tmp = self.run_json_path.with_suffix(f".json.tmp{os.getpid()}")
         tmp.write_text(json.dumps(meta, indent=2, sort_keys=False, default=str) + "\n")
         os.replace(tmp, self.run_json_path)
 
     def read_run_json(self) -> dict[str, Any]:
-        if not self.run_json_path.is_file():
-            return {}
-        try:
-            return json.loads(self.run_json_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{self.run_json_path} is not readable JSON: {exc}") from None
-
-
-def read_results(path_or_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """A run dir or a results.csv -> DataFrame: numeric columns as numbers (NaN when empty), the rest as text.
-
-    Raises ValueError with a one-line message when the file is missing, empty or not a results.csv.
-    """
-    path = Path(path_or_dir)
-    csv_path = path / RESULTS_FILE if path.is_dir() else path
-    if not csv_path.is_file():
-        where = f"in {path}" if path.is_dir() else f"at {path}"
-        raise ValueError(f"no results.csv {where}")
-    try:
-        text = _complete_text(csv_path.read_bytes())
-    except OSError as exc:
-        raise ValueError(f"cannot read {csv_path}: {exc.strerror}") from None
-    if not text.strip():
-        raise ValueError(f"{csv_path} is empty")
-    try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ValueError(f"{csv_path} is not a readable CSV: {str(exc).splitlines()[0]}") from None
-    missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
-    if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise ValueError(f"{csv_path} is not a vimbench results.csv: missing column(s) {shown}")
-    for col in frame.columns:
-        if col in NUMERIC_COLUMNS:
-            frame[col] = pd.to_numeric(frame[col], errors="coerce")
-    return frame
+        """run.json as a dict ({} when missing); ValueError (one line) when it is not a JSON object."""
+        return read_run_json(self.run_json_path)

@@ -8,10 +8,12 @@ gets resume and skip-after-OOM for free.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,12 +31,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .executor import Executor, LocalExecutor, OomSkipper
-from .executors import distinct_devices
+from vimbench.console import wide_console
+from vimbench.metrics import TableColumn, all_metrics, describe_metrics
+from vimbench.metrics.timing_stats import NOISE_RULE
+from vimbench.results import option_names, point_key
+
+from .executors import Executor, LocalExecutor, OomSkipper, distinct_devices
 from .plan import Point, SweepConfig, build_plan, config_to_json, validate_config
-from .schema import point_key
+from .rows import failure_row, identity_row, now_utc
+from .run_lock import hold_run_folder
 from .store import ResultsStore
-from .worker import failure_row, identity_row, now_utc
 
 RUNS_DIR = Path("results") / "runs"
 LIVE_ROWS = 12
@@ -47,24 +53,47 @@ _STATUS_STYLE = {
 }
 
 
+_MAX_SLUG = 80  # folder names stay far below the 255-byte limit of common filesystems
+
+
+def _models_slug(models: list[str]) -> str:
+    """"vim-t-deit-t"; a long list keeps its first models plus a count and a digest of the whole list."""
+    slug = "-".join(models)
+    if len(slug) <= _MAX_SLUG:
+        return slug
+    digest = hashlib.sha1(",".join(models).encode()).hexdigest()[:8]
+    return f"{'-'.join(models[:3])}-and-{len(models) - 3}-more-{digest}"
+
+
+def new_dir(root: Path, name_at: Any) -> Path:
+    """Create and return a folder no other call ever got: `name_at(now)` names it (millisecond stamps), and an
+    atomic mkdir settles two sweeps started in the same millisecond. ValueError (one line) if it cannot."""
+    while True:
+        path = root / name_at(datetime.now(UTC))
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            time.sleep(0.001)
+        except OSError as exc:
+            raise ValueError(f"cannot create run folder {path}: {exc.strerror or exc}") from None
+
+
+def _stamp(now: datetime) -> str:
+    return now.strftime("%Y%m%dT%H%M%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
 def default_run_dir(models: list[str], root: Path = RUNS_DIR) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return root / f"{stamp}-{'-'.join(models)}"
+    """A new, empty run folder: results/runs/<UTC time to the millisecond>-<models>/."""
+    return new_dir(root, lambda now: f"{_stamp(now)}-{_models_slug(models)}")
 
 
 def latest_run_dir(models: list[str], root: Path = RUNS_DIR) -> Path | None:
     """The newest run folder for these models (what `--resume` without `--out` continues)."""
-    suffix = "-" + "-".join(models)
-    pattern = re.compile(r"^\d{8}T\d{6}Z" + re.escape(suffix) + "$")
+    suffix = "-" + _models_slug(models)
+    pattern = re.compile(r"^\d{8}T\d{6}(?:\.\d{3})?Z" + re.escape(suffix) + "$")
     runs = sorted(p for p in root.glob("*") if p.is_dir() and pattern.match(p.name)) if root.is_dir() else []
     return runs[-1] if runs else None
-
-
-def wide_console(console: Console) -> Console:
-    """Tables in logs and pipes get 160 columns instead of rich's 80; a terminal keeps its own width."""
-    if console.is_terminal:
-        return console
-    return Console(file=console.file, width=160, highlight=False, color_system=None)
 
 
 def _fmt(value: Any, spec: str = ".1f") -> str:
@@ -78,9 +107,18 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
 
 
 # what can differ between rows of one run besides model and resolution, with short labels for the table
-_CONFIG_KEYS = ("batch_size", "dtype", "mode", "scan_backend", "attn_backend", "compile", "channels_last",
-                "device_name")
+_CONFIG_KEYS = ("batch_size", "dtype", "mode", *option_names(), "compile", "channels_last", "device_name")
 _SHORT = {"batch_size": "bs", "scan_backend": "scan", "attn_backend": "attn", "device_name": "device"}
+
+
+def _table_columns(rows: list[dict[str, Any]]) -> list[TableColumn]:
+    """Every registered metric's console columns; an extra metric's (energy) only when a row has it."""
+    shown = []
+    for metric in all_metrics():
+        headline = metric.column(metric.value_column)
+        if headline.core or any(_fmt(r.get(metric.value_column)) != "-" for r in rows):
+            shown.extend(metric.table)
+    return shown
 
 
 def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
@@ -94,6 +132,7 @@ def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Table
         by_model.setdefault(str(r.get("model", "")), []).append(r)
     groups = list(by_model.values())
     varying = [k for k in _CONFIG_KEYS if any(len({str(r.get(k, "")) for r in g}) > 1 for g in groups)]
+    metric_columns = _table_columns(rows)
     table = Table(title=title, title_justify="left")
     for col, justify in (
         ("model", "left"),
@@ -101,18 +140,12 @@ def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Table
         ("res", "right"),
         ("tokens", "right"),
         ("status", "left"),
-        ("img/s", "right"),
-        ("IQR %", "right"),
-        ("latency ms", "right"),
-        ("peak MiB", "right"),
-        ("mem source", "left"),
+        *((c.header, "right" if c.format else "left") for c in metric_columns),
         ("GFLOPs", "right"),
     ):
         table.add_column(col, justify=justify)
     for row in rows:
         status = str(row.get("status", ""))
-        noisy = str(row.get("noisy", "")).lower() == "true"
-        iqr = _fmt(row.get("iqr_pct")) + (" noisy" if noisy else "")
         shown_status = f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]"
         if status not in ("ok", "skipped-oom") and row.get("error"):
             shown_status += f" [dim]{escape(str(row['error'])[:60])}[/]"
@@ -123,14 +156,20 @@ def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Table
             str(row.get("img_size", "")),
             str(row.get("tokens", "")),
             shown_status,
-            _fmt(row.get("throughput"), ".2f"),
-            iqr,
-            _fmt(row.get("latency_ms"), ".2f"),
-            _fmt(row.get("peak_mem_mib"), ".0f"),
-            str(row.get("peak_mem_source") or "-"),
+            *(_metric_cell(row, c) for c in metric_columns),
             _fmt(row.get("gflops"), ".2f"),
         )
     return table
+
+
+def _metric_cell(row: dict[str, Any], column: TableColumn) -> str:
+    if column.format is None:
+        text = str(row.get(column.column) or "-")
+    else:
+        text = _fmt(row.get(column.column), column.format)
+    if column.flag and str(row.get(column.flag, "")).lower() == "true":
+        text += f" {column.flag}"
+    return text
 
 
 class _Display:
@@ -210,23 +249,56 @@ def _run_meta(config: SweepConfig, points: list[Point]) -> dict[str, Any]:
             "timeout_s": config.timeout_s,
             "nvml_interval_ms": config.nvml_interval_ms,
             "timing": "perf_counter window between device synchronizations; explicit warmup",
+            "noise": NOISE_RULE,
             "precision": {
                 "infer": "model and input cast to dtype (Vim residual stream stays fp32)",
                 "train": "fp32 weights, torch.autocast to dtype, GradScaler for fp16, AdamW",
             },
             "isolation": "one fresh worker process per point",
         },
+        "metrics": describe_metrics(),
         "points_planned": len(points),
         "environment": collect_environment(),
     }
 
 
-def run_sweep(config: SweepConfig, executor: Executor | None = None, console: Console | None = None) -> Path:
-    """Run (or resume) a sweep; return its run folder. ValueError (one line) for bad config."""
-    if console is None:
-        from vimbench.cli.common import console as cli_console
+def _kept_on_resume(row: dict[str, Any], timeout_s: float) -> bool:
+    """Is a recorded row final? A lost worker (error) is measured again, and so is a timeout when this run
+    allows more time than that row had (its duration_s is the old --timeout plus the kill)."""
+    status = row.get("status")
+    if status == "error":
+        return False
+    if status == "timeout":
+        try:
+            return float(row.get("duration_s") or 0.0) >= timeout_s
+        except ValueError:
+            return False
+    return True
 
-        console = cli_console
+
+def run_sweep(
+    config: SweepConfig,
+    executor: Executor | None = None,
+    console: Console | None = None,
+    plotter: Callable[[Path], list[Path]] | None = None,
+) -> Path:
+    """Run (or resume) a sweep; return its run folder. ValueError (one line) for bad config.
+
+    The run folder is locked for the whole sweep: a second sweep on it is refused (RunFolderBusy).
+    `plotter(run_dir)` draws the run's figures at the end when config.plots is set (the CLI passes
+    vimbench.report.plots.plot_run; measurement itself never imports the report layer).
+    """
+    with contextlib.ExitStack() as held:
+        return _run_sweep(config, executor, console or Console(), plotter, held)
+
+
+def _run_sweep(
+    config: SweepConfig,
+    executor: Executor | None,
+    console: Console,
+    plotter: Callable[[Path], list[Path]] | None,
+    held: contextlib.ExitStack,
+) -> Path:
     config = validate_config(config)
     if config.out_dir is None:
         found = latest_run_dir(config.models) if config.resume else None
@@ -237,6 +309,13 @@ def run_sweep(config: SweepConfig, executor: Executor | None = None, console: Co
         config.out_dir = found or default_run_dir(config.models)
     config.out_dir = Path(config.out_dir)
     store = ResultsStore(config.out_dir)
+    if config.resume and not (store.csv_path.is_file() or store.run_json_path.is_file()):
+        raise ValueError(
+            f"--resume: {config.out_dir} holds no run (no results.csv or run.json); check the path, or drop "
+            "--resume to start a new run there"
+        )
+    held.enter_context(hold_run_folder(config.out_dir))
+    store.check_header()
     recorded = store.rows() if store.csv_path.is_file() else []
     if recorded and not config.resume:
         raise ValueError(
@@ -244,8 +323,11 @@ def run_sweep(config: SweepConfig, executor: Executor | None = None, console: Co
         )
     points = build_plan(config)
     identities = {p: identity_row(p) for p in points}
-    # a point whose worker was lost (status error) is measured again on --resume; the newest row wins
-    by_key = {point_key(r): r for r in recorded if r.get("status") != "error"}
+    # lost workers and timeouts that may now finish are measured again on --resume; the newest row wins
+    by_key = {point_key(r): r for r in recorded if _kept_on_resume(r, config.timeout_s)}
+    kept_timeouts = sum(
+        1 for p in points if by_key.get(point_key(identities[p]), {}).get("status") == "timeout"
+    )
     skipper = OomSkipper()
     from vimbench.memory.preflight import Preflight
 
@@ -269,6 +351,12 @@ def run_sweep(config: SweepConfig, executor: Executor | None = None, console: Co
             f"resuming {config.out_dir}: {len(points) - len(todo)} of {len(points)} points already recorded",
             highlight=False,
         )
+    if config.resume and kept_timeouts:
+        console.print(
+            f"note: {kept_timeouts} timed-out point(s) kept; a --timeout above {config.timeout_s:g} s "
+            "measures them again",
+            highlight=False,
+        )
 
     def skip(point: Point) -> dict | None:
         at = skipper.oom_below(point) if config.skip_after_oom else None
@@ -289,6 +377,7 @@ def run_sweep(config: SweepConfig, executor: Executor | None = None, console: Co
                 row.setdefault(column, value)
             store.append(row)  # first, so nothing measured is lost whatever happens next
             skipper.record(point, row)
+            _collect_notes(meta, row)
             display.done(row)
 
         def announce(point: Point) -> dict | None:
@@ -321,9 +410,17 @@ def run_sweep(config: SweepConfig, executor: Executor | None = None, console: Co
     meta["status_counts"] = dict(Counter(r.get("status", "") for r in store.rows()))
     store.write_run_json(meta)
     _summary(console, store, config.out_dir, meta["wall_time_s"])
-    if config.plots:
-        _plot(console, config.out_dir)
+    if config.plots and plotter is not None:
+        _plot(console, config.out_dir, plotter)
     return config.out_dir
+
+
+def _collect_notes(meta: dict[str, Any], row: dict[str, Any]) -> None:
+    """Why a metric read "-" (no energy counter here, say): once per distinct reason, into run.json."""
+    for metric, reason in (row.get("metric_notes") or {}).items():
+        reasons = meta.setdefault("metric_notes", {}).setdefault(metric, [])
+        if reason not in reasons:
+            reasons.append(reason)
 
 
 def _summary(console: Console, store: ResultsStore, run_dir: Path, wall_s: float) -> None:
@@ -343,12 +440,10 @@ def _summary(console: Console, store: ResultsStore, run_dir: Path, wall_s: float
     )
 
 
-def _plot(console: Console, run_dir: Path) -> None:
+def _plot(console: Console, run_dir: Path, plotter: Callable[[Path], list[Path]]) -> None:
     """Plots are a bonus: a missing or failing plotter prints one warning and never touches the results."""
     try:
-        from vimbench.report.plots import plot_run
-
-        made = plot_run(run_dir)
+        made = plotter(run_dir)
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else ""
         console.print(

@@ -10,45 +10,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import numpy as np
+from vimbench.metrics.timing_stats import NOISY_IQR_PCT, TimingResult
 
-NOISY_IQR_PCT = 10.0
-
-
-@dataclass
-class TimingResult:
-    batch_size: int
-    iters: list[int]  # timed iterations per repeat
-    elapsed_s: list[float]  # per repeat
-    warmup: int
-
-    @property
-    def latencies_ms(self) -> list[float]:
-        return [1000.0 * t / n for t, n in zip(self.elapsed_s, self.iters, strict=True)]
-
-    @property
-    def throughputs(self) -> list[float]:
-        return [self.batch_size * n / t for t, n in zip(self.elapsed_s, self.iters, strict=True)]
-
-    def summary(self) -> dict[str, float | int | bool | list[float]]:
-        """The row's timing columns: median throughput/latency, p10/p90, IQR/median and the noisy flag."""
-        lat = np.asarray(self.latencies_ms)
-        median = float(np.median(lat))
-        q25, q75 = np.percentile(lat, [25, 75])
-        iqr_pct = 100.0 * float(q75 - q25) / median if median > 0 else 0.0
-        return {
-            "throughput": float(np.median(self.throughputs)),
-            "throughput_samples": [round(v, 4) for v in self.throughputs],
-            "latency_ms": median,
-            "latency_ms_p10": float(np.percentile(lat, 10)),
-            "latency_ms_p90": float(np.percentile(lat, 90)),
-            "iqr_pct": iqr_pct,
-            "noisy": iqr_pct > NOISY_IQR_PCT,
-            "iters": min(self.iters),
-            "repeats": len(self.iters),
-        }
+__all__ = ["NOISY_IQR_PCT", "TimingResult", "time_steps"]
 
 
 def _timed(step: Callable[[], object], sync: Callable[[], None], count: int) -> float:
@@ -69,8 +34,14 @@ def time_steps(
     min_time_s: float,
     repeats: int,
     sync: Callable[[], None] = lambda: None,
+    on_start: Callable[[], None] | None = None,
+    on_stop: Callable[[], None] | None = None,
 ) -> TimingResult:
-    """Time `step` (one batch) after `warmup` untimed calls."""
+    """Time `step` (one batch) after `warmup` untimed calls.
+
+    `on_start` / `on_stop` run right before the first timed repeat and right after the last (after a
+    device synchronisation): metric collectors bracket exactly the timed window with them.
+    """
     if iters < 1 or repeats < 1 or warmup < 0:
         raise ValueError("iters and repeats must be >= 1 and warmup >= 0")
     per_iter = None
@@ -83,6 +54,9 @@ def time_steps(
         count = max(iters, math.ceil(min_time_s / max(per_iter, 1e-9)))
     counts: list[int] = []
     elapsed: list[float] = []
+    sync()
+    if on_start is not None:
+        on_start()
     for _ in range(repeats):
         done, spent = count, _timed(step, sync, count)
         while spent < min_time_s:  # calibration was optimistic: keep going until min_time
@@ -92,4 +66,6 @@ def time_steps(
         count = max(count, done)
         counts.append(done)
         elapsed.append(spent)
+    if on_stop is not None:
+        on_stop()  # every repeat ended with a synchronisation
     return TimingResult(batch_size=batch_size, iters=counts, elapsed_s=elapsed, warmup=warmup)

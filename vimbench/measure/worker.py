@@ -1,8 +1,10 @@
-"""Measure one Point in a fresh process: `python -m vimbench.measure.worker < point.json` prints one JSON row.
+"""The worker: `python -m vimbench.measure.worker < point.json` measures one Point and prints one JSON row.
 
 A fresh process per point keeps allocator state, compile caches and a CUDA OOM from leaking into the next
-point. The worker turns what it can catch (OOM, exceptions) into a row itself; `run_point_subprocess` in the
-parent turns what it cannot (crashes, signal kills, hangs past the timeout) into rows too.
+point. Here the worker builds the model, warms up, times, lets every registered metric collect around the
+timed window, and turns what it can catch (OOM, exceptions) into a row itself; the parent's side
+(`executors.local.run_point_subprocess`) turns what it cannot (crashes, signal kills, hangs) into rows too.
+It sets torch's thread count and may create a CUDA context: all of that dies with the process.
 
 Test hooks (environment variables, read by the worker only):
   VIMBENCH_SIMULATE_OOM_ABOVE=N   raise an OOM for img_size > N, after the model is built
@@ -16,92 +18,18 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Mapping
-from datetime import UTC, datetime
+import traceback
+from collections.abc import Callable
 from typing import Any
 
+from vimbench.dtypes import torch_dtype
+from vimbench.metrics import Collector, MetricContext, all_metrics
+
 from .plan import Point
-
-DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-_ERROR_CHARS = 500
-
-
-def now_utc() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def resolved_backends(point: Point) -> tuple[str, str]:
-    """(scan backend, attention backend) as they will really run; "-" for the one the family lacks."""
-    from vimbench.models import get_spec
-
-    if get_spec(point.model).family == "vim":
-        from vimbench.kernels import resolve_backend
-
-        return resolve_backend(point.scan_backend, point.device), "-"
-    from vimbench.baselines.deit import resolve_attn_backend
-
-    return "-", resolve_attn_backend(point.attn_backend)
-
-
-def precision_mode(point: Point) -> str:
-    """How a reduced dtype is applied: weights and input cast (infer) or fp32 weights + autocast (train)."""
-    if point.dtype == "fp32":
-        return "fp32"
-    return "cast" if point.mode == "infer" else "autocast"
-
-
-def identity_row(point: Point) -> dict[str, Any]:
-    """The columns that say what was measured, computed the same way in the parent and the worker."""
-    import torch
-
-    from vimbench.models import get_spec
-
-    from .environment import describe_device
-
-    spec = get_spec(point.model)
-    try:
-        scan, attn = resolved_backends(point)
-    except ValueError:
-        scan = point.scan_backend if spec.family == "vim" else "-"
-        attn = point.attn_backend if spec.family == "deit" else "-"
-    try:
-        device = describe_device(point.device)
-    except Exception:
-        device = {"name": "", "uuid": ""}
-    return {
-        "model": spec.name,
-        "family": spec.family,
-        "img_size": point.img_size,
-        "tokens": spec.tokens(point.img_size),
-        "batch_size": point.batch_size,
-        "dtype": point.dtype,
-        "device": point.device,
-        "device_name": device["name"],
-        "device_uuid": device["uuid"],
-        "mode": point.mode,
-        "scan_backend": scan,
-        "attn_backend": attn,
-        "compile": point.compile,
-        "channels_last": point.channels_last,
-        "iters": point.iters,
-        "repeats": point.repeats,
-        "host": socket.gethostname(),
-        "warmup": point.warmup,
-        "min_time_s": point.min_time_s,
-        "threads": point.threads,
-        "precision": precision_mode(point),
-        "torch_version": torch.__version__,
-    }
-
-
-def failure_row(point: Point, status: str, error: str, **extra: Any) -> dict[str, Any]:
-    row = identity_row(point)
-    row.update(status=status, error=" ".join(str(error).split())[:_ERROR_CHARS], timestamp=now_utc(), **extra)
-    return row
+from .rows import failure_row, identity_row, now_utc, resolved_backends
+from .timing import time_steps
 
 
 def _env_int(name: str) -> int | None:
@@ -141,8 +69,6 @@ def main() -> int:
     sys.stdout = sys.stderr
     text = sys.argv[1] if len(sys.argv) > 1 else sys.stdin.read()
     point = Point.from_json(text)
-    from .runner import measure_point
-
     row = measure_point(point, _simulation_hooks)
     with os.fdopen(real_stdout, "w") as out:
         out.write(json.dumps(row, default=str) + "\n")
@@ -160,81 +86,132 @@ def _die_with_parent() -> None:
         sys.exit(1)
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=3)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
-def _last_row(stdout: str) -> dict[str, Any] | None:
-    for line in reversed(stdout.strip().splitlines()):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and "status" in row:
-            return row
-    return None
+def start_collectors(point: Point, device_uuid: str) -> list[Collector]:
+    """Every registered metric's collector for this point, built now (before the model: a memory peak
+    covers the whole point), in registry order."""
+    if point.device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_device(torch.device(point.device))
+    context = MetricContext(point.device, point.batch_size, point.nvml_interval_ms, device_uuid)
+    return [metric.collector(context) for metric in all_metrics() if metric.collector is not None]
 
 
-def _stderr_reason(stderr: str) -> str:
-    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "no output"
+def _sync_for(device: str) -> Callable[[], None]:
+    import torch
+
+    if device.startswith("cuda"):
+        dev = torch.device(device)
+        return lambda: torch.cuda.synchronize(dev)
+    return lambda: None
 
 
-def run_point_subprocess(point: Point, env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Run `point` in a fresh worker process and return its row, whatever happens to the worker.
+def _build(point: Point, scan: str, attn: str):
+    """(model, step) where step() runs one timed iteration: a forward, or a full training step."""
+    import torch
 
-    `env` adds to (overrides) this process's environment. Hangs past point.timeout_s are killed (the whole
-    process group, compile workers included) and become `timeout` rows; crashes and signal kills `error`.
-    """
-    full_env = {**os.environ, **(env or {})}
-    cmd = [sys.executable, "-m", "vimbench.measure.worker"]
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=full_env,
-        text=True,
-        start_new_session=True,
-    )
+    from vimbench.models import create_model
+
+    dtype = torch_dtype(point.dtype)
+    device = torch.device(point.device)
+    model = create_model(
+        point.model,
+        img_size=point.img_size,
+        scan_backend=scan if scan != "-" else "auto",
+        attn_backend=attn if attn != "-" else "auto",
+    ).to(device)
+    memory_format = torch.channels_last if point.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    shape = (point.batch_size, 3, point.img_size, point.img_size)
+    params = sum(p.numel() for p in model.parameters())
+    if point.mode == "infer":
+        model.eval()
+        if point.dtype != "fp32":
+            model = model.to(dtype)  # the Vim model keeps its residual stream fp32 internally
+        x = torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=memory_format)
+        runnable = torch.compile(model) if point.compile else model
+
+        def step() -> object:
+            return runnable(x)
+
+        return params, step
+    model.train()
+    x = torch.randn(shape, device=device).contiguous(memory_format=memory_format)
+    labels = torch.randint(0, 1000, (point.batch_size,), device=device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    runnable = torch.compile(model) if point.compile else model
+    use_amp = point.dtype != "fp32"
+    scaler = torch.amp.GradScaler(device.type, enabled=point.dtype == "fp16")
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def train_step() -> object:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
+            loss = loss_fn(runnable(x).float(), labels)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return loss
+
+    return params, train_step
+
+
+def _gflops(point: Point) -> float | None:
     try:
-        stdout, stderr = proc.communicate(point.to_json(), timeout=point.timeout_s)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        stdout, stderr = proc.communicate()
-        return failure_row(
-            point,
-            "timeout",
-            f"no result after {point.timeout_s:g} s; worker killed",
-            duration_s=time.perf_counter() - start,
-        )
-    except BaseException:  # Ctrl-C in the parent: do not leave the worker running
-        _kill_group(proc)
-        raise
-    duration = time.perf_counter() - start
-    row = _last_row(stdout)
-    if row is not None:
-        row["duration_s"] = duration  # the worker's whole life: startup, build, warmup, timing
-        row.setdefault("timestamp", now_utc())
-        return row
-    rc = proc.returncode
-    if rc is not None and rc < 0:
-        name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
-        hint = " (likely the OS out-of-memory killer)" if -rc == signal.SIGKILL else ""
-        reason = f"worker killed by {name}{hint}"
-    else:
-        reason = f"worker exited with code {rc}: {_stderr_reason(stderr)}"
-    return failure_row(point, "error", reason, duration_s=duration)
+        from vimbench.profile.flops import model_gflops
+
+        return model_gflops(point.model, point.img_size, batch_size=1)
+    except Exception:
+        return None
+
+
+def measure_point(point: Point, hooks: Callable[[Point], None] | None = None) -> dict[str, Any]:
+    """One full row for `point`; OOM and exceptions become rows (status oom / error), never raise."""
+    import torch
+
+    started = time.perf_counter()
+    if point.threads:
+        torch.set_num_threads(point.threads)
+    row = identity_row(point)
+    row["threads"] = torch.get_num_threads()
+    collectors: list[Collector] = []
+    try:
+        collectors = start_collectors(point, row.get("device_uuid") or "")
+        scan, attn = resolved_backends(point)
+        params, step = _build(point, scan, attn)
+        if hooks is not None:
+            hooks(point)
+        grad_mode = torch.inference_mode() if point.mode == "infer" else contextlib.nullcontext()
+        with grad_mode:
+            timing = time_steps(
+                step,
+                batch_size=point.batch_size,
+                warmup=point.warmup,
+                iters=point.iters,
+                min_time_s=point.min_time_s,
+                repeats=point.repeats,
+                sync=_sync_for(point.device),
+                on_start=lambda: [c.start() for c in collectors],
+                on_stop=lambda: [c.stop() for c in collectors],
+            )
+        for collector in collectors:
+            row.update(collector.columns(timing))
+        row.update(status="ok", params=params, gflops=_gflops(point), error="")
+    except Exception as exc:
+        oom = is_oom(exc)
+        message = f"{type(exc).__name__}: {exc}" if not oom else str(exc).split("\n")[0]
+        if not oom:
+            traceback.print_exc()  # to stderr: the full story for whoever reads the worker's log
+        extra: dict[str, Any] = {}
+        for collector in collectors:  # what was read before the failure (memory peaks) still counts
+            with contextlib.suppress(Exception):
+                extra.update(collector.columns(None))
+        row = failure_row(point, "oom" if oom else "error", message, threads=row["threads"], **extra)
+    row["timestamp"] = now_utc()
+    row["duration_s"] = time.perf_counter() - started
+    return row
 
 
 if __name__ == "__main__":

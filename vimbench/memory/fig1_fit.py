@@ -16,12 +16,11 @@ import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from vimbench.report import paper
-
 from .device import MIB
 from .predictor import MemoryQuery, predict
 
 PAPER_GB_AS = 2**30  # the paper's "GB" read as GiB (nvidia-smi MiB / 1024), as the plots do
+MODELS = ("vim-t", "deit-t")
 DTYPES = ("fp32", "fp16")
 ATTENTION = ("math", "sdpa")
 VIM_VARIANTS = ("ours", "upstream")
@@ -66,10 +65,6 @@ class SettingFit:
                 "predicted_gib": self.predicted_gib}  # fmt: skip
 
 
-def _paper_gib(model: str) -> list[float | None]:
-    return [None if p["memory_gb"] is None else p["memory_gb"] for p in paper.paper_points(model)]
-
-
 @functools.lru_cache(maxsize=1024)
 def _reserved_gib(query: MemoryQuery) -> float:
     return predict(query).reserved_peak_bytes / MIB / 1024
@@ -88,27 +83,32 @@ def _affine(setting: Setting, model: str, res: int) -> tuple[float, float]:
     return y1 - slope * b1, slope
 
 
-def _errors(curves: dict[str, list[float]]) -> list[float]:
+def _errors(curves: dict[str, list[float]], paper_gb: dict[str, list[float | None]]) -> list[float]:
     errors = []
-    for model in ("vim-t", "deit-t"):
-        for ours, theirs in zip(curves[model], _paper_gib(model), strict=True):
+    for model in MODELS:
+        for ours, theirs in zip(curves[model], paper_gb[model], strict=True):
             if theirs is not None:
                 errors.append(100.0 * (ours - theirs) / theirs)
     return errors
 
 
-def fit_fig1(overheads_mib: tuple[float, ...] = OVERHEADS_MIB, exact_top: int = 3) -> list[SettingFit]:
+def fit_fig1(
+    resolutions: list[int],
+    paper_gb: dict[str, list[float | None]],
+    overheads_mib: tuple[float, ...] = OVERHEADS_MIB,
+    exact_top: int = 3,
+) -> list[SettingFit]:
     """Every setting with its best batch size and device overhead, best first; the best `exact_top`
-    re-traced at that batch. Pass `overheads_mib=(512.0,)` to hold the overhead fixed."""
-    resolutions = paper.MEASURED_RESOLUTIONS
+    re-traced at that batch. `paper_gb`: model -> the paper's memory at each resolution (None: OOM).
+    Pass `overheads_mib=(512.0,)` to hold the overhead fixed."""
     fits: list[SettingFit] = []
     for dtype, attn, variant in itertools.product(DTYPES, ATTENTION, VIM_VARIANTS):
         setting = Setting(dtype, attn, variant)
-        lines = {m: [_affine(setting, m, r) for r in resolutions] for m in ("vim-t", "deit-t")}
+        lines = {m: [_affine(setting, m, r) for r in resolutions] for m in MODELS}
         best: SettingFit | None = None
         for batch, overhead in itertools.product(range(1, MAX_BATCH + 1), overheads_mib):
             curves = {m: [a + s * batch + overhead / 1024 for a, s in lines[m]] for m in lines}
-            errors = _errors(curves)
+            errors = _errors(curves, paper_gb)
             mean = sum(abs(e) for e in errors) / len(errors)
             if best is None or mean < best.mean_abs_error_pct:
                 best = SettingFit(setting, batch, overhead, mean, max(abs(e) for e in errors), curves, lines)
@@ -118,19 +118,19 @@ def fit_fig1(overheads_mib: tuple[float, ...] = OVERHEADS_MIB, exact_top: int = 
     for fit in fits[:exact_top]:  # the affine shortcut, checked: exact traces at the fitted batch
         fit.predicted_gib = {
             m: [_nvml_gib(fit.setting.query(m, r, fit.batch_size), fit.overhead_mib) for r in resolutions]
-            for m in ("vim-t", "deit-t")
+            for m in MODELS
         }
-        errors = _errors(fit.predicted_gib)
+        errors = _errors(fit.predicted_gib, paper_gb)
         fit.mean_abs_error_pct = sum(abs(e) for e in errors) / len(errors)
         fit.max_abs_error_pct = max(abs(e) for e in errors)
     fits[:exact_top] = sorted(fits[:exact_top], key=lambda f: f.mean_abs_error_pct)
     return fits
 
 
-def headline_statement(best: SettingFit, device_gib: float = 80.0) -> str:
-    """What the fit says about the 86.8% at 1248 px, in plain words."""
+def headline_statement(best: SettingFit, implied: float, device_gib: float = 80.0) -> str:
+    """What the fit says about the 86.8% at 1248 px (the last resolution), in plain words; `implied`: the
+    DeiT-Ti GB that 86.8% implies."""
     vim, deit = best.predicted_gib["vim-t"][-1], best.predicted_gib["deit-t"][-1]
-    implied = paper.implied_deit_memory_gb()
     saving = 100.0 * (1.0 - vim / deit)
     oom = deit > device_gib
     close = abs(deit - implied) / implied < 0.15

@@ -69,19 +69,65 @@ def fused_conv1d_silu(x, weight, bias, reverse, activation):
     return _FusedConv.apply(x, weight, bias)
 
 
+def _cpu_inference_fp32(*tensors) -> bool:
+    """When the C++ CPU block ops run (kernels/cpu_scan.py): fp32 tensors, no autograd; else the reference."""
+    given = [t for t in tensors if t is not None]
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in given)
+    return not needs_grad and all(t.dtype == torch.float32 for t in given)
+
+
+def cpu_conv1d_silu(x, weight, bias, reverse, activation):
+    """kernels/cpu_scan.py `_conv1d_silu`: one fp32 output in inference, the reference otherwise."""
+    from vimbench.kernels import causal_conv1d_ref
+
+    if not _cpu_inference_fp32(x, weight, bias):
+        return causal_conv1d_ref(x, weight, bias, reverse, activation)
+    weight.reshape(weight.shape[0], -1).contiguous()
+    return torch.empty(x.shape, dtype=torch.float32, device=x.device)
+
+
+def cpu_add_rms_norm(x, residual, weight, eps, residual_in_fp32):
+    """kernels/cpu_scan.py `_add_rms_norm`: out and residual like x in inference, the reference otherwise."""
+    from vimbench.kernels import add_rms_norm_ref
+
+    if not _cpu_inference_fp32(x, residual, weight):
+        return add_rms_norm_ref(x, residual, weight, eps, residual_in_fp32)
+    x = x.contiguous()
+    return torch.empty_like(x), torch.empty_like(x)
+
+
+def _cpu_block_ops_built() -> bool:
+    from vimbench.kernels import conv1d
+
+    entry = conv1d._CONV_BACKENDS.get("cpu")
+    return bool(entry and entry[1](torch.device("cpu")))
+
+
 @contextlib.contextmanager
-def cuda_op_models() -> Iterator[None]:
-    """Put the fused-kernel stand-ins first in the norm and conv registries for the duration of a trace."""
+def op_models(target: str) -> Iterator[None]:
+    """For the duration of a trace, run Vim's conv and norm as the target runs them, visibly.
+
+    cuda: the fused Triton stand-ins above. cpu: the C++ CPU block ops' allocations where they are built
+    (as `auto` picks them on this machine), the reference ops where they are not. The real backends are
+    put back exactly afterwards (the registries have no public removal).
+    """
     from vimbench.kernels import conv1d, rmsnorm
 
     saved = (dict(conv1d._CONV_BACKENDS), dict(rmsnorm._NORM_BACKENDS))
+    if target == "cuda":
+        conv_fn, norm_fn = fused_conv1d_silu, fused_add_rms_norm
+    elif _cpu_block_ops_built():
+        conv_fn, norm_fn = cpu_conv1d_silu, cpu_add_rms_norm
+    else:
+        conv_fn = norm_fn = None
     conv1d._CONV_BACKENDS.clear()
-    conv1d._CONV_BACKENDS.update({TRACE_BACKEND: (fused_conv1d_silu, lambda d: True), **saved[0]})
     rmsnorm._NORM_BACKENDS.clear()
-    rmsnorm._NORM_BACKENDS.update({TRACE_BACKEND: (fused_add_rms_norm, lambda d: True), **saved[1]})
+    if conv_fn is not None:  # the only entries: no real kernel may see a fake tensor
+        conv1d.register_conv_backend(TRACE_BACKEND, conv_fn, lambda d: True, priority=0)
+        rmsnorm.register_norm_backend(TRACE_BACKEND, norm_fn, lambda d: True, priority=0)
     try:
         yield
-    finally:  # the registries have no public removal: restore them exactly
+    finally:
         conv1d._CONV_BACKENDS.clear()
         conv1d._CONV_BACKENDS.update(saved[0])
         rmsnorm._NORM_BACKENDS.clear()

@@ -21,7 +21,7 @@ import torch
 from torch._subclasses import FakeTensorMode
 
 from .allocator import CachingAllocatorModel, round_size
-from .gpu_ops import cuda_op_models, upstream_mixer_forward
+from .gpu_ops import op_models, upstream_mixer_forward
 from .scan_standin import KERNEL_MODELS, trace_backend
 from .tracker import CATEGORIES, StorageLog, StorageTracker
 
@@ -128,8 +128,8 @@ def trace(q: MemoryQuery, fake: bool = True) -> tuple[StorageLog, int]:
     tracker = StorageTracker()
     with contextlib.ExitStack() as stack:
         scan = stack.enter_context(trace_backend(q.resolved_scan_kernel())) if family == "vim" else "auto"
-        if q.target == "cuda" and family == "vim":
-            stack.enter_context(cuda_op_models())
+        if family == "vim":
+            stack.enter_context(op_models(q.target))
         if fake:  # built on fake CPU tensors: shapes only, whatever the size
             stack.enter_context(FakeTensorMode())
         with no_truncated_normal_init():  # values do not matter here; its rejection sampling reads data

@@ -26,10 +26,13 @@ def scan_kernel_for(backend: str) -> str:
     return "cpu" if backend == "cpu" else "gpu"
 
 
-def query_for_point(point: Any, scan_backend: str) -> MemoryQuery:
+def query_for_point(point: Any, identity: dict[str, Any]) -> MemoryQuery:
+    """The memory query of a sweep point, with the backends its identity row resolved ("-": not used)."""
+    attn = str(identity.get("attn_backend") or "auto")
     return MemoryQuery(
         point.model, point.img_size, point.batch_size, point.dtype, point.mode,
-        attn_backend=point.attn_backend, scan_kernel=scan_kernel_for(scan_backend), target="cuda",
+        attn_backend="auto" if attn == "-" else attn,
+        scan_kernel=scan_kernel_for(str(identity.get("scan_backend") or "auto")), target="cuda",
     )  # fmt: skip
 
 
@@ -69,7 +72,7 @@ class Preflight:
 
     def _predict(self, point: Any, identity: dict[str, Any]) -> dict[str, float] | None:
         try:  # a prediction must never break a sweep
-            prediction = predict(query_for_point(point, str(identity.get("scan_backend", "auto"))))
+            prediction = predict(query_for_point(point, identity))
         except Exception:
             return None
         overhead, _ = device_overhead_mib(identity.get("device_name"))

@@ -8,7 +8,10 @@ hot op goes through `vimbench.kernels`, so any scan backend (reference, fast CPU
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
@@ -21,8 +24,7 @@ from vimbench.kernels import (
     bidirectional_selective_scan,
     causal_conv1d_silu,
 )
-
-from .layers import add_patch_tokens, init_linear_conv, trunc_normal_
+from vimbench.layers import add_patch_tokens, init_linear_conv, trunc_normal_
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,20 @@ class VimConfig:
     norm_eps: float = 1e-5
 
 
+KernelScope = Callable[[str], AbstractContextManager[None]]
+
+
+class ScopedKernels:
+    """Mixin: the fused kernel calls of a module run inside `kernel_scope(category)` when one is set on the
+    instance (the profiler's category scopes set it for the model they profile; "conv1d", "norm", "scan")."""
+
+    kernel_scope: KernelScope | None = None
+
+    def _kernel(self, category: str) -> AbstractContextManager[None]:
+        scope = self.kernel_scope
+        return scope(category) if scope is not None else contextlib.nullcontext()
+
+
 class RMSNorm(nn.Module):
     """Weight-only RMSNorm (mamba's), applied through `vimbench.kernels.add_rms_norm`."""
 
@@ -46,7 +62,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
 
-class VimMixer(nn.Module):
+class VimMixer(ScopedKernels, nn.Module):
     """Bidirectional Mamba mixer ("bimamba v2", outputs summed and divided by 2)."""
 
     def __init__(self, cfg: VimConfig, scan_backend: str = "auto"):
@@ -109,16 +125,19 @@ class VimMixer(nn.Module):
         xz = (self.in_proj.weight @ hidden.reshape(batch * length, -1).t()).view(-1, batch, length)
         xz = xz.transpose(0, 1)
         x, z = xz.chunk(2, dim=1)
-        xc_f = causal_conv1d_silu(x, self.conv1d.weight, self.conv1d.bias)
-        xc_b = causal_conv1d_silu(x, self.conv1d_b.weight, self.conv1d_b.bias, reverse=True)
+        with self._kernel("conv1d"):
+            xc_f = causal_conv1d_silu(x, self.conv1d.weight, self.conv1d.bias)
+        with self._kernel("conv1d"):
+            xc_b = causal_conv1d_silu(x, self.conv1d_b.weight, self.conv1d_b.bias, reverse=True)
         fwd = self._direction(xc_f, self.x_proj, self.dt_proj, self.A_log, self.D)
         bwd = self._direction(xc_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b)
-        y = bidirectional_selective_scan(fwd, bwd, z, delta_softplus=True, backend=self.scan_backend)
+        with self._kernel("scan"):
+            y = bidirectional_selective_scan(fwd, bwd, z, delta_softplus=True, backend=self.scan_backend)
         # halving after the projection is exact and touches D instead of E channels
         return F.linear(y.transpose(1, 2), self.out_proj.weight) * 0.5
 
 
-class VimBlock(nn.Module):
+class VimBlock(ScopedKernels, nn.Module):
     """Pre-norm residual block: res = h + res (fp32), h = mixer(RMSNorm(res))."""
 
     def __init__(self, cfg: VimConfig, scan_backend: str = "auto"):
@@ -127,11 +146,12 @@ class VimBlock(nn.Module):
         self.norm = RMSNorm(cfg.embed_dim, cfg.norm_eps)
 
     def forward(self, hidden: Tensor, residual: Tensor | None) -> tuple[Tensor, Tensor]:
-        normed, residual = add_rms_norm(hidden, residual, self.norm.weight, self.norm.eps)
+        with self._kernel("norm"):
+            normed, residual = add_rms_norm(hidden, residual, self.norm.weight, self.norm.eps)
         return self.mixer(normed), residual
 
 
-class VisionMamba(nn.Module):
+class VisionMamba(ScopedKernels, nn.Module):
     family = "vim"
 
     def __init__(
@@ -183,7 +203,8 @@ class VisionMamba(nn.Module):
         hidden, residual = x, None
         for layer in self.layers:
             hidden, residual = layer(hidden, residual)
-        out, _ = add_rms_norm(hidden, residual, self.norm_f.weight, self.norm_f.eps)
+        with self._kernel("norm"):
+            out, _ = add_rms_norm(hidden, residual, self.norm_f.weight, self.norm_f.eps)
         return out[:, mid]
 
     def forward(self, x: Tensor) -> Tensor:

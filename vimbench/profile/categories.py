@@ -18,8 +18,7 @@ the q/k/v and output projections inside their own (inner) linear scopes, so they
 from __future__ import annotations
 
 import contextlib
-import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -29,12 +28,8 @@ SCAN, CONV1D, LINEAR, NORM, ATTENTION, OTHER = "scan", "conv1d", "linear/matmul"
 CATEGORIES: tuple[str, ...] = (SCAN, CONV1D, LINEAR, NORM, ATTENTION, OTHER)
 SCOPE_PREFIX = "vimbench::scope::"
 
-# `vimbench.models.vim` globals wrapped in a scope while CategoryScopes is active
-_VIM_KERNEL_ENTRY_POINTS = {
-    "causal_conv1d_silu": CONV1D,
-    "add_rms_norm": NORM,
-    "bidirectional_selective_scan": SCAN,
-}
+# the categories a model's fused kernel calls name (vimbench.models.vim.ScopedKernels) -> ours
+_KERNEL_CALL_CATEGORIES = {"conv1d": CONV1D, "norm": NORM, "scan": SCAN}
 
 _STRONG_ATEN = {
     "aten::scaled_dot_product_attention": ATTENTION,
@@ -151,7 +146,7 @@ def _first_input_dims(event: Any) -> int | None:
 def module_category(module: nn.Module) -> str | None:
     """Which modules get a scope: projections, norms, the patch embedding and DeiT's attention block."""
     from vimbench.baselines.deit import Attention
-    from vimbench.models.layers import PatchEmbed
+    from vimbench.layers import PatchEmbed
 
     if isinstance(module, (nn.Linear, PatchEmbed)):
         return LINEAR
@@ -174,7 +169,7 @@ class CategoryScopes:
         self.record = record
         self._stack: list[tuple[str, Any]] = []
         self._handles: list[Any] = []
-        self._patched: list[tuple[Any, str, Any]] = []
+        self._scoped: list[Any] = []  # modules whose kernel_scope this context set
 
     def current(self) -> str | None:
         return self._stack[-1][0] if self._stack else None
@@ -199,13 +194,8 @@ class CategoryScopes:
         finally:
             self._close()
 
-    def _wrap(self, fn: Callable[..., Any], category: str) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def scoped(*args: Any, **kwargs: Any) -> Any:
-            with self.scope(category):
-                return fn(*args, **kwargs)
-
-        return scoped
+    def _kernel_scope(self, name: str) -> contextlib.AbstractContextManager[None]:
+        return self.scope(_KERNEL_CALL_CATEGORIES.get(name, OTHER))
 
     def __enter__(self) -> CategoryScopes:
         for module in self.model.modules():
@@ -215,21 +205,18 @@ class CategoryScopes:
             self._handles.append(module.register_forward_pre_hook(
                 lambda _m, _a, c=category: self._open(c)))
             self._handles.append(module.register_forward_hook(lambda _m, _a, _o: self._close()))
-        from vimbench.models import vim
-
-        for attr, category in _VIM_KERNEL_ENTRY_POINTS.items():
-            original = getattr(vim, attr, None)
-            if callable(original):
-                self._patched.append((vim, attr, original))
-                setattr(vim, attr, self._wrap(original, category))
+        for module in self.model.modules():  # this model's instances only: no module globals touched
+            if hasattr(module, "kernel_scope"):
+                module.kernel_scope = self._kernel_scope
+                self._scoped.append(module)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for handle in self._handles:
             handle.remove()
-        for owner, attr, original in reversed(self._patched):
-            setattr(owner, attr, original)
+        for module in self._scoped:
+            module.__dict__.pop("kernel_scope", None)  # back to the class default (no scope)
         self._handles.clear()
-        self._patched.clear()
+        self._scoped.clear()
         while self._stack:  # a forward that raised mid-module leaves scopes open
             self._close()

@@ -28,18 +28,13 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, flop_registry, register_flop_formula
 
 import vimbench.kernels  # noqa: F401  (defines torch.ops.vimbench.selective_scan)
+from vimbench.kernels.flops import scan_flops
 
 from .categories import CATEGORIES, OTHER, CategoryScopes, strong_category, weak_category
 
-SCAN_FLOPS_PER_ELEMENT = 9
 COUNTING_SCAN_BACKEND = "reference"
 
 aten = torch.ops.aten
-
-
-def scan_flops(batch: int, length: int, channels: int, d_state: int) -> int:
-    """FLOPs of one selective-scan direction: 9 per (batch, position, channel, state)."""
-    return SCAN_FLOPS_PER_ELEMENT * batch * length * channels * d_state
 
 
 if torch.ops.vimbench.selective_scan not in flop_registry:  # a module reload must not register twice

@@ -18,11 +18,15 @@ from typing import Any
 
 import torch
 
+from vimbench.devices import resolve_device as parse_device
+from vimbench.dtypes import torch_dtypes
+from vimbench.metrics.timing_stats import spread
+
 from .categories import CATEGORIES, OTHER, SCAN, CategoryScopes, EventClassifier, strong_category
 from .flops import FlopCount, count_model_flops
 from .memory import ForwardMemory, measure_forward_memory
 
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES: dict[str, torch.dtype] = torch_dtypes()
 ITERATION_SCOPE = "vimbench::forward"
 
 
@@ -87,7 +91,8 @@ class ProfileResult:
     cpu_summary: EventSummary | None = None  # on CUDA: the host side (launch overhead, Python)
     scan_bandwidth: ScanBandwidth | None = None  # CUDA + Vim only
     flops: FlopCount | None = None
-    wall_s_per_iter: float = 0.0
+    wall_s_per_iter: float = 0.0  # median over the profiled forwards
+    wall_iqr_pct: float = 0.0  # their spread; noisy by the one rule of vimbench.metrics.timing_stats
     memory: ForwardMemory | None = None  # CUDA only
     trace_path: Path | None = None
 
@@ -306,21 +311,8 @@ def _within_scan_op(event: Any) -> bool:
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda if present else cpu; ValueError for anything that cannot run here."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {name!r}; use cpu, cuda or cuda:N")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but no CUDA GPU is available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} does not exist ({torch.cuda.device_count()} GPU(s) visible)")
-    return device
+    """"auto" -> cuda if present else cpu; ValueError (vimbench.devices) for anything that cannot run here."""
+    return torch.device(parse_device(name))
 
 
 def build_model(config: ProfileConfig, device: torch.device) -> tuple[torch.nn.Module, str, str]:
@@ -358,18 +350,20 @@ def run_profile(config: ProfileConfig, top: int = 15) -> ProfileResult:
             model(x)
         _synchronize(device)
         with CategoryScopes(model, record=True), profile(activities=activities, record_shapes=True) as prof:
-            start = time.perf_counter()
+            walls = []
             for _ in range(config.iters):
+                start = time.perf_counter()
                 with record_function(ITERATION_SCOPE):
                     model(x)
                 _synchronize(device)
-            wall = (time.perf_counter() - start) / config.iters
+                walls.append(time.perf_counter() - start)
+            wall = spread(walls)
     events = prof.events()
     measure = "device" if use_cuda else "cpu"
     summary = analyse_events(events, measure, config.iters, top)
     result = ProfileResult(
         config=config, device=str(device), scan_backend=scan_backend, attn_backend=attn_backend,
-        measure=measure, summary=summary, wall_s_per_iter=wall,
+        measure=measure, summary=summary, wall_s_per_iter=wall.median, wall_iqr_pct=wall.iqr_pct,
         flops=count_model_flops(model, config.img_size, config.batch_size),
     )
     if use_cuda:

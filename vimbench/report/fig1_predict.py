@@ -1,7 +1,6 @@
-"""`vimbench reproduce fig1 --predict`: the paper's Fig. 1 memory beside predicted curves, and the fit.
-
-No GPU needed: `vimbench.memory.fig1_fit` traces the points on fake tensors. The result is kept in the run
-folder as PREDICTED_FILE, so `report.md` and the memory figure of that folder show it whenever redrawn.
+"""`vimbench reproduce fig1 --predict`, the rendering: the paper's Fig. 1 memory beside predicted curves,
+and the fit, from the PREDICTED_FILE that `vimbench.reproduce` leaves in the run folder (so `report.md` and
+the memory figure of that folder show it whenever they are redrawn).
 """
 
 from __future__ import annotations
@@ -10,43 +9,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import paper
 from .markdown import md_table
 
 PREDICTED_FILE = "fig1_predicted.json"
 FIGURE = "memory-predicted"
-_STYLES = {"vim-t": ("tab:green", "Vim-Ti"), "deit-t": ("tab:red", "DeiT-Ti")}
-
-
-def compute_prediction(run_dir: str | Path, echo=print) -> dict[str, Any]:
-    """Run the fit, write PREDICTED_FILE into run_dir, return what it holds."""
-    from vimbench.memory.fig1_fit import fit_fig1, headline_statement
-
-    echo("predicting Fig. 1 memory on fake tensors (no GPU): 8 settings x 10 points, minutes on 2 cores")
-    import platform
-
-    import torch
-
-    from vimbench import __version__
-    from vimbench.measure.environment import describe_device
-
-    fits = fit_fig1()
-    data = {
-        "traced_on": f"{describe_device('cpu')['name']} ({platform.machine()}), no GPU; torch "
-        f"{torch.__version__}, vimbench {__version__}",
-        "resolutions": list(paper.MEASURED_RESOLUTIONS),
-        "paper_resolutions": list(paper.PAPER_RESOLUTIONS),
-        "paper_gb": {m: [p["memory_gb"] for p in paper.paper_points(m)] for m in _STYLES},
-        "fits": [f.as_dict() for f in fits],
-        "statement": headline_statement(fits[0]),
-        "method": "predicted NVML = caching-allocator reserved peak (fake-tensor trace, vimbench.memory) + "
-        "device overhead; paper GB read as GiB; target cuda, inference, Vim scan kernels as fused Triton "
-        "(ours) or mamba_ssm with flipped copies (upstream)",
-    }
-    out = Path(run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / PREDICTED_FILE).write_text(json.dumps(data, indent=2) + "\n")
-    return data
+STYLES = {"vim-t": ("tab:green", "Vim-Ti"), "deit-t": ("tab:red", "DeiT-Ti")}
 
 
 def load_prediction(run_dir: str | Path) -> dict[str, Any] | None:
@@ -70,7 +37,7 @@ def prediction_section(data: dict[str, Any]) -> str:
     rows = []
     for i, (paper_res, res) in enumerate(zip(data["paper_resolutions"], data["resolutions"], strict=True)):
         row: list[Any] = [paper_res, res]
-        for model in _STYLES:
+        for model in STYLES:
             theirs = data["paper_gb"][model][i]
             ours = best["predicted_gib"][model][i]
             error = "" if theirs is None else f" ({100 * (ours - theirs) / theirs:+.1f}%)"
@@ -103,7 +70,7 @@ def draw_predicted(ax, data: dict[str, Any]) -> list[float]:
     """Predicted curves of the best fit (solid) and the runner-up (dotted), MiB, on a memory axis."""
     values: list[float] = []
     for rank, fit in enumerate(data["fits"][:2]):
-        for model, (color, name) in _STYLES.items():
+        for model, (color, name) in STYLES.items():
             y = [v * 1024 for v in fit["predicted_gib"][model]]
             style, alpha = ("-", 1.0) if rank == 0 else (":", 0.6)
             ax.plot(data["resolutions"], y, style, color=color, alpha=alpha,
@@ -121,7 +88,7 @@ def draw_prediction_figure(run_dir: str | Path, data: dict[str, Any]) -> list[Pa
 
     fig, ax = plt.subplots(figsize=(8, 5))
     draw_predicted(ax, data)
-    for model, (color, name) in _STYLES.items():
+    for model, (color, name) in STYLES.items():
         pts = [(r, gb) for r, gb in zip(data["resolutions"], data["paper_gb"][model], strict=True) if gb]
         ax.plot([p[0] for p in pts], [p[1] * 1024 for p in pts], "s", mfc="white", color=color,
                 label=f"{name} paper Fig. 1 (GB read as GiB)")  # fmt: skip

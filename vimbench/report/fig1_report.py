@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from vimbench.results import cell_text
+
 from . import paper
 from .markdown import (
     environment_section,
@@ -29,10 +31,8 @@ from .runs import (
     Line,
     Pair,
     Run,
-    as_text,
     describe,
     lines,
-    load_run,
     varying_keys,
     vim_deit_pairs,
 )
@@ -44,7 +44,7 @@ _FIGURES = ("throughput", "memory", "memory-predicted", "speedup")
 
 
 def write_fig1_report(run_dir: str | Path) -> Path:
-    run = load_run(run_dir)
+    run = Run.load(run_dir)
     target = run.path / REPORT_FILE
     target.write_text(render_fig1_report(run, target))
     return target
@@ -333,7 +333,7 @@ def _attention_dependence(pairs: list[Pair]) -> str:
 def _values(run: Run, column: str) -> str:
     if column not in run.results.columns:
         return "not recorded"
-    values = sorted({as_text(v) for v in run.results[column]} - {""})
+    values = sorted({cell_text(v) for v in run.results[column]} - {""})
     return ", ".join(values) or "not recorded"
 
 

@@ -13,7 +13,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .runs import MEMORY_SOURCES, Line, Pair, Run, describe, lines, load_run, vim_deit_pairs
+import pandas as pd
+
+from vimbench.metrics import Metric, all_metrics
+
+from .runs import MEMORY_SOURCES, Line, Pair, Run, describe, lines, vim_deit_pairs
 
 REPORT_NAME = "run-report.md"  # report.md in a fig1 run is the reproduction report: never clobber it
 _ENV_KEYS = (
@@ -139,8 +143,16 @@ def memory_cell(row: dict[str, Any]) -> str:
     return mem if mem == "-" else f"{mem} ({source})"
 
 
+def extra_metrics(rows: pd.DataFrame) -> list[Metric]:
+    """Registered metrics beyond the contract's (energy...) that hold a value in `rows`: their columns join
+    the tables only where they were recorded."""
+    return [m for m in all_metrics()
+            if not m.column(m.value_column).core and rows[m.value_column].notna().any()]
+
+
 def line_table(line: Line) -> str:
-    """One row per resolution of a configuration: status, speed, spread, memory."""
+    """One row per resolution of a configuration: status, speed, spread, memory (+ recorded extra metrics)."""
+    extras = extra_metrics(line.rows)
     rows = []
     for row in line.rows.to_dict("records"):
         p10, p90 = fmt_num(row["latency_ms_p10"]), fmt_num(row["latency_ms_p90"])
@@ -148,10 +160,11 @@ def line_table(line: Line) -> str:
             int(row["img_size"]), fmt_num(row["tokens"]), row["status"], fmt_num(row["throughput"]),
             fmt_num(row["latency_ms"]), "-" if p10 == "-" else f"{p10} - {p90}",
             fmt_num(row["iqr_pct"], "%"), "yes" if row["noisy"] == "true" else "",
-            memory_cell(row), fmt_num(row["gflops"]),
+            memory_cell(row), *(fmt_num(row[m.value_column]) for m in extras), fmt_num(row["gflops"]),
         ))  # fmt: skip
     headers = ("resolution", "tokens", "status", "img/s (median)", "latency ms (median)",
-               "latency p10 - p90 ms", "IQR", "noisy", "peak memory MiB (source)", "GFLOP/img")  # fmt: skip
+               "latency p10 - p90 ms", "IQR", "noisy", "peak memory MiB (source)",
+               *(m.label for m in extras), "GFLOP/img")  # fmt: skip
     return md_table(headers, rows)
 
 
@@ -251,7 +264,7 @@ def errors_section(run: Run) -> str:
 
 def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the markdown report of a run (default RUN_DIR/report.md) and return its path."""
-    run = load_run(run_dir)
+    run = Run.load(run_dir)
     target = Path(out) if out is not None else run.path / REPORT_NAME
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(render_run_report(run, target))

@@ -6,6 +6,8 @@ multiple of 16: the nearest resolution a patch-16 model can run is 736, which vi
 
 from __future__ import annotations
 
+from vimbench.results import saving_pct, speedup
+
 PAPER_RESOLUTIONS: tuple[int, ...] = (512, 640, 738, 1024, 1248)
 # the resolutions vimbench measures for them (738 -> 736, on the 16-pixel grid)
 MEASURED_RESOLUTIONS: tuple[int, ...] = (512, 640, 736, 1024, 1248)
@@ -45,20 +47,24 @@ def paper_point(model: str, img_size: int) -> dict | None:
     return next((p for p in paper_points(model) if p["img_size"] == img_size), None)
 
 
-def paper_speedup(img_size: int) -> float | None:
-    """Vim-Ti FPS over DeiT-Ti FPS as plotted in Fig. 1 at a measured resolution (2.82 at 1248)."""
-    vim, deit = paper_point("vim-t", img_size), paper_point("deit-t", img_size)
-    if vim is None or deit is None:
+def paper_speedup(img_size: int, model_a: str = "vim-t", model_b: str = "deit-t") -> float | None:
+    """a's FPS over b's as plotted in Fig. 1 at a measured resolution (Vim-Ti / DeiT-Ti: 2.82 at 1248).
+
+    From the plotted log10 values, not the rounded FPS, so every report and `compare` show the same digits.
+    """
+    pa, pb = paper_point(model_a, img_size), paper_point(model_b, img_size)
+    if pa is None or pb is None:  # Fig. 1 plots an FPS even where its memory curve says OOM (DeiT-Ti 1248)
         return None
-    return 10 ** (_LOG10_FPS["vim-t"][_index(img_size)] - _LOG10_FPS["deit-t"][_index(img_size)])
+    index = _index(img_size)
+    return speedup(10 ** _LOG10_FPS[model_a][index], 10 ** _LOG10_FPS[model_b][index])
 
 
-def paper_memory_saving_pct(img_size: int) -> float | None:
-    """100 * (1 - Vim-Ti GB / DeiT-Ti GB) from Fig. 1; None where DeiT-Ti is OOM (1248)."""
-    vim, deit = paper_point("vim-t", img_size), paper_point("deit-t", img_size)
-    if vim is None or deit is None or deit["memory_gb"] is None:
+def paper_memory_saving_pct(img_size: int, model_a: str = "vim-t", model_b: str = "deit-t") -> float | None:
+    """100 * (1 - a's GB / b's GB) from Fig. 1; None where either is OOM (DeiT-Ti at 1248)."""
+    pa, pb = paper_point(model_a, img_size), paper_point(model_b, img_size)
+    if pa is None or pb is None:
         return None
-    return 100.0 * (1.0 - vim["memory_gb"] / deit["memory_gb"])
+    return saving_pct(pa["memory_gb"], pb["memory_gb"])
 
 
 def implied_deit_memory_gb() -> float:

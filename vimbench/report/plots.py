@@ -19,6 +19,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from vimbench.metrics import Metric, all_metrics
+
 from . import paper as fig1_paper
 from .plot_parts import (
     RUN_STYLES,
@@ -42,13 +44,21 @@ from .runs import (
     OOM_STATUSES,
     Run,
     describe,
-    load_run,
     varying_keys,
     vim_deit_pairs,
 )
 
-METRICS: tuple[str, ...] = ("throughput", "memory", "latency", "speedup")
+
+def _curve_metrics() -> dict[str, Metric]:
+    """Every registered metric drawn as a curve against resolution (vimbench.metrics), by name."""
+    return {m.name: m for m in all_metrics() if m.plot}
+
+
+# the figures `vimbench plot --metric` knows: one per registered metric, then the Vim/DeiT speedup
 DEFAULT_METRICS: tuple[str, ...] = ("throughput", "memory")
+METRICS: tuple[str, ...] = (
+    *DEFAULT_METRICS, *(name for name in _curve_metrics() if name not in DEFAULT_METRICS), "speedup"
+)
 FORMATS: tuple[str, ...] = ("png", "svg")
 _PAPER_STYLE = {
     "vim-t": ("black", "s", "paper Vim-Ti (Fig. 1)"),
@@ -75,13 +85,13 @@ def plot_runs(
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
-    runs = [load_run(d) for d in run_dirs]
+    runs = [Run.load(d) for d in run_dirs]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for metric in metrics:
         with plt.rc_context({"svg.fonttype": "none"}):  # SVG text stays text: searchable and editable
-            fig = _DRAW[metric](runs, paper)
+            fig = _draw(metric, runs, paper)
             if fig is None:
                 continue
             try:
@@ -97,10 +107,11 @@ def plot_runs(
 # ----------------------------------------------------------------------------------------------- metrics
 
 
-def _draw_curves(runs: list[Run], paper_overlay: bool, metric: str) -> Figure | None:
-    """throughput | latency | memory against resolution, one line per configuration."""
+def _draw_curves(runs: list[Run], paper_overlay: bool, name: str) -> Figure | None:
+    """A registered metric against resolution, one line per configuration."""
+    metric = _curve_metrics()[name]
     all_lines = lines_of(runs)
-    if not all_lines:
+    if not all_lines or not _has_values(all_lines, metric):
         return None
     shown, common = legend_keys(all_lines, len(runs) > 1)
     colors = color_map(all_lines)
@@ -112,8 +123,10 @@ def _draw_curves(runs: list[Run], paper_overlay: bool, metric: str) -> Figure | 
         color = color_of(colors, line)
         style = RUN_STYLES[runs.index(line.run) % len(RUN_STYLES)]
         ok = line.ok
+        ok = ok[ok[metric.value_column].notna()]
         x = ok["img_size"].to_numpy()
-        y, low, high = _metric_values(ok, metric)
+        y = ok[metric.value_column].to_numpy()
+        low, high = metric.band(ok) if metric.band is not None else (None, None)
         if len(x):
             ax.plot(x, y, style, marker="o", color=color, label=line_label(line, shown, runs))
             if low is not None and np.isfinite(low).any():
@@ -132,45 +145,34 @@ def _draw_curves(runs: list[Run], paper_overlay: bool, metric: str) -> Figure | 
         failed_lines += bool(drawn)
         kinds |= drawn
     extra_sizes: list[int] = []
-    if paper_overlay and metric in ("throughput", "memory"):
-        plotted.extend(_draw_paper(ax, metric, failed_edge(failed_lines)))
-    if paper_overlay and metric == "memory":  # `reproduce fig1 --predict` left predicted curves
+    if paper_overlay and name in _PAPER_METRICS:
+        plotted.extend(_draw_paper(ax, name, failed_edge(failed_lines)))
+        extra_sizes = list(fig1_paper.MEASURED_RESOLUTIONS)
+        kinds |= {"oom"} if name == "memory" else set()
+    if paper_overlay and name == "memory":  # `reproduce fig1 --predict` left predicted curves
         from .fig1_predict import draw_predicted, load_prediction
 
         for data in filter(None, (load_prediction(run.path) for run in runs)):
             plotted.extend(draw_predicted(ax, data))
-        extra_sizes = list(fig1_paper.MEASURED_RESOLUTIONS)
-        kinds |= {"oom"} if metric == "memory" else set()
-    what, ylabel = _LABELS[metric]
-    if metric == "memory":
-        ylabel = _memory_label(runs)
-    ax.set_ylabel(ylabel)
-    log_if_wide(ax, plotted, 4.0 if metric != "memory" else 8.0)
+    ax.set_ylabel(_memory_label(runs) if name == "memory" else metric.label)
+    log_if_wide(ax, plotted, 8.0 if name == "memory" else 4.0)
     resolution_axes(ax, runs, extra_sizes)
-    band = "; band: p10-p90 latency over repeats" if metric in ("throughput", "latency") else ""
-    ax.set_title(title(what + band, all_lines, common), fontsize="medium")
+    band = "; band: p10-p90 latency over repeats" if metric.band is not None else ""
+    ax.set_title(title(metric.title + band, all_lines, common), fontsize="medium")
     return finish(fig, ax, status_handles(kinds))
 
 
-_LABELS = {
-    "throughput": ("Throughput vs resolution", "throughput (images/s, median)"),
-    "latency": ("Latency per batch vs resolution", "latency per batch (ms, median)"),
-    "memory": ("Peak memory vs resolution", "peak memory (MiB)"),
-}
+# the paper's Fig. 1 has these two
+_PAPER_METRICS = ("throughput", "memory")
 
 
-def _metric_values(ok, metric: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    if metric == "throughput":
-        batch = ok["batch_size"].to_numpy()
-        # the slowest tenth of batches gives the low end of throughput
-        return (
-            ok["throughput"].to_numpy(),
-            batch * 1e3 / ok["latency_ms_p90"].to_numpy(),
-            batch * 1e3 / ok["latency_ms_p10"].to_numpy(),
-        )
-    if metric == "latency":
-        return ok["latency_ms"].to_numpy(), ok["latency_ms_p10"].to_numpy(), ok["latency_ms_p90"].to_numpy()
-    return ok["peak_mem_mib"].to_numpy(), None, None
+def _has_values(all_lines: list, metric: Metric) -> bool:
+    """False when points ran but none recorded the metric (energy is "-" where no counter is readable):
+    no figure then. A run whose points all failed still gets one, with the failures marked."""
+    ok = [line.ok for line in all_lines]
+    if not any(len(rows) for rows in ok):
+        return True
+    return any(rows[metric.value_column].notna().any() for rows in ok)
 
 
 def _memory_label(runs: list[Run]) -> str:
@@ -294,9 +296,7 @@ def _draw_speedup(runs: list[Run], paper_overlay: bool) -> Figure | None:
     return finish(fig, ax, handles)
 
 
-_DRAW = {
-    "throughput": lambda runs, paper_overlay: _draw_curves(runs, paper_overlay, "throughput"),
-    "latency": lambda runs, paper_overlay: _draw_curves(runs, paper_overlay, "latency"),
-    "memory": lambda runs, paper_overlay: _draw_curves(runs, paper_overlay, "memory"),
-    "speedup": _draw_speedup,
-}
+def _draw(metric: str, runs: list[Run], paper_overlay: bool) -> Figure | None:
+    if metric == "speedup":
+        return _draw_speedup(runs, paper_overlay)
+    return _draw_curves(runs, paper_overlay, metric)

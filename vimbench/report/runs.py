@@ -6,87 +6,16 @@ configurations (e.g. two batch sizes or two GPUs) in one line.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import pandas as pd
 
-from vimbench.measure.schema import POINT_KEY, RESULT_COLUMNS, as_text, point_key
-from vimbench.measure.store import NUMERIC_COLUMNS, read_results
+from vimbench.metrics.peak_memory import MEMORY_SOURCES
+from vimbench.results import POINT_KEY, Run, option_names, saving_pct, speedup
 
 CONFIG_KEYS: tuple[str, ...] = tuple(k for k in POINT_KEY if k != "img_size")
 OOM_STATUSES = ("oom", "skipped-oom")
-# what each peak_mem_source means, for axis labels and reports
-MEMORY_SOURCES = {
-    "nvml-process": "NVML, this process",
-    "nvml-device-delta": "NVML, device used minus pre-run baseline",
-    "torch-reserved": "torch allocator, reserved",
-    "rss": "process RSS (CPU run: not GPU memory)",
-}
-
-
-def normalize_results(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every contract column present; numbers as floats (NaN when empty), the rest as plain strings.
-
-    A point measured twice (a resumed sweep) keeps its latest row.
-    """
-    frame = frame.copy()
-    for col in RESULT_COLUMNS:
-        if col not in frame.columns:
-            frame[col] = ""
-    for col in frame.columns:
-        if col in NUMERIC_COLUMNS:
-            frame[col] = pd.to_numeric(frame[col], errors="coerce")
-        else:
-            frame[col] = frame[col].map(as_text)
-    frame = frame[frame["model"] != ""]
-    keys = pd.Series([point_key(row) for row in frame.to_dict("records")], index=frame.index, dtype=object)
-    frame = frame.loc[~keys.duplicated(keep="last")]
-    return frame.sort_values(["model", "img_size"], kind="stable").reset_index(drop=True)
-
-
-@dataclass(eq=False)
-class Run:
-    """One run folder: its rows and its run.json (empty dict when that file is missing)."""
-
-    path: Path
-    results: pd.DataFrame
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.meta.get("config") or {}
-
-    @property
-    def environment(self) -> dict[str, Any]:
-        return self.meta.get("environment") or {}
-
-    def device_names(self) -> list[str]:
-        return sorted({d for d in self.results["device_name"] if d})
-
-
-def load_run(run_dir: str | Path) -> Run:
-    """Read a run folder; ValueError (one line) when it is not one."""
-    path = Path(run_dir)
-    if not path.exists():
-        raise ValueError(f"run folder {path} does not exist")
-    if path.is_file():  # a results.csv given directly
-        path = path.parent
-    results = normalize_results(read_results(path))
-    meta: dict[str, Any] = {}
-    meta_file = path / "run.json"
-    if meta_file.is_file():
-        try:
-            meta = json.loads(meta_file.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{meta_file} is not valid JSON: {exc}") from None
-    return Run(path, results, meta if isinstance(meta, dict) else {})
+__all__ = ["CONFIG_KEYS", "MEMORY_SOURCES", "OOM_STATUSES", "Line", "Pair", "Run", "lines", "vim_deit_pairs"]
 
 
 @dataclass(eq=False)
@@ -130,17 +59,19 @@ def describe(config: dict[str, str], keys: list[str] | tuple[str, ...]) -> str:
         value = config.get(key, "")
         if key == "batch_size":
             parts.append(f"bs {value}")
-        elif key == "scan_backend" and value not in ("", "-"):
-            parts.append(f"scan {value}")
-        elif key == "attn_backend" and value not in ("", "-"):
-            parts.append(f"attn {value}")
+        elif key in option_names():
+            if value not in ("", "-"):
+                parts.append(f"{_OPTION_SHORT.get(key, key)} {value}")
         elif key == "compile":
             parts.append("compiled" if value == "true" else "eager")
         elif key == "channels_last":
             parts.append("channels_last" if value == "true" else "contiguous")
-        elif key not in ("scan_backend", "attn_backend") and value:
+        elif value:
             parts.append(value)
     return ", ".join(parts)
+
+
+_OPTION_SHORT = {"scan_backend": "scan", "attn_backend": "attn"}
 
 
 @dataclass(eq=False)
@@ -189,10 +120,16 @@ def _join(vim_rows: pd.DataFrame, deit_rows: pd.DataFrame) -> pd.DataFrame:
     ).sort_values("img_size")
     table["tokens"] = table["vim_tokens"].fillna(table["deit_tokens"])
     both_ok = (table["vim_status"] == "ok") & (table["deit_status"] == "ok")
-    table["speedup"] = (table["vim_throughput"] / table["deit_throughput"]).where(both_ok)
-    table["memory_saving_pct"] = (
-        100.0 * (1.0 - table["vim_peak_mem_mib"] / table["deit_peak_mem_mib"])
+    table["speedup"] = _pairwise(speedup, table["vim_throughput"], table["deit_throughput"]).where(both_ok)
+    table["memory_saving_pct"] = _pairwise(
+        saving_pct, table["vim_peak_mem_mib"], table["deit_peak_mem_mib"]
     ).where(both_ok)
     for side in ("vim", "deit"):
         table[f"{side}_status"] = table[f"{side}_status"].fillna("not measured")
     return table.reset_index(drop=True)
+
+
+def _pairwise(ratio, a: pd.Series, b: pd.Series) -> pd.Series:
+    """`ratio` (vimbench.results.speedup / saving_pct) of each pair of values; NaN where it is undefined."""
+    values = [ratio(x, y) for x, y in zip(a, b, strict=True)]
+    return pd.Series([float("nan") if v is None else v for v in values], index=a.index, dtype=float)

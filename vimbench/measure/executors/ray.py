@@ -31,9 +31,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from .executor import OnRow, SkipCheck
+from ..plan import Point
+from .base import OnRow, SkipCheck
 from .multi_gpu import largest_first
-from .plan import Point
 
 RAY_MISSING = "--executor ray needs Ray: pip install vimbench[ray]"
 # run_point_subprocess's signature; injectable for tests (pickled to the task, so define it at module level)
@@ -58,7 +58,7 @@ def node_summary() -> dict[str, Any]:
 
     from vimbench import __version__
 
-    from .environment import nvml_devices
+    from ..environment import nvml_devices
 
     gpus, driver = nvml_devices()
     summary: dict[str, Any] = {
@@ -92,7 +92,7 @@ def run_point_task(
     point = Point.from_json(point_json)
     point = replace(point, device="cuda:0" if on_gpu else "cpu", threads=threads)
     if runner is None:
-        from .worker import run_point_subprocess as runner
+        from .local import run_point_subprocess as runner
     row = dict(runner(point, None))
     worker = node_summary()
     row["host"] = row.get("host") or worker["host"]
@@ -238,7 +238,7 @@ class RayExecutor:
 
     def _lost_row(self, point: Point, exc: BaseException) -> dict:
         """Described from the driver (the node that ran the point is gone or did not answer): no host."""
-        from .worker import failure_row
+        from ..rows import failure_row
 
         message = " ".join(str(exc).split())
         row = failure_row(point, "error", f"Ray task lost: {type(exc).__name__}: {message}")

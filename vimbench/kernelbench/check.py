@@ -17,20 +17,12 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from torch import Tensor
 
-from .reference import selective_scan_ref
-from .registry import get_backend
-from .scan import selective_scan
+from vimbench.dtypes import torch_dtypes
+from vimbench.kernels.reference import selective_scan_ref
+from vimbench.kernels.registry import get_backend
+from vimbench.kernels.scan import selective_scan
 
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-DTYPE_ALIASES = {
-    "float32": "fp32",
-    "float": "fp32",
-    "f32": "fp32",
-    "float16": "fp16",
-    "half": "fp16",
-    "f16": "fp16",
-    "bfloat16": "bf16",
-}
+DTYPES: dict[str, torch.dtype] = torch_dtypes()
 # relative-error tolerances (max|x-ref| / max|ref|): mamba's floors for the outputs
 FORWARD_TOL = {"fp32": 1e-4, "fp16": 3e-3, "bf16": 3e-2}
 # gradients: fp32 1e-3; half types at the output floors (the CPU backends measure ~5e-4 fp16, ~4e-3 bf16)
@@ -139,13 +131,6 @@ def quick_cases() -> list[CheckCase]:
         CheckCase("strided-big-dA-L256", 256, noncontiguous=True, large_decay=True),
         CheckCase("rev-L2049", 2049, reverse=True, grad=False),
     ]
-
-
-def normalize_dtype(name: str) -> str:
-    key = DTYPE_ALIASES.get(name.lower(), name.lower())
-    if key not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; known: {', '.join(DTYPES)}")
-    return key
 
 
 @dataclass

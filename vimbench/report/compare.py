@@ -3,23 +3,15 @@ Fig. 1 numbers beside them when Vim-Ti and DeiT-Ti are compared at the paper's r
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
-from vimbench.report.paper import paper_point
+from vimbench.results import number as _num
+from vimbench.results import point_key, saving_pct, speedup
 
-from .schema import point_key
-
-
-def _num(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
+from . import paper
 
 
 def matching_rows(frame: pd.DataFrame, model: str, filters: Mapping[str, Any]) -> pd.DataFrame:
@@ -77,8 +69,8 @@ def compare_rows(
         }
         ta, tb = entry["a_throughput"], entry["b_throughput"]
         ma, mb = entry["a_peak_mib"], entry["b_peak_mib"]
-        entry["speedup"] = ta / tb if ta and tb else None
-        entry["mem_saving_pct"] = 100.0 * (1.0 - ma / mb) if ma is not None and mb else None
+        entry["speedup"] = speedup(ta, tb)
+        entry["mem_saving_pct"] = saving_pct(ma, mb)
         entry.update(_paper(model_a, model_b, size))
         out.append(entry)
     return out
@@ -86,18 +78,17 @@ def compare_rows(
 
 def _paper(model_a: str, model_b: str, size: int) -> dict[str, Any]:
     """The paper's Fig. 1 numbers for this pair at this size, or {} when the paper has none."""
-    pa, pb = paper_point(model_a, size), paper_point(model_b, size)
+    pa, pb = paper.paper_point(model_a, size), paper.paper_point(model_b, size)
     if pa is None or pb is None:
         return {}
-    fa = pa["fps"] if pa["status"] == "ok" else None
-    fb = pb["fps"] if pb["status"] == "ok" else None
+    fa, fb = pa["fps"], pb["fps"]  # Fig. 1 plots an FPS even where its memory curve is OOM (DeiT-Ti 1248)
     ga, gb = pa["memory_gb"], pb["memory_gb"]
     return {
         "paper_res": pa["paper_res"],
         "paper_a_fps": fa,
         "paper_b_fps": fb,
-        "paper_speedup": fa / fb if fa and fb else None,
+        "paper_speedup": paper.paper_speedup(size, model_a, model_b),
         "paper_a_gb": ga,
         "paper_b_gb": gb,
-        "paper_mem_saving_pct": 100.0 * (1.0 - ga / gb) if ga is not None and gb else None,
+        "paper_mem_saving_pct": paper.paper_memory_saving_pct(size, model_a, model_b),
     }

@@ -42,8 +42,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .executor import OnRow, SkipCheck
-from .plan import Point
+from ..plan import Point
+from .base import OnRow, SkipCheck
 
 # run_point_subprocess's signature: (point, extra environment) -> one results row
 Runner = Callable[[Point, Mapping[str, str] | None], dict]
@@ -88,40 +88,6 @@ def largest_first(points: Sequence[Point]) -> list[Point]:
     return sorted(points, key=point_cost, reverse=True)
 
 
-def parse_devices(spec: str, device_count: int | None = None) -> list[str]:
-    """"all" or "cuda:0,cuda:2" -> ["cuda:0", "cuda:2"], checked against the GPUs torch can see.
-
-    ValueError with one line for: an empty list, no CUDA, a name that is not cuda:N, a GPU that does not
-    exist, a GPU listed twice (two points would share it). `device_count` replaces torch's count (tests).
-    """
-    if device_count is None:
-        import torch
-
-        device_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    items = [item.strip().lower() for item in str(spec or "").split(",")]
-    if not any(items):
-        raise ValueError("--devices is empty: use all or a list like cuda:0,cuda:1")
-    if device_count <= 0:
-        raise ValueError(f"--devices {spec}: no CUDA GPU is visible here (a CPU sweep needs no --devices)")
-    if items == ["all"]:
-        return [f"cuda:{i}" for i in range(device_count)]
-    devices: list[str] = []
-    for item in items:
-        if item == "cuda":
-            item = "cuda:0"
-        match = _CUDA.match(item)
-        if not match:
-            raise ValueError(f"unknown device {item!r} in --devices: use all or cuda:N[,cuda:M...]")
-        if int(match[1]) >= device_count:
-            raise ValueError(
-                f"{item} does not exist: {device_count} CUDA GPU(s) visible (cuda:0..cuda:{device_count - 1})"
-            )
-        if item in devices:
-            raise ValueError(f"{item} is listed twice in --devices: points never share a GPU")
-        devices.append(item)
-    return devices
-
-
 def pinned_environment(device: str, parent_visible: str | None = None) -> dict[str, str]:
     """Extra environment that makes `device` (the sweep's cuda:N) the only GPU a worker sees, as cuda:0.
 
@@ -152,7 +118,7 @@ def cpu_shares(count: int, cpus: Sequence[int] | None = None) -> list[frozenset[
 
 
 def _describe_cuda(device: str) -> Mapping[str, Any]:
-    from .environment import describe_device
+    from ..environment import describe_device
 
     return describe_device(device)
 
@@ -291,7 +257,7 @@ class MultiDeviceExecutor:
         try:
             runner = self._runner
             if runner is None:
-                from .worker import run_point_subprocess as runner
+                from .local import run_point_subprocess as runner
             row = dict(runner(child_point, slot.env))
         except Exception as exc:  # a bug in the runner must not stop the other GPUs
             row = _error_row(child_point, f"{type(exc).__name__}: {exc}")
@@ -324,7 +290,7 @@ def _cpu_list(cpus: frozenset[int]) -> str:
 
 def _error_row(point: Point, message: str) -> dict:
     """The worker's own failure row when it can be built (it describes the device), else the bare identity."""
-    from .worker import failure_row
+    from ..rows import failure_row
 
     try:
         return failure_row(point, "error", message)

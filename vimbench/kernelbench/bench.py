@@ -3,13 +3,13 @@
 Per direction the scan must move at least B*L*(4*E + 2*G*N) elements (u, delta, z in; out; B and C) and
 evaluate one exp and ~9 FLOP per (b, l, e, n). Achieved GB/s and exp/s are reported against a table of
 known peaks, keyed by GPU name; unknown cards get no ceiling rather than an invented one. Times are medians
-over repeats after warmup (CUDA events on GPU), with p10/p90 as the spread.
+over repeats after warmup (CUDA events on GPU), with p10/p90 as the spread; a row is noisy by the one rule
+of vimbench.metrics.timing_stats (IQR of the samples > 10% of their median).
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,12 +17,17 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor
 
-from vimbench.profile.flops import scan_flops
+from vimbench.kernels.bidirectional import (
+    ScanDirection,
+    bidirectional_selective_scan,
+    fused_bidirectional_backends,
+)
+from vimbench.kernels.flops import scan_flops
+from vimbench.kernels.registry import get_backend
+from vimbench.kernels.scan import selective_scan
+from vimbench.metrics.timing_stats import NOISE_RULE, is_noisy, spread
 
-from .bidirectional import ScanDirection, bidirectional_selective_scan, fused_bidirectional_backends
-from .checking import DTYPES
-from .registry import get_backend
-from .scan import selective_scan
+from .check import DTYPES
 
 # Vim variants: E = 2 * embed dim (expand 2), N = 16, patch 16
 VIM_SHAPES: dict[str, int] = {"vim-t": 384, "vim-s": 768, "vim-b": 1536}
@@ -77,13 +82,11 @@ class Timing:
     p10_s: float
     p90_s: float
     samples: int
+    iqr_pct: float = 0.0
 
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    pos = q * (len(ordered) - 1)
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+    @property
+    def noisy(self) -> bool:
+        return is_noisy(self.iqr_pct)
 
 
 def time_fn(
@@ -121,7 +124,8 @@ def time_fn(
             for _ in range(inner):
                 fn()
             samples.append((time.perf_counter() - t0) / inner)
-    return Timing(statistics.median(samples), _quantile(samples, 0.1), _quantile(samples, 0.9), len(samples))
+    stats = spread(samples)
+    return Timing(stats.median, stats.p10, stats.p90, stats.count, stats.iqr_pct)
 
 
 @dataclass
@@ -326,8 +330,8 @@ def _measure(
     if ceiling is not None:
         row.pct_mem_peak = 100 * nbytes / t / ceiling.bandwidth
         row.pct_exp_peak = 100 * exps / t / ceiling.exp_rate
-    if (timing.p90_s - timing.p10_s) / t > 0.2:
-        row.note = "noisy: p10-p90 > 20%"
+    if timing.noisy:
+        row.note = f"noisy: {NOISE_RULE}"
 
 
 def _fill_speedups(group: list[BenchRow]) -> None:

@@ -1,4 +1,4 @@
-"""Where points run. The sweep hands an executor its points and gets one result row back per point.
+"""What an executor is. The sweep hands an executor its points and gets one result row back per point.
 
 The seam: an `Executor` only runs points (each in isolation) and reports rows; it makes no scheduling
 decisions. What to skip (resume, larger resolutions after an OOM) is decided by the sweep and passed in as
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from .plan import Point
+from ..plan import Point
 
 OnRow = Callable[[Point, dict], None]
 # -> None: run the point; -> a row: record that row instead (e.g. status skipped-oom) and do not run it
@@ -29,28 +29,6 @@ class Executor(Protocol):
         ...
 
 
-class LocalExecutor:
-    """Points one after another on this machine, each in a fresh `python -m vimbench.measure.worker`."""
-
-    def __init__(self, env: Mapping[str, str] | None = None):
-        self.env = dict(env) if env is not None else None
-
-    def describe(self) -> dict[str, Any]:
-        """For run.json: how the points ran."""
-        return {"executor": "local", "schedule": "plan order, one point at a time",
-                "isolation": "one fresh worker process per point"}
-
-    def run(self, points: Sequence[Point], on_row: OnRow, skip: SkipCheck | None = None) -> None:
-        from .worker import run_point_subprocess
-
-        for point in points:
-            skipped = skip(point) if skip is not None else None
-            if skipped is not None:
-                on_row(point, skipped)
-                continue
-            on_row(point, run_point_subprocess(point, env=self.env))
-
-
 def _chain_key(point: Point) -> tuple[Any, ...]:
     """Points that differ only in resolution: one curve, where an OOM at one size dooms the larger ones."""
     return (
@@ -59,8 +37,7 @@ def _chain_key(point: Point) -> tuple[Any, ...]:
         point.dtype,
         point.device,
         point.mode,
-        point.scan_backend,
-        point.attn_backend,
+        tuple(sorted(point.options.items())),
         point.compile,
         point.channels_last,
     )

@@ -1,0 +1,108 @@
+"""What every Triton scan kernel shares: the compiled/interpreted kernel wrapper and the launch configs.
+
+Kernels are plain functions wrapped by `TritonKernel`, which builds the compiled (`JITFunction`) or the
+interpreted (`InterpretedFunction`) form on demand: CUDA tensors always get the compiled kernel, CPU tensors
+run in Triton's interpreter when TRITON_INTERPRET=1 is set at call time, and `aot.py` / `kernels inspect`
+compile every kernel for sm_80/sm_90 even in a process where the interpreter is on.
+
+Launch configs are keyed on (L, B*E): one channel per thread (BLOCK_E = 32 * warps) with all N states in its
+registers; 4 warps per program when that still fills an H100 with >= TARGET_WARPS warps, else 1; and when even
+that cannot fill it (batch 1 at high resolution), the sequence is cut into chunks scanned in parallel.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import triton
+
+MAX_D_STATE = 256
+SCAN_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# 8 warps per SM on a 132-SM H100: below this the GPU idles whatever the per-update cost
+TARGET_WARPS = 8 * 132
+# positions per chunk: checkpoint interval of the backward, and the shortest chunk of the parallel scan
+CHUNK = 16
+MIN_PARALLEL_CHUNK = 32
+
+
+def interpreter_enabled() -> bool:
+    """TRITON_INTERPRET=1 (read at call time, so a test fixture can set and unset it)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def triton_available(device: torch.device) -> bool:
+    """Compiled kernels on CUDA; the interpreter on any device when TRITON_INTERPRET=1."""
+    return device.type == "cuda" or interpreter_enabled()
+
+
+class TritonKernel:
+    """A kernel body with both a compiled and an interpreted form, chosen by the tensors' device.
+
+    `state_elems(constexprs)`: state updates one program performs per time step (for `kernels inspect`).
+    """
+
+    def __init__(self, fn, state_elems: Callable[[dict], int] | None = None):
+        self.fn = fn
+        self.__name__ = fn.__name__
+        self.state_elems = state_elems
+        self._compiled = None
+        self._interpreted = None
+
+    @property
+    def compiled(self):
+        """The `JITFunction` (also what `triton.compile(ASTSource(...))` needs), whatever the env says."""
+        if self._compiled is None:
+            from triton.runtime.jit import JITFunction
+
+            self._compiled = JITFunction(self.fn)
+        return self._compiled
+
+    @property
+    def interpreted(self):
+        if self._interpreted is None:
+            from triton.runtime.interpreter import InterpretedFunction
+
+            self._interpreted = InterpretedFunction(self.fn)
+        return self._interpreted
+
+    def on(self, device: torch.device):
+        return self.compiled if device.type == "cuda" else self.interpreted
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """How one scan direction is launched: programs of BLOCK_E channels x all states, over chunks of L."""
+
+    n_pad: int
+    num_warps: int
+    chunk: int  # positions per chunk (checkpoints for the backward)
+    n_chunks: int
+    parallel: bool  # chunks scanned in parallel (summary, combine, then the chunk scans)
+
+    @property
+    def block_e(self) -> int:
+        return 32 * self.num_warps
+
+
+def n_pad_for(d_state: int) -> int:
+    if not 1 <= d_state <= MAX_D_STATE:
+        raise ValueError(f"triton scan supports 1..{MAX_D_STATE} states, got {d_state}")
+    return triton.next_power_of_2(d_state)
+
+
+def pick_config(batch: int, dim: int, length: int, d_state: int) -> ScanConfig:
+    """Launch config keyed on (L, B*E) (see the module docstring)."""
+    n_pad = n_pad_for(d_state)
+    length = max(length, 1)
+    warps4 = triton.cdiv(dim, 128) * batch * 4
+    num_warps = 4 if warps4 >= TARGET_WARPS else 1
+    warps = triton.cdiv(dim, 32 * num_warps) * batch * num_warps
+    if warps >= TARGET_WARPS or length < 2 * MIN_PARALLEL_CHUNK:
+        chunk = min(CHUNK, length)
+        return ScanConfig(n_pad, num_warps, chunk, triton.cdiv(length, chunk), False)
+    wanted = triton.cdiv(TARGET_WARPS, warps)
+    chunk = max(MIN_PARALLEL_CHUNK, length // wanted)
+    return ScanConfig(n_pad, num_warps, chunk, triton.cdiv(length, chunk), True)

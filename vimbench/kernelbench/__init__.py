@@ -1,0 +1,1 @@
+"""The harness above the op library: `vimbench check` (check.py) and `vimbench kernels bench` (bench.py)."""

@@ -1,0 +1,86 @@
+"""The identity columns of a results row, computed the same way in the sweep's process and in the worker."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+from .plan import Point
+
+_ERROR_CHARS = 500
+
+
+def now_utc() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def resolved_backends(point: Point) -> tuple[str, str]:
+    """(scan backend, attention backend) as they will really run; "-" for the one the family lacks."""
+    from vimbench.models import get_spec
+
+    if get_spec(point.model).family == "vim":
+        from vimbench.kernels import resolve_backend
+
+        return resolve_backend(point.option("scan_backend"), point.device), "-"
+    from vimbench.baselines.deit import resolve_attn_backend
+
+    return "-", resolve_attn_backend(point.option("attn_backend"))
+
+
+def precision_mode(point: Point) -> str:
+    """How a reduced dtype is applied: weights and input cast (infer) or fp32 weights + autocast (train)."""
+    if point.dtype == "fp32":
+        return "fp32"
+    return "cast" if point.mode == "infer" else "autocast"
+
+
+def identity_row(point: Point) -> dict[str, Any]:
+    """The columns that say what was measured, computed the same way in the parent and the worker."""
+    import torch
+
+    from vimbench.models import get_spec
+
+    from .environment import cpu_capability, describe_device
+
+    spec = get_spec(point.model)
+    try:
+        scan, attn = resolved_backends(point)
+    except ValueError:
+        scan = point.option("scan_backend") if spec.family == "vim" else "-"
+        attn = point.option("attn_backend") if spec.family == "deit" else "-"
+    try:
+        device = describe_device(point.device)
+    except Exception:
+        device = {"name": "", "uuid": ""}
+    return {
+        "model": spec.name,
+        "family": spec.family,
+        "img_size": point.img_size,
+        "tokens": spec.tokens(point.img_size),
+        "batch_size": point.batch_size,
+        "dtype": point.dtype,
+        "device": point.device,
+        "device_name": device["name"],
+        "device_uuid": device["uuid"],
+        "mode": point.mode,
+        "scan_backend": scan,
+        "attn_backend": attn,
+        "compile": point.compile,
+        "channels_last": point.channels_last,
+        "iters": point.iters,
+        "repeats": point.repeats,
+        "host": socket.gethostname(),
+        "warmup": point.warmup,
+        "min_time_s": point.min_time_s,
+        "threads": point.threads,
+        "precision": precision_mode(point),
+        "torch_version": torch.__version__,
+        "cpu_capability": cpu_capability(),  # SIMD level of torch's CPU kernels and the cpu scan build
+    }
+
+
+def failure_row(point: Point, status: str, error: str, **extra: Any) -> dict[str, Any]:
+    row = identity_row(point)
+    row.update(status=status, error=" ".join(str(error).split())[:_ERROR_CHARS], timestamp=now_utc(), **extra)
+    return row
