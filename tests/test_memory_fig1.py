@@ -64,3 +64,15 @@ def test_cli_predict_only_writes_report_and_figure(cli, synthetic, tmp_path):
     assert "Best fit: **fp32, DeiT math, Vim ours, batch 64, overhead 512 MiB**" in report
     assert "What it says about 86.8%" in report
     assert (tmp_path / "pred" / "memory-predicted.png").stat().st_size > 0
+
+
+def test_from_measured_run_gains_prediction_section_and_curves(cli, synthetic, tmp_path):
+    from test_plots import fig1_rows, write_run
+
+    run = write_run(tmp_path / "fig1", fig1_rows("math", 2))
+    result = cli(["reproduce", "fig1", "--from", run, "--predict"])
+    assert result.code == 0, result.err
+    report = (run / "report.md").read_text()
+    assert "## Predicted memory (no GPU): which settings reproduce Fig. 1?" in report
+    assert "## Memory: ours beside the paper's" in report  # the measured report is still there
+    assert "DeiT-Ti predicted (fp32, DeiT math, Vim ours, batch 64" in (run / "memory.svg").read_text()
