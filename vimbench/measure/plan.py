@@ -171,6 +171,7 @@ class SweepConfig:
     plots: bool = True
     threads: int | None = None
     nvml_interval_ms: float = 5.0
+    preflight: bool = True  # CUDA: predict each point's memory; skip what cannot fit (vimbench.memory)
 
 
 def default_threads() -> int:

@@ -297,6 +297,9 @@ def _run_sweep(
     kept_timeouts = [float(r["duration_s"]) for p in points
                      if (r := by_key.get(point_key(identities[p]), {})).get("status") == "timeout"]
     skipper = OomSkipper()
+    from vimbench.memory.preflight import Preflight
+
+    preflight = Preflight(enabled=config.preflight)
     skipper.seed((p, by_key[point_key(identities[p])]) for p in points if point_key(identities[p]) in by_key)
     todo = [p for p in points if point_key(identities[p]) not in by_key]
 
@@ -325,16 +328,21 @@ def _run_sweep(
 
     def skip(point: Point) -> dict | None:
         at = skipper.oom_below(point) if config.skip_after_oom else None
-        if at is None:
-            return None
-        return failure_row(
-            point, "skipped-oom", f"not run: {point.model} ran out of memory at {at}px", duration_s=0.0
-        )
+        if at is not None:
+            return failure_row(
+                point, "skipped-oom", f"not run: {point.model} ran out of memory at {at}px", duration_s=0.0
+            )
+        too_big = preflight.too_big(point, identities[point])  # CUDA: predicted to exceed free memory
+        if too_big is not None:
+            return failure_row(point, "skipped-oom", too_big, duration_s=0.0)
+        return None
 
     started = time.perf_counter()
     with _Display(console, len(todo), config.out_dir) as display:
 
         def on_row(point: Point, row: dict) -> None:
+            for column, value in preflight.columns(point, identities[point]).items():
+                row.setdefault(column, value)
             store.append(row)  # first, so nothing measured is lost whatever happens next
             skipper.record(point, row)
             _collect_notes(meta, row)
