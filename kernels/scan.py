@@ -94,6 +94,28 @@ def _backward(ctx, dout, _dlast_state, _dsaved):
 _selective_scan_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _per_channel_state(X: Tensor, batch: int, dim: int, length: int) -> Tensor:
+    """B or C as (batch, E, N, L), one group per channel: expanded views where possible, so autograd sums
+    the gradient back to the caller's own shape."""
+    if X.dim() == 2:  # (E, N): constant over time
+        return X[None, :, :, None].expand(batch, dim, X.shape[1], length)
+    if X.dim() == 3:  # (B, N, L): shared by every channel
+        return X[:, None].expand(batch, dim, *X.shape[1:])
+    groups = X.shape[1]
+    if dim % groups:
+        raise ValueError(f"{dim} channels cannot be split into {groups} groups of B/C")
+    return X.repeat_interleave(dim // groups, dim=1)
+
+
+def match_state_inputs(B: Tensor, C: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+    """B and C in layouts every backend takes together: when exactly one of them is constant (E, N), both
+    become per-channel (batch, E, N, L); otherwise they are returned as given."""
+    if (B.dim() == 2) == (C.dim() == 2):
+        return B, C
+    batch, dim, length = u.shape
+    return _per_channel_state(B, batch, dim, length), _per_channel_state(C, batch, dim, length)
+
+
 def selective_scan(
     u: Tensor,
     delta: Tensor,
@@ -111,12 +133,17 @@ def selective_scan(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Selective scan (Mamba-1 semantics) on the named backend.
 
-    u, delta, z: (B, E, L); A: (E, N) float32; B, C: (B, N, L) or grouped (B, G, N, L); D, delta_bias: (E,).
+    u, delta, z: (B, E, L); A: (E, N) float32; D, delta_bias: (E,).
+    B, C: each input-dependent, (B, N, L) shared by every channel or grouped (B, G, N, L) with E divisible by
+    G, or constant over time as (E, N) (mamba's non-variable B/C, usually float32). Any mix works, e.g. B
+    constant (E, N) and C (B, N, L): the two are then brought to one per-channel layout before the backend
+    runs, and gradients come back in each one's own shape.
     `reverse=True` scans from position L-1 down to 0 (Vim's backward direction) without reversed copies.
     Returns `out` (dtype of u), or `(out, last_state)` with last_state (B, E, N) in float32. As in mamba,
     gradients do not flow through last_state.
     """
     name = resolve_backend(backend, u.device)
+    B, C = match_state_inputs(B, C, u)
     inputs = (u, delta, A, B, C, D, z, delta_bias)
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
     out, last_state, _saved = _selective_scan_op(

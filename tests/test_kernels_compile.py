@@ -34,11 +34,12 @@ def test_every_kernel_compiles_for_sm90(cli, monkeypatch):
     assert f"{len(aot.kernel_names())}/{len(aot.kernel_names())} compiled for sm_90" in res.out
 
 
-def test_scan_forward_compiles_for_sm80(cli):
-    res = cli(["kernels", "compile", "--arch", "sm_80", "--kernel", "scan_fwd", "--quick", "--dtype", "fp32",
-               "-j", "1"])
+def test_scan_kernels_compile_for_ampere_and_hopper(cli):
+    res = cli(["kernels", "compile", "--arch", "sm_80,sm_90", "--kernel", "scan_fwd,scan_bwd", "--quick",
+               "--dtype", "fp32", "--d-state", "16", "-j", "1"])
     assert res.code == 0, res.err
-    assert set(_rows(res.out)) == {"scan_fwd"}
+    assert set(_rows(res.out)) == {"scan_fwd", "scan_bwd"}
+    assert "2/2 compiled for sm_80" in res.out and "2/2 compiled for sm_90" in res.out
 
 
 def test_full_configuration_set_covers_every_launch_choice():
@@ -65,8 +66,8 @@ def test_compile_failure_exits_1(cli, monkeypatch):
     assert "compile failed: scan_fwd fp32" in res.err
 
 
-@pytest.mark.parametrize("args", [["--arch", "sm_75"], ["--kernel", "nope"], ["--dtype", "fp64"],
-                                  ["--d-state", "999"]])
+@pytest.mark.parametrize("args", [["--arch", "sm_75"], ["--arch", "sm_80,sm_75"], ["--kernel", "nope"],
+                                  ["--dtype", "fp64"], ["--d-state", "999"]])
 def test_bad_input_is_one_line_exit_2(cli, args):
     res = cli(["kernels", "compile", *args])
     assert res.code == 2

@@ -12,8 +12,8 @@ import torch
 
 from vimbench.checkpoint import CheckpointError, read_state_dict
 from vimbench.measure.plan import Point
+from vimbench.measure.rows import identity_row
 from vimbench.measure.store import ResultsStore
-from vimbench.measure.worker import identity_row
 
 MARKER = "VIMBENCH_PWNED_MARKER"
 
@@ -69,7 +69,7 @@ def test_checkpoint_folder_and_truncated_safetensors(tmp_path) -> None:
 def test_ratio_gate_of_a_point_with_itself_is_refused(cli, tmp_path) -> None:
     store = ResultsStore(tmp_path)
     for backend, fps in (("cpu", 30.0), ("reference", 10.0)):
-        row = identity_row(Point("vim-t", 32, device="cpu", scan_backend=backend))
+        row = identity_row(Point("vim-t", 32, device="cpu", options={"scan_backend": backend}))
         row.update(status="ok", throughput=fps, throughput_samples=[fps] * 5, peak_mem_mib=1.0,
                    peak_mem_source="rss", scan_backend=backend)
         store.append(row)

@@ -82,7 +82,7 @@ def _check_memory(shapes: list[str], batches: list[int], res: int, device: torch
     """Refuse, before allocating, a size whose inputs alone would not fit (e.g. --res 100000: ~60 GB)."""
     import psutil
 
-    from vimbench.kernels.bench import VIM_SHAPES, seqlen_for
+    from vimbench.kernelbench.bench import VIM_SHAPES, seqlen_for
 
     length = seqlen_for(res)
     need = _LIVE_TENSORS * 4 * length * max(batches) * max(VIM_SHAPES[s] for s in shapes)

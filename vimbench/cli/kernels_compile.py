@@ -10,13 +10,14 @@ from pathlib import Path
 
 import typer
 from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from .common import UsageError, console, err_console, parse_csv_list
 
 
 def compile_kernels(
-    arch: str = typer.Option("sm_90", "--arch", help="Target architecture: sm_80 or sm_90."),
+    arch: str = typer.Option("sm_90", "--arch", help="Target architectures, comma-separated: sm_80, sm_90."),
     kernel: str = typer.Option("", "--kernel", help="Comma-separated kernels (default: all)."),
     dtype: str = typer.Option("", "--dtype", help="Comma-separated dtypes: fp32, fp16, bf16 (default: all)."),
     d_state: str = typer.Option("", "--d-state", help="Only scan configs for these state sizes."),
@@ -27,8 +28,9 @@ def compile_kernels(
     """Compile each kernel x dtype x launch config ahead of time (no GPU needed); print the resources."""
     from vimbench.kernels import aot
 
-    if arch not in aot.ARCHS:
-        raise UsageError(f"unknown --arch {arch!r}; choose one of: {', '.join(aot.ARCHS)}")
+    archs = parse_csv_list(arch)
+    if not archs or set(archs) - set(aot.ARCHS):
+        raise UsageError(f"unknown --arch {arch!r}; choose from: {', '.join(aot.ARCHS)}")
     kernels = parse_csv_list(kernel) or None
     unknown = sorted(set(kernels or []) - set(aot.kernel_names()))
     if unknown:
@@ -47,6 +49,19 @@ def compile_kernels(
     workers = jobs or os.cpu_count() or 1
 
     warnings.filterwarnings("ignore", message=".*TRITON_DEFAULT_FP_FUSION")
+    failed = []
+    for one_arch in archs:  # with several archs, --json F writes F-<arch> files
+        out = json_out
+        if json_out is not None and len(archs) > 1:
+            out = json_out.with_name(f"{json_out.stem}-{one_arch}{json_out.suffix}")
+        failed += _compile_for(one_arch, todo, workers, out)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _compile_for(arch: str, todo: list, workers: int, json_out: Path | None) -> list:
+    from vimbench.kernels import aot
+
     table = Table(title=f"Triton kernels compiled for {arch} ({len(todo)} configurations)", box=box.SIMPLE,
                   caption="regs: registers/thread; spills: ptxas spill store/load bytes; smem: shared bytes")
     for col in ("kernel", "dtype", "config", "regs", "spills", "smem", "s"):
@@ -63,7 +78,7 @@ def compile_kernels(
             else:
                 table.add_row(res.kernel, res.dtype, res.config, "[red]FAILED[/]", "", "",
                               f"{res.seconds:.1f}")
-    console.print(table)
+    Console(width=max(console.width, 120)).print(table)  # never truncate a figure
     if json_out is not None:
         from dataclasses import asdict
 
@@ -74,8 +89,7 @@ def compile_kernels(
     for res in failed:
         err_console.print(f"compile failed: {res.kernel} {res.dtype} {res.config}: {res.error}",
                           highlight=False, soft_wrap=True)
-    if failed:
-        raise typer.Exit(1)
+    return failed
 
 
 def register(app: typer.Typer) -> None:

@@ -30,6 +30,8 @@ CHANNELS_LAST = typer.Option(False, "--channels-last", help="channels_last model
 OUT = typer.Option(None, "--out", help="Run folder. Default: results/runs/<UTC time>-<models>/.")
 RESUME = typer.Option(False, "--resume", help="Continue a run folder: skip the points it already records.")
 NO_SKIP = typer.Option(False, "--no-skip", help="Also run larger resolutions after an OOM.")
+NO_PREFLIGHT = typer.Option(False, "--no-preflight", help="On CUDA, also run points predicted (vimbench "
+                            "memory) to exceed free device memory by over 10 percent (default: skipped-oom).")
 TIMEOUT = typer.Option(900.0, "--timeout", help="Seconds before a point's worker is killed (status timeout).")
 THREADS = typer.Option(None, "--threads", help="torch threads in each worker. Default: all usable CPUs.")
 NVML_MS = typer.Option(5.0, "--nvml-interval-ms", help="NVML memory sampling period.")
@@ -93,6 +95,7 @@ def sweep(
     resume: bool = RESUME, no_skip: bool = NO_SKIP, timeout: float = TIMEOUT,
     threads: int | None = THREADS, nvml_interval_ms: float = NVML_MS, no_plots: bool = NO_PLOTS,
     devices: str | None = DEVICES, executor: str = EXECUTOR, ray_address: str | None = RAY_ADDRESS,
+    no_preflight: bool = NO_PREFLIGHT,
 ) -> None:  # fmt: skip
     """Measure throughput and peak memory of each model at each resolution, each point in a fresh worker.
 
@@ -109,6 +112,7 @@ def sweep(
         iters=iters, min_time=min_time, repeats=repeats, scan_backend=scan_backend, attn_backend=attn_backend,
         compile_model=compile_model, channels_last=channels_last, out=out, resume=resume, no_skip=no_skip,
         timeout=timeout, threads=threads, nvml_interval_ms=nvml_interval_ms, no_plots=no_plots,
+        preflight=not no_preflight,
     )  # fmt: skip
     _run(config, runner)
 

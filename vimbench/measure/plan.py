@@ -171,6 +171,7 @@ class SweepConfig:
     plots: bool = True
     threads: int | None = None
     nvml_interval_ms: float = 5.0
+    preflight: bool = True  # CUDA: predict each point's memory; skip what cannot fit (vimbench.memory)
 
 
 def default_threads() -> int:
@@ -210,11 +211,11 @@ def validate_config(config: SweepConfig) -> SweepConfig:
     if config.threads is not None and config.threads > max_threads():
         raise ValueError(f"--threads {config.threads} is more than {max_threads()} (4 per CPU here)")
     if config.min_time_s is not None and not (math.isfinite(config.min_time_s) and config.min_time_s >= 0):
-        raise ValueError(f"--min-time must be a finite number of seconds >= 0, got {config.min_time_s}")
+        raise ValueError(f"--min-time must be >= 0 and finite (seconds), got {config.min_time_s}")
     if config.compile and config.warmup == 0:
         raise ValueError("--compile needs --warmup >= 1: compilation must happen before the timed region")
     if not (math.isfinite(config.timeout_s) and config.timeout_s > 0):
-        raise ValueError(f"--timeout must be a finite number of seconds > 0, got {config.timeout_s}")
+        raise ValueError(f"--timeout must be positive and finite (seconds), got {config.timeout_s}")
     if not (math.isfinite(config.nvml_interval_ms) and config.nvml_interval_ms > 0):
         raise ValueError(f"--nvml-interval-ms must be a finite number > 0, got {config.nvml_interval_ms}")
     device = resolve_device(config.device)

@@ -9,7 +9,7 @@ the start of a point, `start()`/`stop()` bracket the timed window, and `columns(
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 ColumnKind = Literal["text", "int", "float", "bool", "floats"]
@@ -93,7 +93,6 @@ class Metric:
     table: tuple[TableColumn, ...] = ()  # its columns in the sweep's console table
     plot: bool = True  # draw a curve of value_column against resolution
     doc: str = ""
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def higher_is_better(self) -> bool:

@@ -4,7 +4,7 @@ schema version and its migrations, the one cell-to-text conversion, `Run.load`, 
 Layering: vimbench.metrics (declarations and collectors) < vimbench.results < measure, report, gate < cli.
 """
 
-from .cells import cell_text, number, parse_cell, point_key, row_options
+from .cells import cell_text, number, point_key, row_options
 from .columns import (
     ALL_COLUMNS,
     CORE_COLUMNS,
@@ -46,7 +46,6 @@ __all__ = [
     "number",
     "numeric_columns",
     "option_names",
-    "parse_cell",
     "point_key",
     "read_run_json",
     "require_one_device",

@@ -6,8 +6,6 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from vimbench.metrics.spec import Column
-
 from .columns import POINT_KEY, option_names
 
 
@@ -26,17 +24,6 @@ def cell_text(value: Any) -> str:
         return " ".join(cell_text(v) for v in value)
     text = str(value).replace("\r", " ").replace("\n", " ")
     return text.lower() if text in ("True", "False") else text
-
-
-def parse_cell(spec: Column | None, text: str) -> Any:
-    """results.csv text -> a typed value by the column spec: numbers as float (NaN when empty or not a
-    number, so a column stays one dtype), everything else the text itself."""
-    if spec is not None and spec.numeric:
-        try:
-            return float(text) if text.strip() else math.nan
-        except ValueError:
-            return math.nan
-    return text
 
 
 def number(value: Any) -> float | None:
