@@ -4,12 +4,12 @@
 #
 #   scripts/gpu_validate.sh OUT_DIR            (on the device machine: scripts/gpu_validate.sh "$OUT")
 #
-# Budget: about 8 minutes in all (GPU_VALIDATE_BUDGET_S, default 470 s); each step gets at most its own cap and
+# Budget: about 9 minutes in all (GPU_VALIDATE_BUDGET_S, default 530 s); each step gets at most its own cap and
 # what is left of the budget, most important first. Without a GPU it runs the CPU parts and says what it skipped.
 set -uo pipefail
 
 out="${1:?usage: scripts/gpu_validate.sh OUT_DIR}"
-budget="${GPU_VALIDATE_BUDGET_S:-470}"
+budget="${GPU_VALIDATE_BUDGET_S:-530}"
 cd "$(dirname "$0")/.."
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
@@ -62,6 +62,12 @@ if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)
   fi
   step sweep 170 vimbench sweep --models vim-s,deit-s --res 224..1248 --batch-size 64 --dtype bf16 \
     --device cuda --warmup 3 --iters 10 --min-time 0.3 --repeats 3 --timeout 90 --out "$out/sweep-vim-s-deit-s"
+  # training memory (forward + backward + AdamW) for the predictor's train mode; every row is predicted too
+  step memory_train 60 vimbench sweep --models vim-t,deit-t --res 224,512 --batch-size 32 --mode train \
+    --device cuda --warmup 1 --iters 2 --min-time 0 --repeats 1 --timeout 40 --no-plots \
+    --out "$out/sweep-train-memory"
+  # predicted vs measured memory per point (fig1, sweeps) and the measured device overhead
+  step memory_validate 30 python scripts/memory_validate.py "$out"
 else
   echo "no CUDA GPU: running the CPU parts only"
   skip check-cuda "no GPU"; skip fig1-cuda "no GPU"; skip kernels_bench-cuda "no GPU"; skip sweep-cuda "no GPU"
@@ -72,6 +78,8 @@ else
     --csv "$out/kernels_bench.csv"
   step sweep_cpu 150 vimbench sweep --models vim-t,deit-t --res 224,320 --batch-size 1 --device cpu \
     --out "$out/sweep-cpu"
+  step memory_predict 90 vimbench memory --models vim-t,deit-t --res 512,1024,1248 --batch-size 128 \
+    --attn-backend math --format csv
 fi
 
 python scripts/gpu_validate_summary.py "$out"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vimbench import create_model, load_checkpoint, save_checkpoint
-from vimbench.checkpoint import CheckpointError, resize_pos_embed
+from vimbench.checkpoint import DEFAULT_POS_EMBED_RESIZE, CheckpointError, cls_rule, resize_pos_embed
 
 
 def _tiny(name: str, img_size: int = 32, **kw):
@@ -128,3 +128,50 @@ def test_official_fixture_loads_through_load_checkpoint(tmp_path, fixtures_dir):
         logits = model(data["input_224"].float())
     ref = data["logits_224"].float()
     assert (logits - ref).abs().max() / ref.abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("method, antialias", [("timm", True), ("deit", False)])
+def test_pos_embed_resize_methods(method, antialias):
+    """timm (default): bicubic with antialias, as timm's checkpoint filter; deit: bicubic without, as
+    facebookresearch/deit main.py. Upsampling 14x14 -> 24x24 differs by several % between the two."""
+    torch.manual_seed(0)
+    pos = torch.randn(1, 197, 8)
+    out = resize_pos_embed(pos, 577, 0, method)
+    grid = pos[:, 1:].reshape(1, 14, 14, 8).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.interpolate(grid, size=(24, 24), mode="bicubic", antialias=antialias)
+    torch.testing.assert_close(out[:, 1:], expected.permute(0, 2, 3, 1).reshape(1, 576, 8), rtol=0, atol=0)
+    other = resize_pos_embed(pos, 577, 0, "deit" if method == "timm" else "timm")
+    assert (out - other).norm() / out.norm() > 0.01
+
+
+def test_default_resize_is_timms_and_unknown_is_refused(tmp_path):
+    assert DEFAULT_POS_EMBED_RESIZE == "timm"
+    path = save_checkpoint(_tiny("deit-t", img_size=224), tmp_path / "d.pth")
+    default = load_checkpoint(_tiny("deit-t", img_size=320), path)
+    timm_way = load_checkpoint(_tiny("deit-t", img_size=320), path, pos_embed_resize="timm")
+    deit_way = load_checkpoint(_tiny("deit-t", img_size=320), path, pos_embed_resize="deit")
+    assert torch.equal(default.pos_embed, timm_way.pos_embed)
+    assert not torch.equal(default.pos_embed, deit_way.pos_embed)
+    with pytest.raises(ValueError, match="unknown pos-embed resize 'area'; known: timm, deit"):
+        load_checkpoint(_tiny("deit-t", img_size=320), path, pos_embed_resize="area")
+
+
+def test_cls_placement_comes_from_the_models_cls_index():
+    assert cls_rule(_tiny("vim-t", img_size=64)) == "middle"
+    assert cls_rule(_tiny("deit-t", img_size=64)) == 0
+
+
+def test_models_command_loads_a_checkpoint_and_says_how_it_resized(cli, tmp_path):
+    path = save_checkpoint(create_model("deit-t", img_size=32), tmp_path / "deit32.pth")
+    result = cli(["models", "--checkpoint", path, "--model", "deit-t", "--res", "64"])
+    assert result.code == 0, result.err
+    assert "pos_embed 5 -> 17 tokens (bicubic with antialias, as timm's checkpoint filter)" in result.out
+    plain = cli(["models", "--checkpoint", path, "--model", "deit-t", "--res", "64",
+                 "--pos-embed-resize", "deit"])
+    assert "bicubic without antialias, as facebookresearch/deit main.py" in plain.out
+    help_text = " ".join(cli(["models", "--help"]).out.replace("│", " ").split())
+    assert "timm (default; bicubic with antialias" in help_text
+    bad = cli(["models", "--checkpoint", path, "--model", "deit-t", "--pos-embed-resize", "area"])
+    assert bad.code == 2 and "unknown pos-embed resize 'area'" in bad.err
+    wrong = cli(["models", "--checkpoint", path, "--model", "vim-t"])
+    assert wrong.code == 2 and "missing layers.0.mixer.A_log" in wrong.err

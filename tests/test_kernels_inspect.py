@@ -156,3 +156,18 @@ def test_normalise_divides_by_updates_and_detects_unrolling():
                                                       (168, 0, 4, 3), (40, 100 * 1024, 4, 2)])
 def test_blocks_per_sm_at_hopper_limits(regs, smem, warps, expected):
     assert kinspect.blocks_per_sm("sm_90", regs, smem, warps) == expected
+
+
+def test_overlapping_backward_branches_are_flagged():
+    """nvcc places divergent paths out of line and jumps back: such ranges are not loops."""
+    overlap = """
+        Function : k
+        /*0010*/                   MUFU.EX2 R2, R2 ;
+        /*0020*/                   FADD R2, R2, R2 ;
+        /*0030*/              @P0 BRA 0x10 ;
+        /*0040*/                   FADD R2, R2, R2 ;
+        /*0050*/              @P1 BRA 0x20 ;
+        /*0060*/                   EXIT ;
+"""
+    assert sass.loops_well_nested(sass.parse_sass(SASS)["k"])
+    assert not sass.loops_well_nested(sass.parse_sass(overlap)["k"])

@@ -24,14 +24,15 @@ ALLOWED: dict[str, set[str]] = {
     "results": {"metrics"},  # column spec, schema, Run.load
     "baselines": {"kernels"},
     "models": {"kernels", "baselines"},
+    "memory": {"kernels", "models", "baselines"},  # predicted memory: fake-tensor traces, allocator model
     "profile": {"kernels", "models", "baselines", "metrics"},
     "kernelbench": {"kernels", "models", "metrics", "profile", "measure"},  # the op library's harness
-    "measure": {"kernels", "models", "baselines", "profile", "metrics", "results", "vimbench"},
-    "report": {"metrics", "results"},
+    "measure": {"kernels", "models", "baselines", "profile", "metrics", "results", "vimbench", "memory"},
+    "report": {"metrics", "results", "models"},  # models: pairing a model with its baseline (spec.baseline)
     "gate": {"metrics", "results", "models"},
-    "reproduce": {"measure", "report", "results", "metrics"},
+    "reproduce": {"measure", "report", "results", "metrics", "memory"},
     "cli": {"kernels", "models", "baselines", "profile", "kernelbench", "measure", "report", "gate",
-            "reproduce", "metrics", "results", "vimbench"},
+            "reproduce", "metrics", "results", "vimbench", "memory"},
     "vimbench": {"models"},  # the package's __init__ (__version__, create_model): for the layers above models
 }
 

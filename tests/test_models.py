@@ -180,3 +180,49 @@ def test_vim_backward_runs_on_reference_scan():
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert model.layers[0].mixer.A_b_log.grad.abs().sum() > 0
+
+
+def test_families_declare_their_options_and_cls_position():
+    from vimbench.models import get_family, list_families
+
+    assert [f.name for f in list_families()] == ["vim", "deit", "timm"]
+    vim, deit = get_family("vim"), get_family("deit")
+    assert [o.name for o in vim.options] == ["scan_backend"] and "reference" in vim.options[0].choices
+    assert deit.options[0].choices == ("auto", "sdpa", "math")
+    assert (vim.cls_position, deit.cls_position) == ("middle", "front")
+    with pytest.raises(ValueError, match="unknown family 'vit'"):
+        get_family("vit")
+
+
+@pytest.mark.parametrize("name, columns", [
+    ("vim-t", {"scan_backend": "reference", "attn_backend": "-"}),
+    ("deit-t", {"scan_backend": "-", "attn_backend": "math"}),
+])
+def test_each_family_writes_its_own_option_columns(name, columns):
+    from vimbench.models import option_columns
+
+    spec = get_spec(name)
+    asked = {"scan_backend": "reference", "attn_backend": "math"}
+    resolved = spec.contract.resolve_options(spec, asked, "cpu")
+    cols = option_columns(spec, resolved)
+    assert {k: cols[k] for k in columns} == columns
+
+
+def test_globs_expand_registered_models_and_refuse_nonsense():
+    from vimbench.models import expand_model_patterns
+
+    assert expand_model_patterns(["deit-*", "vim-t"]) == ["deit-t", "deit-s", "deit-b", "vim-t"]
+    assert expand_model_patterns(["vim-t", "vim_ti"]) == ["vim-t"]  # aliases collapse
+    with pytest.raises(ValueError, match="more than the cap of 2"):
+        expand_model_patterns(["vim-*"], cap=2)
+    with pytest.raises(ValueError, match="no model matches 'deit-x\\*'"):
+        expand_model_patterns(["deit-x*"])
+
+
+def test_unknown_model_names_the_closest():
+    with pytest.raises(ValueError, match="unknown model 'deit-tt'; closest: deit-t"):
+        get_spec("deit-tt")
+
+
+def test_paired_baselines_come_from_the_spec():
+    assert get_spec("vim-s").baseline == "deit-s" and get_spec("vim-t-stride8").baseline is None

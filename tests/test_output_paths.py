@@ -137,3 +137,13 @@ def test_output_probe_leaves_nothing_behind(tmp_path) -> None:
     kept.write_text("old")
     check_output_file(kept, "--json")
     assert kept.read_text() == "old"
+
+
+def test_fig1_and_compare_out_must_be_folders(cli, run) -> None:
+    before = _digest(run)
+    _one_line_exit_2(cli(["reproduce", "fig1", "--device", "cpu", "--out", run / "results.csv"]),
+                     "is a file; give a folder")
+    _one_line_exit_2(cli(["compare", "vim-t", "deit-t", "--device", "cpu", "--out", run / "run.json"]),
+                     "is a file; give a folder")
+    _one_line_exit_2(cli(["reproduce", "fig1", "--device", "cpu", "--resume"]), "--resume needs --out")
+    assert _digest(run) == before

@@ -143,10 +143,10 @@ def test_a_recorded_error_is_measured_again_and_a_timeout_kept_for_the_same_time
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--timeout", "inf"], "--timeout must be a finite number"),
-        (["--timeout", "nan"], "--timeout must be a finite number"),
-        (["--min-time", "nan"], "--min-time must be a finite number"),
-        (["--min-time", "inf"], "--min-time must be a finite number"),
+        (["--timeout", "inf"], "--timeout must be positive and finite"),
+        (["--timeout", "nan"], "--timeout must be positive and finite"),
+        (["--min-time", "nan"], "--min-time must be >= 0 and finite"),
+        (["--min-time", "inf"], "--min-time must be >= 0 and finite"),
         (["--threads", "100000"], "--threads 100000 is more than"),
         (["--nvml-interval-ms", "-1"], "--nvml-interval-ms must be a finite number > 0"),
         (["--nvml-interval-ms", "nan"], "--nvml-interval-ms must be a finite number > 0"),
@@ -163,8 +163,19 @@ def test_sweep_out_that_cannot_be_a_folder_is_one_line_exit_2(cli, tmp_path) -> 
     a_file = tmp_path / "results.csv"
     a_file.write_text("keep me\n")
     result = cli(["sweep", "-m", "deit-t", "--res", "32", "--out", a_file, *FAST])
-    assert result.code == 2 and "is a file" in result.err and "give a folder" in result.err
+    assert result.code == 2 and "is a file; give a folder" in result.err
     assert a_file.read_text() == "keep me\n"
     result = cli(["sweep", "-m", "deit-t", "--res", "32", "--out", a_file / "sub", *FAST])
     assert result.code == 2 and "cannot create a folder there" in result.err
     assert len(result.err.strip().splitlines()) == 1
+
+
+def test_the_engine_refuses_a_file_or_an_impossible_run_folder(tmp_path) -> None:
+    """What the CLI checks first, run_sweep checks again for callers of the API (compare, reproduce)."""
+    a_file = tmp_path / "results.csv"
+    a_file.write_text("keep me\n")
+    with pytest.raises(ValueError, match="is a file, not a run folder"):
+        _sweep(a_file)
+    with pytest.raises(ValueError, match="cannot create run folder"):
+        _sweep(a_file / "sub")
+    assert a_file.read_text() == "keep me\n"

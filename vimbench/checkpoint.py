@@ -2,9 +2,15 @@
 
 Official Vim `.pth` files keep the weights under "model" beside optimizer state and an
 `argparse.Namespace`; they load with `weights_only=True` and an allow-list, never by unpickling arbitrary
-objects. Position embeddings are resized to the model's resolution keeping the cls token where the family
-puts it: the middle of the sequence for Vim (upstream's own interpolation gets this wrong), the front for
-DeiT.
+objects. Position embeddings are resized to the model's resolution keeping the cls token where the model
+puts it (its `cls_index`): the middle of the sequence for Vim (upstream's own interpolation gets this wrong),
+the front for DeiT.
+
+Two resize methods, because the two DeiT code bases disagree (1.8e-4 relative on DeiT-Ti logits at 384):
+- "timm" (default): bicubic with antialias in float32, as timm's checkpoint filter
+  (`resample_abs_pos_embed`) does, so a DeiT loaded here equals `timm.create_model(..., img_size=R)` loaded
+  through timm;
+- "deit": bicubic without antialias, as facebookresearch/deit's main.py (and hustvl/Vim's) fine-tuning does.
 """
 
 from __future__ import annotations
@@ -21,6 +27,12 @@ from torch import Tensor, nn
 # what an official training checkpoint may hold besides tensors
 _SAFE_GLOBALS = [argparse.Namespace]
 _WEIGHT_KEYS = ("model", "state_dict", "model_state", "module")
+# name -> (F.interpolate antialias flag, where the method comes from)
+POS_EMBED_RESIZE = {
+    "timm": (True, "bicubic with antialias, as timm's checkpoint filter"),
+    "deit": (False, "bicubic without antialias, as facebookresearch/deit main.py"),
+}
+DEFAULT_POS_EMBED_RESIZE = "timm"
 
 
 class CheckpointError(ValueError):
@@ -83,11 +95,22 @@ def _strip_prefix(key: str) -> str:
     return key
 
 
-def resize_pos_embed(pos_embed: Tensor, num_tokens: int, cls_index: int | str) -> Tensor:
+def check_pos_embed_resize(method: str) -> str:
+    """`method` if it is a known resize method, else ValueError naming the known ones."""
+    if method not in POS_EMBED_RESIZE:
+        raise ValueError(f"unknown pos-embed resize {method!r}; known: {', '.join(POS_EMBED_RESIZE)}")
+    return method
+
+
+def resize_pos_embed(
+    pos_embed: Tensor, num_tokens: int, cls_index: int | str, method: str = DEFAULT_POS_EMBED_RESIZE
+) -> Tensor:
     """Resize (1, M0+1, D) to (1, M1+1, D) bicubically over the square patch grid.
 
     cls_index: 0 for a leading cls token, "middle" for Vim's token at M//2 (old and new M each use their own).
+    method: a key of POS_EMBED_RESIZE ("timm": antialiased, the default; "deit": plain bicubic).
     """
+    antialias = POS_EMBED_RESIZE[check_pos_embed_resize(method)][0]
     old_patches = pos_embed.shape[1] - 1
     new_patches = num_tokens - 1
     old_grid, new_grid = math.isqrt(old_patches), math.isqrt(new_patches)
@@ -99,12 +122,32 @@ def resize_pos_embed(pos_embed: Tensor, num_tokens: int, cls_index: int | str) -
     grid = torch.cat((pos_embed[:, :old_cls], pos_embed[:, old_cls + 1 :]), dim=1)
     dim = grid.shape[-1]
     grid = grid.float().reshape(1, old_grid, old_grid, dim).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=(new_grid, new_grid), mode="bicubic", align_corners=False)
+    grid = F.interpolate(
+        grid, size=(new_grid, new_grid), mode="bicubic", align_corners=False, antialias=antialias
+    )
     grid = grid.permute(0, 2, 3, 1).reshape(1, new_patches, dim).to(pos_embed.dtype)
     return torch.cat((grid[:, :new_cls], cls, grid[:, new_cls:]), dim=1)
 
 
-def adapt_state_dict(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
+def cls_rule(model: nn.Module) -> int | str:
+    """The model's cls placement as a rule that holds at any resolution: 0 (leading) or "middle" (M // 2).
+
+    Read from the model's own `cls_index`, so the loader never needs to know the model's family.
+    """
+    index = int(getattr(model, "cls_index", 0))
+    patches = model.state_dict()["pos_embed"].shape[1] - 1
+    if index == 0:
+        return 0
+    if index == patches // 2:
+        return "middle"
+    raise CheckpointError(
+        f"cls_index {index} of {type(model).__name__} is neither 0 nor the middle ({patches // 2})"
+    )
+
+
+def adapt_state_dict(
+    model: nn.Module, state: dict[str, Tensor], pos_embed_resize: str = DEFAULT_POS_EMBED_RESIZE
+) -> dict[str, Tensor]:
     """Check keys and shapes against `model`, resizing pos_embed; CheckpointError on any mismatch."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
@@ -115,9 +158,10 @@ def adapt_state_dict(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Te
             f"missing {_first(missing)}; unexpected {_first(unexpected)}"
         )
     out = dict(state)
-    if out["pos_embed"].shape != expected["pos_embed"].shape:
-        cls_index = "middle" if getattr(model, "family", "") == "vim" else 0
-        out["pos_embed"] = resize_pos_embed(out["pos_embed"], expected["pos_embed"].shape[1], cls_index)
+    if "pos_embed" in out and out["pos_embed"].shape != expected["pos_embed"].shape:
+        out["pos_embed"] = resize_pos_embed(
+            out["pos_embed"], expected["pos_embed"].shape[1], cls_rule(model), pos_embed_resize
+        )
     bad = [k for k, v in expected.items() if out[k].shape != v.shape]
     if bad:
         k = bad[0]
@@ -135,9 +179,11 @@ def _first(keys: list[str], n: int = 4) -> str:
     return ", ".join(keys[:n]) + more
 
 
-def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+def load_checkpoint(
+    model: nn.Module, path: str | Path, pos_embed_resize: str = DEFAULT_POS_EMBED_RESIZE
+) -> nn.Module:
     """Load `path` into `model` strictly (after pos-embed resizing); returns the model."""
-    state = adapt_state_dict(model, read_state_dict(path))
+    state = adapt_state_dict(model, read_state_dict(path), pos_embed_resize)
     model.load_state_dict(state, strict=True)
     return model
 

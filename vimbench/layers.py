@@ -42,16 +42,23 @@ def grid_size(img_size: int, patch_size: int, stride: int) -> int:
     return (img_size - patch_size) // stride + 1
 
 
-def check_img_size(img_size: int, patch_size: int, stride: int) -> None:
-    """Raise ValueError naming the nearest valid sizes when `img_size` is off the patch grid."""
+def img_size_error(img_size: int, patch_size: int, stride: int) -> str | None:
+    """Why `img_size` is off the patch grid, naming the nearest valid sizes; None when it is on it."""
     if img_size >= patch_size and (img_size - patch_size) % stride == 0:
-        return
+        return None
     lower = max(patch_size, img_size - (img_size - patch_size) % stride)
     upper = lower + stride if lower < img_size else patch_size
-    raise ValueError(
+    return (
         f"image size {img_size} is not on the {stride}-pixel patch grid "
         f"(patch {patch_size}, stride {stride}); nearest valid: {lower} or {upper}"
     )
+
+
+def check_img_size(img_size: int, patch_size: int, stride: int) -> None:
+    """Raise ValueError naming the nearest valid sizes when `img_size` is off the patch grid."""
+    error = img_size_error(img_size, patch_size, stride)
+    if error is not None:
+        raise ValueError(error)
 
 
 def trunc_normal_(tensor: Tensor, std: float = 0.02) -> Tensor:

@@ -76,7 +76,7 @@ def fig1_configs(
 
 def default_out_dir(root: Path = Path("results/runs")) -> Path:
     """A new, empty folder results/runs/fig1-<UTC time to the millisecond>/ (created: names never collide)."""
-    from vimbench.measure.sweep import new_dir
+    from vimbench.measure.run_folder import new_dir
 
     return new_dir(root, lambda now: f"fig1-{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}")
 
@@ -85,6 +85,7 @@ def reproduce_fig1(
     configs: list[SweepConfig],
     argv: list[str] | None = None,
     echo: Callable[[str], None] = print,
+    predict: bool = False,
 ) -> Path:
     """Run the sweeps, then draw the figures (with the paper's points) and write report.md. -> run folder."""
     echo(OFF_GRID_NOTE)
@@ -99,11 +100,59 @@ def reproduce_fig1(
         "note": OFF_GRID_NOTE,
     }
     (run_dir / REPRODUCE_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
-    return redraw_fig1(run_dir)
+    return redraw_fig1(run_dir, predict=predict, echo=echo)
 
 
-def redraw_fig1(run_dir: str | Path) -> Path:
-    """Figures (with the paper's points) and report.md of a Fig. 1 run folder, from what it holds."""
+def redraw_fig1(run_dir: str | Path, predict: bool = False, echo: Callable[[str], None] = print) -> Path:
+    """Figures (with the paper's points) and report.md of a Fig. 1 run folder, from what it holds.
+
+    `predict`: first compute the no-GPU memory prediction and fit (kept in the folder, shown from then on).
+    """
+    if predict:
+        from vimbench.report.fig1_predict import draw_prediction_figure
+
+        draw_prediction_figure(run_dir, compute_fig1_prediction(run_dir, echo))
     plot_runs([run_dir], run_dir, FIG1_METRICS, paper=True)
     return write_fig1_report(run_dir)
 
+
+def predict_fig1(out_dir: str | Path, echo: Callable[[str], None] = print) -> Path:
+    """Only the prediction (nothing measured): fig1_predicted.json, memory-predicted.png, report.md."""
+    from vimbench.report.fig1_predict import draw_prediction_figure, write_prediction_report
+
+    data = compute_fig1_prediction(out_dir, echo)
+    draw_prediction_figure(out_dir, data)
+    return write_prediction_report(out_dir, data)
+
+
+def compute_fig1_prediction(run_dir: str | Path, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Fit the paper's Fig. 1 memory from fake-tensor traces (vimbench.memory); write and return it."""
+    import platform
+    from importlib.metadata import version
+
+    import torch
+
+    from vimbench.measure.environment import describe_device
+    from vimbench.memory.fig1_fit import MODELS, fit_fig1, headline_statement
+    from vimbench.report.fig1_predict import PREDICTED_FILE
+
+    echo("predicting Fig. 1 memory on fake tensors (no GPU): 8 settings x 10 points, minutes on 2 cores")
+    resolutions = list(paper.MEASURED_RESOLUTIONS)
+    paper_gb = {m: [p["memory_gb"] for p in paper.paper_points(m)] for m in MODELS}
+    fits = fit_fig1(resolutions, paper_gb)
+    data = {
+        "traced_on": f"{describe_device('cpu')['name']} ({platform.machine()}), no GPU; torch "
+        f"{torch.__version__}, vimbench {version('vimbench')}",
+        "resolutions": resolutions,
+        "paper_resolutions": list(paper.PAPER_RESOLUTIONS),
+        "paper_gb": paper_gb,
+        "fits": [f.as_dict() for f in fits],
+        "statement": headline_statement(fits[0], paper.implied_deit_memory_gb()),
+        "method": "predicted NVML = caching-allocator reserved peak (fake-tensor trace, vimbench.memory) + "
+        "device overhead; paper GB read as GiB; target cuda, inference, Vim scan kernels as fused Triton "
+        "(ours) or mamba_ssm with flipped copies (upstream)",
+    }
+    out = Path(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / PREDICTED_FILE).write_text(json.dumps(data, indent=2) + "\n")
+    return data

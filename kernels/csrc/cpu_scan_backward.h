@@ -29,12 +29,10 @@ inline void store_n(const Vec<T>& v, T* p, int64_t count) {
 // Per-thread buffers of the backward: whole rows (L values) and every state of one row (L * N values).
 template <typename T>
 struct RowScratch {
-  std::vector<T> buffer;
   T *u, *dt, *dtu, *slope, *y, *gate, *gate_slope, *dy, *ddt, *decay, *states, *state, *carry, *zeros, *A2;
 
   RowScratch(int64_t length, int64_t nstate) {
-    buffer.assign(9 * length + 2 * length * nstate + 4 * nstate, T(0));
-    T* p = buffer.data();
+    T* p = thread_scratch<T, 1>(9 * length + 2 * length * nstate + 4 * nstate);
     for (T** slot : {&u, &dt, &dtu, &slope, &y, &gate, &gate_slope, &dy, &ddt}) {
       *slot = p;
       p += length;
@@ -46,6 +44,7 @@ struct RowScratch {
     state = p;
     carry = p + nstate;
     zeros = p + 2 * nstate;
+    std::fill(zeros, zeros + nstate, T(0));
     A2 = p + 3 * nstate;  // A * log2(e): decay = 2^(dt * A2)
   }
 };

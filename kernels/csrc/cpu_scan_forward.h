@@ -22,17 +22,15 @@ constexpr int64_t kLanes = 64 / sizeof(T);
 template <typename T>
 struct TileScratch {
   static constexpr int64_t W = kLanes<T>;
-  std::vector<T> buffer;
-  T *u, *dt_row, *dtu_row, *slope, *gate;  // one lane's positions: kTimeBlock each (u: W of them)
-  T *dt, *dtu, *y;                         // (kTimeBlock, W) tiles
-  T *A, *state;                            // (N, W); A scaled by log2(e)
+  T *u, *dt_row, *dtu_row, *gate;  // one lane's positions: kTimeBlock each (u: W of them)
+  T *dt, *dtu, *y;                 // (kTimeBlock, W) tiles
+  T *A, *state;                    // (N, W); A scaled by log2(e)
 
   explicit TileScratch(int64_t nstate) {
-    buffer.assign(W * kTimeBlock + 4 * kTimeBlock + 3 * kTimeBlock * W + 2 * nstate * W, T(0));
-    T* p = buffer.data();
+    T* p = thread_scratch<T, 0>(W * kTimeBlock + 3 * kTimeBlock + 3 * kTimeBlock * W + 2 * nstate * W);
     u = p;
     p += W * kTimeBlock;
-    for (T** slot : {&dt_row, &dtu_row, &slope, &gate}) {
+    for (T** slot : {&dt_row, &dtu_row, &gate}) {
       *slot = p;
       p += kTimeBlock;
     }

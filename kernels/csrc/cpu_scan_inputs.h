@@ -126,6 +126,16 @@ void prepare_range(const ScanInputs<T>& in, int64_t b, int64_t e, int64_t t0, in
   });
 }
 
+// `count` values of this thread's scratch for user `Tag`, kept across calls: a fresh buffer per call came
+// from newly mapped pages each time (the kernel zeroing them cost a third of a small forward). Contents are
+// left from the last call: users write what they read.
+template <typename T, int Tag>
+T* thread_scratch(int64_t count) {
+  thread_local std::vector<T> buffer;
+  if (static_cast<int64_t>(buffer.size()) < count) buffer.resize(count);
+  return buffer.data();
+}
+
 // Work items [0, count) handed out `grain` at a time to torch's threads (at::parallel_for, so the thread
 // count and pool are torch's). Dynamic hand-out keeps both cores busy when one is shared with another
 // process; results do not depend on which thread runs an item. `make_scratch()` runs once per thread.

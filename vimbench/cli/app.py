@@ -13,6 +13,7 @@ from . import (
     env_cmd,
     gate_cmd,
     kernels_cmd,
+    memory_cmd,
     models_cmd,
     profile_cmd,
     report_cmd,
@@ -45,7 +46,8 @@ def _root(
     """vimbench: measured, reproducible Vim vs DeiT numbers."""
 
 
-for _module in (env_cmd, models_cmd, check_cmd, kernels_cmd, sweep_cmd, report_cmd, gate_cmd, profile_cmd):
+for _module in (env_cmd, models_cmd, check_cmd, kernels_cmd, sweep_cmd, report_cmd, gate_cmd, profile_cmd,
+                memory_cmd):
     _module.register(app)
 
 

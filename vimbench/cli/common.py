@@ -42,14 +42,15 @@ def parse_csv_list(value: str | None) -> list[str]:
 
 
 def parse_model_names(value: str) -> list[str]:
-    """Comma-separated model names resolved to registry names; UsageError lists the known ones."""
-    from vimbench.models import get_spec
+    """Comma-separated model names or globs (`timm:deit_*`) resolved to registry names; UsageError names the
+    closest models, a glob that matches nothing, or one that matches more than the cap."""
+    from vimbench.models import expand_model_patterns
 
     names = parse_csv_list(value)
     if not names:
         raise UsageError("no model given")
     try:
-        return [get_spec(n).name for n in names]
+        return expand_model_patterns(names)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

@@ -98,6 +98,10 @@ def inspect_kernels(
             for r in rows:
                 table.add_row(*_row(r))
             wide.print(table)
+        for r in reports:
+            if r.note:
+                console.print(f"note: {r.backend} {r.phase} {r.kernel} ({r.shape}): {r.note}",
+                              highlight=False)
         console.print("instr/MUFU/LDG/STG per state update, BAR/SHFL per time-loop iteration (see --help); "
                       "static figures, not GPU timings")
     failed = [r for r in reports if r.error]

@@ -27,9 +27,6 @@ def _validated_config(
     warmup: int, iters: int, trace: Path | None,
 ):
     """Every input checked before anything heavy runs: a bad one is a one-line UsageError."""
-    from vimbench.baselines.deit import resolve_attn_backend
-    from vimbench.kernels import get_backend, resolve_backend
-    from vimbench.layers import check_img_size
     from vimbench.models import get_spec
     from vimbench.profile.profiler import ProfileConfig, resolve_device
 
@@ -39,20 +36,17 @@ def _validated_config(
         raise UsageError(str(exc)) from None
     if res <= 0:
         raise UsageError(f"--res must be positive, got {res}")
-    try:
-        check_img_size(res, spec.patch_size, spec.stride)
-    except ValueError as exc:
-        raise UsageError(f"--res {res} for {spec.name}: {exc}") from None
+    problem = spec.contract.resolution_error(spec, res) or spec.contract.unsupported_reason(spec, res)
+    if problem is not None:
+        raise UsageError(f"--res {res} for {spec.name}: {problem}")
     for flag, value, low in (("--batch-size", batch_size, 1), ("--warmup", warmup, 0), ("--iters", iters, 1)):
         if value < low:
             raise UsageError(f"{flag} must be at least {low}, got {value}")
     try:
         torch_device = resolve_device(device)
-        if scan_backend != "auto":
-            get_backend(scan_backend)
-        if spec.family == "vim":
-            resolve_backend(scan_backend, torch_device)
-        resolve_attn_backend(attn_backend)
+        _check_options({"scan_backend": scan_backend, "attn_backend": attn_backend})
+        spec.contract.resolve_options(spec, {"scan_backend": scan_backend, "attn_backend": attn_backend},
+                                      str(torch_device))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if trace is not None and trace.is_dir():  # --trace DIR: a file named after the run, inside DIR
@@ -62,6 +56,15 @@ def _validated_config(
         model=spec.name, img_size=res, device=str(torch_device), batch_size=batch_size, dtype=dtype,
         scan_backend=scan_backend, attn_backend=attn_backend, warmup=warmup, iters=iters, trace_path=trace,
     )
+
+
+def _check_options(options: dict[str, str]) -> None:
+    """A value no family accepts for an option is a typo, even when the profiled model ignores it."""
+    from vimbench.models import all_options
+
+    for opt in all_options():
+        if opt.name in options:
+            opt.check(options[opt.name])
 
 
 def _ms(us: float) -> str:
@@ -132,8 +135,9 @@ def _print_result(result, top: int) -> None:
     from vimbench.metrics.timing_stats import is_noisy
 
     cfg = result.config
-    backends = f"scan backend {result.scan_backend}" if result.scan_backend != "-" else \
-        f"attention backend {result.attn_backend}"
+    chosen = [(label, value) for label, value in (("scan backend", result.scan_backend),
+                                                  ("attention backend", result.attn_backend)) if value != "-"]
+    backends = ", ".join(f"{label} {value}" for label, value in chosen) or "no backend choice"
     console.print(
         f"[bold]{cfg.model}[/] at {cfg.img_size}x{cfg.img_size}, batch {cfg.batch_size}, {cfg.dtype}, "
         f"{result.device}, {backends}; {cfg.warmup} warmup + {cfg.iters} profiled forward(s)",
@@ -182,7 +186,8 @@ def profile(
     batch_size: int = typer.Option(1, "--batch-size", help="Images per forward."),
     dtype: DType = typer.Option(DType.fp32, "--dtype", help="Model and input dtype: fp32, fp16 or bf16."),
     scan_backend: str = typer.Option("auto", "--scan-backend", help="Vim scan backend (auto: best here)."),
-    attn_backend: str = typer.Option("auto", "--attn-backend", help="DeiT attention: auto, sdpa or math."),
+    attn_backend: str = typer.Option("auto", "--attn-backend",
+                                     help="DeiT / timm attention: auto, sdpa or math."),
     warmup: int = typer.Option(2, "--warmup", help="Forwards run before profiling."),
     iters: int = typer.Option(2, "--iters", help="Forwards profiled; times are per forward."),
     trace: Path | None = typer.Option(

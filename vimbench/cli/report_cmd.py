@@ -102,15 +102,24 @@ def fig1(
     from_dir: Path | None = typer.Option(
         None, "--from", help="Do not measure: redraw the figures and rewrite report.md of this fig1 run."
     ),
+    predict: bool = typer.Option(
+        False, "--predict", help="Predict the GPU memory of every Fig. 1 point without a GPU (fake-tensor "
+        "traces) and fit batch size, dtype, attention kernel and Vim flip copies to the paper's memory. "
+        "Alone: only the prediction (nothing measured) into --out; with --from or --measure: added to it.",
+    ),
+    measure: bool = typer.Option(
+        False, "--measure", help="With --predict: also measure (the sweep), not only predict."
+    ),
 ) -> None:
     """Vim-Ti vs DeiT-Ti at 512, 640, 736 (the paper's 738), 1024, 1248 px, then report.md beside the
     paper's Fig. 1: speedup and memory saving at each resolution, every setting, a verdict on 2.8x / 86.8%."""
     from vimbench import reproduce
     from vimbench.measure.plan import resolve_device, validate_config
 
+    echo = lambda text: console.print(text, highlight=False)  # noqa: E731
     if from_dir is not None:
         try:
-            path = reproduce.redraw_fig1(from_dir)
+            path = reproduce.redraw_fig1(from_dir, predict=predict, echo=echo)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         console.print(f"report: {path}", highlight=False, soft_wrap=True)
@@ -118,6 +127,12 @@ def fig1(
     if resume and out is None:
         raise UsageError("--resume needs --out: the fig1 run folder to continue")
     check_output_dir(out, "--out")
+    if predict and not measure:
+        folder = out or reproduce.default_out_dir().with_name(
+            reproduce.default_out_dir().name.replace("fig1-", "fig1-predict-"))
+        path = reproduce.predict_fig1(folder, echo)
+        console.print(f"report: {path}", highlight=False, soft_wrap=True)
+        return
     try:
         resolved = resolve_device(device)
         batch = batch_size if batch_size is not None else (1 if resolved == "cpu" else 64)
@@ -141,7 +156,7 @@ def fig1(
         if out is None:
             folder = reproduce.default_out_dir()
             configs = [replace(config, out_dir=folder) for config in configs]
-        path = reproduce.reproduce_fig1(configs, echo=lambda text: console.print(text, highlight=False))
+        path = reproduce.reproduce_fig1(configs, echo=echo, predict=predict)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     console.print(f"report: {path}", highlight=False, soft_wrap=True)

@@ -23,12 +23,15 @@ ITERS = typer.Option(None, "--iters", help="Timed iterations per repeat, at leas
 MIN_TIME = typer.Option(None, "--min-time", help="Seconds per repeat, at least. Default: 1 CUDA, 0.5 CPU.")
 REPEATS = typer.Option(None, "--repeats", help="Repeats (median, p10/p90, IQR). Default: 5 CUDA, 3 CPU.")
 SCAN = typer.Option("auto", "--scan-backend", help="Vim selective-scan backend (`vimbench kernels list`).")
-ATTN = typer.Option("auto", "--attn-backend", help="DeiT attention: auto (sdpa), sdpa or math.")
+ATTN = typer.Option("auto", "--attn-backend", help="DeiT / timm attention: auto, sdpa or math (timm models "
+                    "without timm's fused_attn switch: '-').")
 COMPILE = typer.Option(False, "--compile", help="torch.compile the model (compiled during warmup).")
 CHANNELS_LAST = typer.Option(False, "--channels-last", help="channels_last model and input.")
 OUT = typer.Option(None, "--out", help="Run folder. Default: results/runs/<UTC time>-<models>/.")
 RESUME = typer.Option(False, "--resume", help="Continue a run folder: skip the points it already records.")
 NO_SKIP = typer.Option(False, "--no-skip", help="Also run larger resolutions after an OOM.")
+NO_PREFLIGHT = typer.Option(False, "--no-preflight", help="On CUDA, also run points predicted (vimbench "
+                            "memory) to exceed free device memory by over 10 percent (default: skipped-oom).")
 TIMEOUT = typer.Option(900.0, "--timeout", help="Seconds before a point's worker is killed (status timeout).")
 THREADS = typer.Option(None, "--threads", help="torch threads in each worker. Default: all usable CPUs.")
 NVML_MS = typer.Option(5.0, "--nvml-interval-ms", help="NVML memory sampling period.")
@@ -82,7 +85,8 @@ def _run(config, executor=None) -> Path:
 
 
 def sweep(
-    models: str = typer.Option("vim-t,deit-t", "--models", "-m", help="Comma-separated model names."),
+    models: str = typer.Option("vim-t,deit-t", "--models", "-m", help="Comma-separated model names or globs: "
+                               "vim-s,timm:vit_small_patch16_224,'timm:deit_*' (`vimbench models`)."),
     res: str | None = RES, batch_size: int = BATCH, dtype: str = DTYPE, device: str = DEVICE,
     mode: str = MODE, warmup: int | None = WARMUP, iters: int | None = ITERS,
     min_time: float | None = MIN_TIME, repeats: int | None = REPEATS, scan_backend: str = SCAN,
@@ -91,6 +95,7 @@ def sweep(
     resume: bool = RESUME, no_skip: bool = NO_SKIP, timeout: float = TIMEOUT,
     threads: int | None = THREADS, nvml_interval_ms: float = NVML_MS, no_plots: bool = NO_PLOTS,
     devices: str | None = DEVICES, executor: str = EXECUTOR, ray_address: str | None = RAY_ADDRESS,
+    no_preflight: bool = NO_PREFLIGHT,
 ) -> None:  # fmt: skip
     """Measure throughput and peak memory of each model at each resolution, each point in a fresh worker.
 
@@ -107,6 +112,7 @@ def sweep(
         iters=iters, min_time=min_time, repeats=repeats, scan_backend=scan_backend, attn_backend=attn_backend,
         compile_model=compile_model, channels_last=channels_last, out=out, resume=resume, no_skip=no_skip,
         timeout=timeout, threads=threads, nvml_interval_ms=nvml_interval_ms, no_plots=no_plots,
+        preflight=not no_preflight,
     )  # fmt: skip
     _run(config, runner)
 
@@ -190,7 +196,12 @@ def compare(
     from vimbench.report.paper import MEASURED_RESOLUTIONS
     from vimbench.results import Run, require_one_device
 
-    names = parse_model_names(f"{model_a},{model_b}")
+    names = []
+    for given in (model_a, model_b):
+        resolved = parse_model_names(given)
+        if len(resolved) != 1:
+            raise UsageError(f"compare takes one model per argument; {given!r} names {len(resolved)}")
+        names += resolved
     if names[0] == names[1]:
         raise UsageError(f"compare needs two different models, got {names[0]} twice")
     filters: dict[str, Any] = {}

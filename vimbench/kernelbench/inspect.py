@@ -67,6 +67,7 @@ class KernelReport:
     per_update: dict[str, float] = field(default_factory=dict)  # instructions, mufu, ldg, stg per update
     per_iteration: dict[str, int] = field(default_factory=dict)  # bar, shfl, local (spills) per iteration
     error: str = ""
+    note: str = ""
 
     @property
     def warps_per_sm(self) -> float:
@@ -182,6 +183,8 @@ def inspect_triton_launch(launch: Launch, arch: str, dtype: str, shape: Shape) -
 def _fill_loops(report: KernelReport, instrs: list[sass.Instr], elems_per_thread: float) -> None:
     loops = sass.time_loops(instrs)
     report.time_loops = len(loops)
+    if not sass.loops_well_nested(instrs):
+        report.note = "backward branches overlap (out-of-line code): loop figures not comparable"
     report.updates_per_iteration, report.per_update, report.per_iteration = normalise(loops, elems_per_thread)
 
 

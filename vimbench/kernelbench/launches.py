@@ -46,7 +46,7 @@ class Shape:
             spec = get_spec(match.group(1))
         except (KeyError, ValueError):
             raise ValueError(f"unknown model {match.group(1)!r} in shape {text!r}") from None
-        if spec.family != "vim":
+        if "scan_backend" not in {opt.name for opt in spec.options}:  # the families that run the scan
             raise ValueError(f"{text!r}: only Vim models have scan kernels")
         img = int(match.group(2))
         if not spec.valid_img_size(img):

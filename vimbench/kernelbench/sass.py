@@ -192,6 +192,17 @@ def time_loops(instrs: list[Instr]) -> list[LoopCounts]:
     return result
 
 
+def loops_well_nested(instrs: list[Instr]) -> bool:
+    """False when two backward-branch ranges partly overlap: out-of-line code (e.g. nvcc's divergent
+    atomic paths placed after the main body) jumps back: the ranges are not loops, the counts mislead."""
+    loops = sorted(set(_loops(instrs)))
+    for i, (h1, b1) in enumerate(loops):
+        for h2, b2 in loops[i + 1:]:
+            if h1 < h2 <= b1 < b2:
+                return False
+    return True
+
+
 def whole_kernel_counts(instrs: list[Instr]) -> dict[str, int]:
     counts = dict(_categorise(instrs))
     counts["instructions"] = len(instrs)

@@ -185,6 +185,7 @@ class SweepConfig:
     plots: bool = True
     threads: int | None = None
     nvml_interval_ms: float = 5.0
+    preflight: bool = True  # CUDA: predict each point's memory; skip what cannot fit (vimbench.memory)
 
 
 def default_threads() -> int:
@@ -202,12 +203,11 @@ def max_threads() -> int:
 
 def validate_config(config: SweepConfig) -> SweepConfig:
     """Check every knob and resolve the device and the resolution default. ValueError: one line."""
-    from vimbench.models import get_spec
+    from vimbench.models import expand_model_patterns, get_spec
 
     if not config.models:
         raise ValueError("no model given")
-    # ValueError lists the known models; an alias and its name (deit-t, deit-tiny) are measured once
-    models = list(dict.fromkeys(get_spec(name).name for name in config.models))
+    models = expand_model_patterns(list(config.models))  # globs; ValueError names the closest models
     if config.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {config.batch_size}")
     if config.dtype not in DTYPES:
@@ -225,11 +225,11 @@ def validate_config(config: SweepConfig) -> SweepConfig:
     if config.threads is not None and config.threads > max_threads():
         raise ValueError(f"--threads {config.threads} is more than {max_threads()} (4 per CPU here)")
     if config.min_time_s is not None and not (math.isfinite(config.min_time_s) and config.min_time_s >= 0):
-        raise ValueError(f"--min-time must be a finite number of seconds >= 0, got {config.min_time_s}")
+        raise ValueError(f"--min-time must be >= 0 and finite (seconds), got {config.min_time_s}")
     if config.compile and config.warmup == 0:
         raise ValueError("--compile needs --warmup >= 1: compilation must happen before the timed region")
     if not (math.isfinite(config.timeout_s) and config.timeout_s > 0):
-        raise ValueError(f"--timeout must be a finite number of seconds > 0, got {config.timeout_s}")
+        raise ValueError(f"--timeout must be positive and finite (seconds), got {config.timeout_s}")
     if not (math.isfinite(config.nvml_interval_ms) and config.nvml_interval_ms > 0):
         raise ValueError(f"--nvml-interval-ms must be a finite number > 0, got {config.nvml_interval_ms}")
     device = resolve_device(config.device)
@@ -239,22 +239,24 @@ def validate_config(config: SweepConfig) -> SweepConfig:
     for name in models:
         spec = get_spec(name)
         for res in resolutions:
-            if not spec.valid_img_size(res):
+            if spec.contract.resolution_error(spec, res) is not None:
                 raise ValueError(_off_grid(res, spec.stride) + f" (model {name})")
     _check_backends(models, config.scan_backend, config.attn_backend, device)
     return replace(config, models=models, resolutions=sorted(set(resolutions)), device=device)
 
 
 def _check_backends(models: list[str], scan_backend: str, attn_backend: str, device: str) -> None:
-    from vimbench.baselines.deit import resolve_attn_backend
-    from vimbench.kernels import resolve_backend
-    from vimbench.models import get_spec
+    """Each model's family resolves the options it has (ValueError: unknown or unavailable here); a value
+    that no family accepts is refused even when no model in the sweep uses that option."""
+    from vimbench.models import all_options, get_spec
 
-    families = {get_spec(m).family for m in models}
-    if "vim" in families:
-        resolve_backend(scan_backend, device)
-    if "deit" in families:
-        resolve_attn_backend(attn_backend)
+    options = {"scan_backend": scan_backend, "attn_backend": attn_backend}
+    for opt in all_options():
+        if opt.name in options:
+            opt.check(options[opt.name])
+    for name in models:
+        spec = get_spec(name)
+        spec.contract.resolve_options(spec, options, device)
 
 
 def build_plan(config: SweepConfig) -> list[Point]:

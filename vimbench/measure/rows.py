@@ -15,17 +15,13 @@ def now_utc() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def resolved_backends(point: Point) -> tuple[str, str]:
-    """(scan backend, attention backend) as they will really run; "-" for the one the family lacks."""
+def resolved_options(point: Point) -> dict[str, str]:
+    """The model's options as they will really run ("auto" made concrete by its family); ValueError if one
+    cannot (unknown, or not available on the point's device)."""
     from vimbench.models import get_spec
 
-    if get_spec(point.model).family == "vim":
-        from vimbench.kernels import resolve_backend
-
-        return resolve_backend(point.option("scan_backend"), point.device), "-"
-    from vimbench.baselines.deit import resolve_attn_backend
-
-    return "-", resolve_attn_backend(point.option("attn_backend"))
+    spec = get_spec(point.model)
+    return spec.contract.resolve_options(spec, point.options, point.device)
 
 
 def precision_mode(point: Point) -> str:
@@ -39,16 +35,15 @@ def identity_row(point: Point) -> dict[str, Any]:
     """The columns that say what was measured, computed the same way in the parent and the worker."""
     import torch
 
-    from vimbench.models import get_spec
+    from vimbench.models import get_spec, option_columns
 
     from .environment import cpu_capability, describe_device
 
     spec = get_spec(point.model)
     try:
-        scan, attn = resolved_backends(point)
-    except ValueError:
-        scan = point.option("scan_backend") if spec.family == "vim" else "-"
-        attn = point.option("attn_backend") if spec.family == "deit" else "-"
+        options = resolved_options(point)
+    except ValueError:  # the row still says what was asked for
+        options = dict(point.options)
     try:
         device = describe_device(point.device)
     except Exception:
@@ -64,8 +59,7 @@ def identity_row(point: Point) -> dict[str, Any]:
         "device_name": device["name"],
         "device_uuid": device["uuid"],
         "mode": point.mode,
-        "scan_backend": scan,
-        "attn_backend": attn,
+        **option_columns(spec, options),
         "compile": point.compile,
         "channels_last": point.channels_last,
         "iters": point.iters,

@@ -8,13 +8,11 @@ gets resume and skip-after-OOM for free.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +37,7 @@ from vimbench.results import option_names, point_key
 from .executors import Executor, LocalExecutor, OomSkipper, distinct_devices
 from .plan import Point, SweepConfig, build_plan, config_to_json, validate_config
 from .rows import failure_row, identity_row, now_utc
-from .run_lock import hold_run_folder
+from .run_folder import hold_run_folder, models_slug, new_dir, stamp
 from .store import ResultsStore
 
 RUNS_DIR = Path("results") / "runs"
@@ -48,49 +46,20 @@ _STATUS_STYLE = {
     "ok": "green",
     "oom": "yellow",
     "skipped-oom": "dim yellow",
+    "skipped": "dim",
     "error": "red",
     "timeout": "red",
 }
 
 
-_MAX_SLUG = 80  # folder names stay far below the 255-byte limit of common filesystems
-
-
-def _models_slug(models: list[str]) -> str:
-    """"vim-t-deit-t"; a long list keeps its first models plus a count and a digest of the whole list."""
-    slug = "-".join(models)
-    if len(slug) <= _MAX_SLUG:
-        return slug
-    digest = hashlib.sha1(",".join(models).encode()).hexdigest()[:8]
-    return f"{'-'.join(models[:3])}-and-{len(models) - 3}-more-{digest}"
-
-
-def new_dir(root: Path, name_at: Any) -> Path:
-    """Create and return a folder no other call ever got: `name_at(now)` names it (millisecond stamps), and an
-    atomic mkdir settles two sweeps started in the same millisecond. ValueError (one line) if it cannot."""
-    while True:
-        path = root / name_at(datetime.now(UTC))
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            time.sleep(0.001)
-        except OSError as exc:
-            raise ValueError(f"cannot create run folder {path}: {exc.strerror or exc}") from None
-
-
-def _stamp(now: datetime) -> str:
-    return now.strftime("%Y%m%dT%H%M%S.") + f"{now.microsecond // 1000:03d}Z"
-
-
 def default_run_dir(models: list[str], root: Path = RUNS_DIR) -> Path:
     """A new, empty run folder: results/runs/<UTC time to the millisecond>-<models>/."""
-    return new_dir(root, lambda now: f"{_stamp(now)}-{_models_slug(models)}")
+    return new_dir(root, lambda now: f"{stamp(now)}-{models_slug(models)}")
 
 
 def latest_run_dir(models: list[str], root: Path = RUNS_DIR) -> Path | None:
     """The newest run folder for these models (what `--resume` without `--out` continues)."""
-    suffix = "-" + _models_slug(models)
+    suffix = "-" + models_slug(models)
     pattern = re.compile(r"^\d{8}T\d{6}(?:\.\d{3})?Z" + re.escape(suffix) + "$")
     runs = sorted(p for p in root.glob("*") if p.is_dir() and pattern.match(p.name)) if root.is_dir() else []
     return runs[-1] if runs else None
@@ -325,10 +294,12 @@ def _run_sweep(
     identities = {p: identity_row(p) for p in points}
     # lost workers and timeouts that may now finish are measured again on --resume; the newest row wins
     by_key = {point_key(r): r for r in recorded if _kept_on_resume(r, config.timeout_s)}
-    kept_timeouts = sum(
-        1 for p in points if by_key.get(point_key(identities[p]), {}).get("status") == "timeout"
-    )
+    kept_timeouts = [float(r["duration_s"]) for p in points
+                     if (r := by_key.get(point_key(identities[p]), {})).get("status") == "timeout"]
     skipper = OomSkipper()
+    from vimbench.memory.preflight import Preflight
+
+    preflight = Preflight(enabled=config.preflight)
     skipper.seed((p, by_key[point_key(identities[p])]) for p in points if point_key(identities[p]) in by_key)
     todo = [p for p in points if point_key(identities[p]) not in by_key]
 
@@ -350,23 +321,28 @@ def _run_sweep(
         )
     if config.resume and kept_timeouts:
         console.print(
-            f"note: {kept_timeouts} timed-out point(s) kept; a --timeout above {config.timeout_s:g} s "
-            "measures them again",
+            f"note: {len(kept_timeouts)} timed-out point(s) kept; a --timeout above "
+            f"{max(kept_timeouts):.0f} s measures them again",
             highlight=False,
         )
 
     def skip(point: Point) -> dict | None:
         at = skipper.oom_below(point) if config.skip_after_oom else None
-        if at is None:
-            return None
-        return failure_row(
-            point, "skipped-oom", f"not run: {point.model} ran out of memory at {at}px", duration_s=0.0
-        )
+        if at is not None:
+            return failure_row(
+                point, "skipped-oom", f"not run: {point.model} ran out of memory at {at}px", duration_s=0.0
+            )
+        too_big = preflight.too_big(point, identities[point])  # CUDA: predicted to exceed free memory
+        if too_big is not None:
+            return failure_row(point, "skipped-oom", too_big, duration_s=0.0)
+        return None
 
     started = time.perf_counter()
     with _Display(console, len(todo), config.out_dir) as display:
 
         def on_row(point: Point, row: dict) -> None:
+            for column, value in preflight.columns(point, identities[point]).items():
+                row.setdefault(column, value)
             store.append(row)  # first, so nothing measured is lost whatever happens next
             skipper.record(point, row)
             _collect_notes(meta, row)

@@ -28,7 +28,7 @@ from vimbench.dtypes import torch_dtype
 from vimbench.metrics import Collector, MetricContext, all_metrics
 
 from .plan import Point
-from .rows import failure_row, identity_row, now_utc, resolved_backends
+from .rows import failure_row, identity_row, now_utc, resolved_options
 from .timing import time_steps
 
 
@@ -108,7 +108,7 @@ def _sync_for(device: str) -> Callable[[], None]:
     return lambda: None
 
 
-def _build(point: Point, scan: str, attn: str):
+def _build(point: Point, options: dict[str, str]):
     """(model, step) where step() runs one timed iteration: a forward, or a full training step."""
     import torch
 
@@ -116,12 +116,8 @@ def _build(point: Point, scan: str, attn: str):
 
     dtype = torch_dtype(point.dtype)
     device = torch.device(point.device)
-    model = create_model(
-        point.model,
-        img_size=point.img_size,
-        scan_backend=scan if scan != "-" else "auto",
-        attn_backend=attn if attn != "-" else "auto",
-    ).to(device)
+    runnable_options = {k: v for k, v in options.items() if v != "-"}  # "-": the model has no such choice
+    model = create_model(point.model, img_size=point.img_size, options=runnable_options).to(device)
     memory_format = torch.channels_last if point.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     shape = (point.batch_size, 3, point.img_size, point.img_size)
@@ -158,6 +154,14 @@ def _build(point: Point, scan: str, attn: str):
     return params, train_step
 
 
+def _unsupported(point: Point) -> str | None:
+    """Why the model cannot run this resolution (its family's word: a timm model's shape error), or None."""
+    from vimbench.models import get_spec
+
+    spec = get_spec(point.model)
+    return spec.contract.unsupported_reason(spec, point.img_size)
+
+
 def _gflops(point: Point) -> float | None:
     try:
         from vimbench.profile.flops import model_gflops
@@ -168,7 +172,8 @@ def _gflops(point: Point) -> float | None:
 
 
 def measure_point(point: Point, hooks: Callable[[Point], None] | None = None) -> dict[str, Any]:
-    """One full row for `point`; OOM and exceptions become rows (status oom / error), never raise."""
+    """One full row for `point`; OOM and exceptions become rows (status oom / error), a size the model cannot
+    run a `skipped` row; never raises."""
     import torch
 
     started = time.perf_counter()
@@ -178,9 +183,13 @@ def measure_point(point: Point, hooks: Callable[[Point], None] | None = None) ->
     row["threads"] = torch.get_num_threads()
     collectors: list[Collector] = []
     try:
+        reason = _unsupported(point)
+        if reason is not None:  # the model cannot run this size: say why, measure nothing
+            row = failure_row(point, "skipped", reason, threads=row["threads"])
+            row["duration_s"] = time.perf_counter() - started
+            return row
         collectors = start_collectors(point, row.get("device_uuid") or "")
-        scan, attn = resolved_backends(point)
-        params, step = _build(point, scan, attn)
+        params, step = _build(point, resolved_options(point))
         if hooks is not None:
             hooks(point)
         grad_mode = torch.inference_mode() if point.mode == "infer" else contextlib.nullcontext()

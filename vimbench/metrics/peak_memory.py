@@ -97,6 +97,11 @@ METRIC = Metric(
         Column("rss_peak_mib", "float", "MiB", "lower"),
         Column("nvml_baseline_mib", "float", "MiB", core=False),
         Column("rss_baseline_mib", "float", "MiB", core=False),
+        # filled by the sweep (CUDA points), not the worker: vimbench.memory's prediction beside the readings
+        Column("predicted_mem_mib", "float", "MiB", core=False,
+               doc="CUDA: predicted NVML figure (vimbench memory); compare with nvml_peak_mib"),
+        Column("predicted_alloc_mib", "float", "MiB", core=False,
+               doc="CUDA: predicted torch.cuda.max_memory_allocated; compare with torch_peak_alloc_mib"),
     ),
     gate=True,
     collector=_collector,

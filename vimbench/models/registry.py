@@ -1,37 +1,25 @@
-"""Model registry and `create_model` (the timm pattern): short names, official names as aliases."""
+"""The registry of model families and `create_model` (the timm pattern): short names, official names too.
+
+A family is one module (see family.py for the contract) plus one line in FAMILIES below. Fixed families
+(Vim, DeiT) register their models by name; an open-ended family (timm) owns every name with its prefix.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import difflib
+import fnmatch
+from collections.abc import Mapping
 from pathlib import Path
 
 from torch import nn
 
-from vimbench.baselines.deit import DeiT, DeiTConfig
+from .deit_family import DeiTFamily
+from .family import NOT_APPLICABLE, ModelFamily, ModelOption, ModelSpec, Options
+from .timm_family import TimmFamily
+from .vim_family import VimFamily
 
-from .vim import VimConfig, VisionMamba
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    family: str  # "vim" or "deit"
-    build: Callable[..., nn.Module]
-    patch_size: int
-    stride: int
-    embed_dim: int
-    official_name: str
-    aliases: tuple[str, ...] = field(default=())
-
-    def tokens(self, img_size: int) -> int:
-        """Sequence length at `img_size`: patches plus one cls token."""
-        grid = (img_size - self.patch_size) // self.stride + 1
-        return grid * grid + 1
-
-    def valid_img_size(self, img_size: int) -> bool:
-        return img_size >= self.patch_size and (img_size - self.patch_size) % self.stride == 0
-
+FAMILIES: tuple[ModelFamily, ...] = (VimFamily(), DeiTFamily(), TimmFamily())
+MAX_GLOB_MATCHES = 50  # a `--models` glob matching more than this is refused (a typo, not a plan)
 
 _REGISTRY: dict[str, ModelSpec] = {}
 _ALIASES: dict[str, str] = {}
@@ -41,56 +29,109 @@ def _canon(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
-def _register(spec: ModelSpec) -> None:
-    _REGISTRY[spec.name] = spec
-    for alias in (spec.name, spec.official_name, *spec.aliases):
-        _ALIASES[_canon(alias)] = spec.name
-
-
-def _vim(name: str, dim: int, official: str, stride: int = 16, aliases: tuple[str, ...] = ()) -> None:
-    cfg = VimConfig(embed_dim=dim, stride=stride)
-
-    def build(img_size: int, num_classes: int, scan_backend: str, attn_backend: str) -> nn.Module:
-        return VisionMamba(cfg, img_size=img_size, num_classes=num_classes, scan_backend=scan_backend)
-
-    _register(ModelSpec(name, "vim", build, 16, stride, dim, official, aliases))
-
-
-def _deit(name: str, dim: int, heads: int, official: str, aliases: tuple[str, ...] = ()) -> None:
-    cfg = DeiTConfig(embed_dim=dim, num_heads=heads)
-
-    def build(img_size: int, num_classes: int, scan_backend: str, attn_backend: str) -> nn.Module:
-        return DeiT(cfg, img_size=img_size, num_classes=num_classes, attn_backend=attn_backend)
-
-    _register(ModelSpec(name, "deit", build, 16, 16, dim, official, aliases))
-
-
-_SUFFIX = "bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2"
-_vim("vim-t", 192, f"vim_tiny_patch16_224_{_SUFFIX}", aliases=("vim-ti", "vim-tiny"))
-_vim("vim-s", 384, f"vim_small_patch16_224_{_SUFFIX}", aliases=("vim-small",))
-_vim(
-    "vim-b",
-    768,
-    "vim_base_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_middle_cls_token_div2",
-    aliases=("vim-base",),
-)
-_vim("vim-t-stride8", 192, f"vim_tiny_patch16_stride8_224_{_SUFFIX}", stride=8, aliases=("vim-ti-stride8",))
-_vim("vim-s-stride8", 384, f"vim_small_patch16_stride8_224_{_SUFFIX}", stride=8)
-_deit("deit-t", 192, 3, "deit_tiny_patch16_224", aliases=("deit-ti", "deit-tiny"))
-_deit("deit-s", 384, 6, "deit_small_patch16_224", aliases=("deit-small",))
-_deit("deit-b", 768, 12, "deit_base_patch16_224", aliases=("deit-base",))
+for _family in FAMILIES:
+    for _spec in _family.specs():
+        _REGISTRY[_spec.name] = _spec
+        for _alias in (_spec.name, _spec.official_name, *_spec.aliases):
+            _ALIASES[_canon(_alias)] = _spec.name
 
 
 def list_models() -> list[str]:
+    """The registered (fixed) models; open-ended families list theirs with `get_family(f).available()`."""
     return list(_REGISTRY)
 
 
+def list_families() -> list[ModelFamily]:
+    return list(FAMILIES)
+
+
+def get_family(name: str) -> ModelFamily:
+    for family in FAMILIES:
+        if family.name == name.strip().lower():
+            return family
+    close = difflib.get_close_matches(name, [f.name for f in FAMILIES], n=3, cutoff=0.4)
+    hint = f"closest: {', '.join(close)}; " if close else ""
+    raise ValueError(f"unknown family {name!r}; {hint}known: {', '.join(f.name for f in FAMILIES)}")
+
+
+def _prefixed_family(name: str) -> ModelFamily | None:
+    for family in FAMILIES:
+        if family.prefix and name.strip().lower().startswith(family.prefix):
+            return family
+    return None
+
+
 def get_spec(name: str) -> ModelSpec:
-    """The spec for `name` (short name, official name or alias); ValueError listing the known names."""
+    """The spec for `name` (short, official, alias or `prefix:name`); ValueError naming the closest."""
+    family = _prefixed_family(name)
+    if family is not None:
+        spec = family.resolve(name.strip())
+        if spec is not None:
+            return spec
+        close = family.suggestions(name.strip())
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise ValueError(f"unknown {family.name} model {name.strip()!r}{hint}")
     try:
         return _REGISTRY[_ALIASES[_canon(name)]]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(_REGISTRY)}") from None
+        pass
+    close = difflib.get_close_matches(_canon(name), list(_REGISTRY), n=3, cutoff=0.5)
+    hint = f"closest: {', '.join(close)}; " if close else ""
+    opened = [f"{f.prefix}NAME" for f in FAMILIES if f.prefix]
+    raise ValueError(f"unknown model {name!r}; {hint}known: {', '.join([*_REGISTRY, *opened])}")
+
+
+def expand_model_patterns(names: list[str], cap: int = MAX_GLOB_MATCHES) -> list[str]:
+    """Model names with globs (`timm:deit_*`, `vim-*`) expanded, in order, without duplicates.
+
+    ValueError (one line) for a glob that matches nothing (naming the closest names) or more than `cap`.
+    """
+    out: list[str] = []
+    for name in names:
+        if not any(ch in name for ch in "*?["):
+            resolved = [get_spec(name).name]
+        else:
+            family = _prefixed_family(name)
+            if family is not None:
+                pattern = name.strip()[len(family.prefix):]
+                resolved = [f"{family.prefix}{n}" for n in family.available(pattern)]
+            else:
+                resolved = [n for n in _REGISTRY if fnmatch.fnmatchcase(n, _canon(name))]
+            if not resolved:
+                raise ValueError(f"no model matches {name!r}" + _closest_hint(name))
+            if len(resolved) > cap:
+                raise ValueError(
+                    f"{name!r} matches {len(resolved)} models, more than the cap of {cap}: narrow it "
+                    f"(first: {', '.join(resolved[:3])})"
+                )
+        out.extend(n for n in resolved if n not in out)
+    return out
+
+
+def _closest_hint(pattern: str) -> str:
+    family = _prefixed_family(pattern)
+    stem = pattern.strip().split(":", 1)[-1].replace("*", "").replace("?", "")
+    if family is not None:
+        close = family.suggestions(family.prefix + stem) if stem else []
+    else:
+        close = difflib.get_close_matches(_canon(stem), list(_REGISTRY), n=3, cutoff=0.3)
+    return f"; closest: {', '.join(close)}" if close else ""
+
+
+def all_options() -> list[ModelOption]:
+    """Every option of every family, first declaration of a name wins (the results columns, in order)."""
+    seen: dict[str, ModelOption] = {}
+    for family in FAMILIES:
+        for opt in family.options:
+            seen.setdefault(opt.name, opt)
+    return list(seen.values())
+
+
+def option_columns(spec: ModelSpec, values: Mapping[str, str]) -> dict[str, str]:
+    """{column: value} for every option column: the model's own from `values`, "-" for the others."""
+    own = {opt.name for opt in spec.options}
+    return {opt.name: str(values.get(opt.name, opt.default)) if opt.name in own else NOT_APPLICABLE
+            for opt in all_options()}
 
 
 def create_model(
@@ -100,15 +141,23 @@ def create_model(
     scan_backend: str = "auto",
     attn_backend: str = "auto",
     checkpoint: str | Path | None = None,
+    options: Options | None = None,
+    pos_embed_resize: str | None = None,
 ) -> nn.Module:
-    """Build a registered model; with `checkpoint`, load its weights (pos-embed resized to `img_size`)."""
+    """Build a model at `img_size`; with `checkpoint`, load its weights (pos-embed resized to `img_size`).
+
+    Options: `scan_backend` / `attn_backend` as keywords (kept for callers), any family option in `options`;
+    each family takes its own and ignores the others'. `pos_embed_resize`: see vimbench.checkpoint.
+    """
+    from vimbench.checkpoint import DEFAULT_POS_EMBED_RESIZE
+
     spec = get_spec(name)
-    model = spec.build(
-        img_size=img_size, num_classes=num_classes, scan_backend=scan_backend, attn_backend=attn_backend
-    )
+    merged = {"scan_backend": scan_backend, "attn_backend": attn_backend, **(options or {})}
+    error = spec.contract.resolution_error(spec, img_size)
+    if error is not None:
+        raise ValueError(error)
+    model = spec.contract.build(spec, img_size, num_classes, merged)
     model.vimbench_name = spec.name
     if checkpoint is not None:
-        from vimbench.checkpoint import load_checkpoint
-
-        load_checkpoint(model, checkpoint)
+        spec.contract.load_checkpoint(model, checkpoint, pos_embed_resize or DEFAULT_POS_EMBED_RESIZE)
     return model

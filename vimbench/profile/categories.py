@@ -3,9 +3,10 @@
 Op names alone cannot say this: a Triton norm kernel launched from Python has no aten op around it, the
 reference scan is a loop of elementwise ops, and DeiT's attention bmm looks like any other matmul. So the
 model is annotated from outside, without editing it: `CategoryScopes` opens a `record_function` scope
-("vimbench::scope::<category>") around every nn.Linear, nn.LayerNorm, patch embedding and DeiT attention
-module (forward pre/post hooks), and around the Vim kernel entry points (conv1d, add+RMSNorm, the
-bidirectional scan) by wrapping the names `vimbench.models.vim` calls them by, for the duration only.
+("vimbench::scope::<category>") around every nn.Linear, norm and attention module (forward pre/post hooks),
+plus what the model's family declares (`ModelFamily.profile_scopes`: its attention and patch-embedding
+modules; for Vim, the kernel entry points conv1d, add+RMSNorm and the bidirectional scan, by wrapping the
+names the model module calls them by, for the duration only).
 
 An event then takes the category of its innermost *strong* ancestor (a scope, the scan custom op, or a
 high-level aten op such as layer_norm or scaled_dot_product_attention), else of its innermost *weak*
@@ -143,18 +144,30 @@ def _first_input_dims(event: Any) -> int | None:
     return None
 
 
-def module_category(module: nn.Module) -> str | None:
-    """Which modules get a scope: projections, norms, the patch embedding and DeiT's attention block."""
-    from vimbench.baselines.deit import Attention
-    from vimbench.layers import PatchEmbed
-
-    if isinstance(module, (nn.Linear, PatchEmbed)):
+def module_category(module: nn.Module, family_scopes: Any = None) -> str | None:
+    """Which modules get a scope: what the model's family declares (`ProfileScopes`), then projections,
+    norms and torch's own multi-head attention."""
+    if family_scopes is not None:
+        category = family_scopes.category_of(module)
+        if category is not None:
+            return category
+    if isinstance(module, nn.Linear):
         return LINEAR
     if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d)):
         return NORM
-    if isinstance(module, (Attention, nn.MultiheadAttention)):
+    if isinstance(module, nn.MultiheadAttention):
         return ATTENTION
     return None
+
+
+def family_scopes(model: nn.Module) -> Any:
+    """The `ProfileScopes` of the model's family (None for a model vimbench did not build)."""
+    name = getattr(model, "vimbench_name", None)
+    if name is None:
+        return None
+    from vimbench.models import get_spec
+
+    return get_spec(name).contract.profile_scopes()
 
 
 class CategoryScopes:
@@ -198,8 +211,9 @@ class CategoryScopes:
         return self.scope(_KERNEL_CALL_CATEGORIES.get(name, OTHER))
 
     def __enter__(self) -> CategoryScopes:
+        scopes = family_scopes(self.model)
         for module in self.model.modules():
-            category = module_category(module)
+            category = module_category(module, scopes)
             if category is None:
                 continue
             self._handles.append(module.register_forward_pre_hook(

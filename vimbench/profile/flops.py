@@ -170,12 +170,13 @@ def _to_meta(model: nn.Module) -> nn.Module:
 
 
 def model_flop_count(name: str, img_size: int, batch_size: int = 1, attn_backend: str = "auto") -> FlopCount:
-    """FlopCount of registered model `name` at `img_size`, built directly on meta."""
-    from vimbench.models import create_model
+    """FlopCount of model `name` at `img_size`, built directly on meta with its family's counting options."""
+    from vimbench.models import create_model, get_spec
 
+    spec = get_spec(name)
+    options = spec.contract.flop_options({"attn_backend": attn_backend})
     with torch.device("meta"):
-        model = create_model(name, img_size=img_size, scan_backend=COUNTING_SCAN_BACKEND,
-                             attn_backend=attn_backend)
+        model = create_model(spec.name, img_size=img_size, options=options)
     return count_model_flops(model, img_size, batch_size)
 
 

@@ -316,18 +316,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(config: ProfileConfig, device: torch.device) -> tuple[torch.nn.Module, str, str]:
-    """The model in eval mode on `device` in the requested dtype, with its resolved backends."""
-    from vimbench.kernels import resolve_backend
-    from vimbench.models import create_model, get_spec
+    """The model in eval mode on `device` in the requested dtype, with its resolved scan and attention
+    backends ("-" where the model's family has no such option)."""
+    from vimbench.models import create_model, get_spec, option_columns
 
     spec = get_spec(config.model)
-    scan_backend = resolve_backend(config.scan_backend, device) if spec.family == "vim" else "-"
+    asked = {"scan_backend": config.scan_backend, "attn_backend": config.attn_backend}
+    options = spec.contract.resolve_options(spec, asked, str(device))
     model = create_model(spec.name, img_size=config.img_size,
-                         scan_backend=scan_backend if spec.family == "vim" else "reference",
-                         attn_backend=config.attn_backend)
-    attn_backend = getattr(model, "attn_backend", "-") if spec.family == "deit" else "-"
+                         options={k: v for k, v in options.items() if v != "-"})
+    columns = option_columns(spec, options)
     model = model.to(device=device, dtype=DTYPES[config.dtype]).eval()
-    return model, scan_backend, attn_backend
+    return model, columns["scan_backend"], columns["attn_backend"]
 
 
 def _synchronize(device: torch.device) -> None:

@@ -40,7 +40,7 @@ from .runs import (
 REPORT_FILE = "report.md"
 FIG1_PAIR = ("vim-t", "deit-t")
 HEADLINE_RES = paper.MEASURED_RESOLUTIONS[-1]
-_FIGURES = ("throughput", "memory", "speedup")
+_FIGURES = ("throughput", "memory", "memory-predicted", "speedup")
 
 
 def write_fig1_report(run_dir: str | Path) -> Path:
@@ -76,6 +76,7 @@ def render_fig1_report(run: Run, report_path: Path) -> str:
         ratio_table(pairs),
         f"## The headline at {HEADLINE_RES} px",
         headline(pairs),
+        *_predicted(run),
         "## Settings",
         settings_table(run, vims, deits),
         command_block(run),
@@ -85,6 +86,14 @@ def render_fig1_report(run: Run, report_path: Path) -> str:
         errors_section(run),
     ]
     return "\n\n".join(parts) + "\n"
+
+
+def _predicted(run: Run) -> list[str]:
+    """The no-GPU prediction and fit, when `reproduce fig1 --predict` left one in the folder."""
+    from .fig1_predict import load_prediction, prediction_section
+
+    data = load_prediction(run.path)
+    return [prediction_section(data)] if data else []
 
 
 def paper_grid_note() -> str:

@@ -149,6 +149,11 @@ def _draw_curves(runs: list[Run], paper_overlay: bool, name: str) -> Figure | No
         plotted.extend(_draw_paper(ax, name, failed_edge(failed_lines)))
         extra_sizes = list(fig1_paper.MEASURED_RESOLUTIONS)
         kinds |= {"oom"} if name == "memory" else set()
+    if paper_overlay and name == "memory":  # `reproduce fig1 --predict` left predicted curves
+        from .fig1_predict import draw_predicted, load_prediction
+
+        for data in filter(None, (load_prediction(run.path) for run in runs)):
+            plotted.extend(draw_predicted(ax, data))
     ax.set_ylabel(_memory_label(runs) if name == "memory" else metric.label)
     log_if_wide(ax, plotted, 8.0 if name == "memory" else 4.0)
     resolution_axes(ax, runs, extra_sizes)

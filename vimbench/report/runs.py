@@ -86,23 +86,28 @@ class Pair:
 _PAIR_MATCH = ("batch_size", "dtype", "mode", "compile", "channels_last", "device_name")
 
 
-def _size(model: str) -> str:
-    return model.split("-", 1)[1] if "-" in model else ""
+def _baseline(model: str) -> str | None:
+    """The model a registered model is paired with in reports (its spec's `baseline`: vim-t -> deit-t)."""
+    from vimbench.models import get_spec
+
+    try:
+        return get_spec(model).baseline
+    except ValueError:  # a model this install does not know (an old run, a missing optional family)
+        return None
 
 
 def vim_deit_pairs(run: Run) -> list[Pair]:
-    """Every (vim-X, deit-X) pair of lines measured with the same batch, dtype, mode and device.
+    """Every (model, its baseline) pair of lines measured with the same batch, dtype, mode and device.
 
     speedup = Vim throughput / DeiT throughput; memory_saving_pct = 100 * (1 - Vim memory / DeiT memory);
     both only where both points are ok (NaN otherwise: the statuses say why).
     """
     all_lines = lines(run)
-    vims = [ln for ln in all_lines if ln.config["model"].startswith("vim-")]
-    deits = [ln for ln in all_lines if ln.config["model"].startswith("deit-")]
+    baselines = {ln.config["model"]: _baseline(ln.config["model"]) for ln in all_lines}
     pairs = []
-    for vim in vims:
-        for deit in deits:
-            if _size(vim.config["model"]) != _size(deit.config["model"]):
+    for vim in all_lines:
+        for deit in all_lines:
+            if baselines[vim.config["model"]] != deit.config["model"]:
                 continue
             if any(vim.config[k] != deit.config[k] for k in _PAIR_MATCH):
                 continue

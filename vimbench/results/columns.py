@@ -21,12 +21,12 @@ SCHEMA_VERSION = 2
 # own readable column.
 OPTION_COLUMNS: tuple[Column, ...] = (
     Column("scan_backend", doc='resolved selective-scan backend (vim), "-" for other families'),
-    Column("attn_backend", doc='resolved attention backend (deit), "-" for other families'),
+    Column("attn_backend", doc='resolved attention backend (deit, timm), "-" for models without the choice'),
 )
 
 _IDENTITY_HEAD: tuple[Column, ...] = (
     Column("model", doc="registry name, e.g. vim-t"),
-    Column("family", doc="vim | deit"),
+    Column("family", doc="vim | deit | timm (vimbench.models.registry.FAMILIES)"),
     Column("img_size", "int", "px", doc="pixels (square)"),
     Column("tokens", "int", doc="sequence length incl. cls token"),
     Column("batch_size", "int"),
@@ -38,7 +38,7 @@ _IDENTITY_HEAD: tuple[Column, ...] = (
     *OPTION_COLUMNS,
     Column("compile", "bool", doc="torch.compile used"),
     Column("channels_last", "bool"),
-    Column("status", doc="ok | oom | error | timeout | skipped-oom"),
+    Column("status", doc="ok | oom | error | timeout | skipped-oom | skipped (the model cannot run this size)"),
 )
 _IDENTITY_TAIL: tuple[Column, ...] = (
     Column("params", "int"),
@@ -61,7 +61,7 @@ _VERSION_EXTRA: tuple[Column, ...] = (
 )
 SCHEMA_VERSION_COLUMN = Column("schema_version", "int", core=False, doc="results schema of this row")
 
-STATUSES = ("ok", "oom", "error", "timeout", "skipped-oom")
+STATUSES = ("ok", "oom", "error", "timeout", "skipped-oom", "skipped")
 
 
 @cache

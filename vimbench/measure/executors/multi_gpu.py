@@ -52,35 +52,24 @@ Identify = Callable[[str], Mapping[str, Any]]
 
 _CUDA = re.compile(r"^cuda:(\d+)$")
 _WORKER_MODULE = "vimbench.measure.worker"
-# Per image and per layer, in multiply-accumulates per token: projections and MLP cost ~ dim^2 for both
-# families (Vim: 24 layers x ~6 dim^2; DeiT: 12 layers x 12 dim^2), the bidirectional scan ~ dim (Vim),
-# attention ~ tokens x dim (DeiT). Only the order matters: it decides which point starts first.
-_LINEAR_MACS_PER_DIM2 = 144
-_VIM_SCAN_MACS_PER_DIM = 24 * 2 * 2 * 16 * 9 // 2  # layers x directions x expand x d_state x 4.5 MACs
-_DEIT_ATTN_MACS_PER_TOKEN_DIM = 12 * 2  # layers x (QK^T + AV)
 _TRAIN_FACTOR = 3  # forward + backward (~2x forward)
 
 
 def point_cost(point: Point) -> float:
     """Relative work of a point, for largest-first scheduling (longest-processing-time-first).
 
-    cost ~ batch x tokens x (144 dim^2 + scan) for Vim (linear in tokens) and
-    batch x tokens x (144 dim^2 + 24 tokens dim) for DeiT (quadratic in tokens), x3 for training.
-    Fixed per-point costs (process start, model build) are the same for every point and do not change
-    the order. Unknown models cost 0 (they fail fast in the worker anyway).
+    cost ~ batch x the family's work per image (`ModelFamily.relative_cost`: linear in tokens for Vim,
+    quadratic for DeiT's attention), x3 for training. Fixed per-point costs (process start, model build) are
+    the same for every point and do not change the order. Unknown models cost 0 (they fail fast anyway).
     """
     from vimbench.models import get_spec
 
     try:
         spec = get_spec(point.model)
+        per_image = spec.contract.relative_cost(spec, point.img_size)
     except ValueError:
         return 0.0
-    tokens, dim = spec.tokens(point.img_size), spec.embed_dim
-    if spec.family == "deit":
-        per_token = _LINEAR_MACS_PER_DIM2 * dim * dim + _DEIT_ATTN_MACS_PER_TOKEN_DIM * tokens * dim
-    else:
-        per_token = _LINEAR_MACS_PER_DIM2 * dim * dim + _VIM_SCAN_MACS_PER_DIM * dim
-    return float(point.batch_size * tokens * per_token * (_TRAIN_FACTOR if point.mode == "train" else 1))
+    return float(point.batch_size * per_image * (_TRAIN_FACTOR if point.mode == "train" else 1))
 
 
 def largest_first(points: Sequence[Point]) -> list[Point]:

@@ -1,4 +1,6 @@
-"""One writer per run folder: a sweep holds an exclusive `flock` on RUN/.sweep.lock while it runs.
+"""Run folders: new ones get names no other sweep gets, and each has one writer at a time.
+
+A sweep holds an exclusive `flock` on RUN/.sweep.lock while it runs.
 
 Two sweeps writing one folder would measure every point twice while competing for the machine, duplicate
 rows and lose one run.json. The kernel drops an flock when its holder dies (kill -9 included), so a crashed
@@ -9,12 +11,46 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 LOCK_FILE = ".sweep.lock"
+_MAX_SLUG = 80  # folder names stay far below the 255-byte limit of common filesystems
+
+
+def models_slug(models: list[str]) -> str:
+    """"vim-t-deit-t"; a long list keeps its first models plus a count and a digest of the whole list; ':' and
+    '/' of timm:NAME become '_'."""
+    models = [m.replace(":", "_").replace("/", "_") for m in models]
+    slug = "-".join(models)
+    if len(slug) <= _MAX_SLUG:
+        return slug
+    digest = hashlib.sha1(",".join(models).encode()).hexdigest()[:8]
+    return f"{'-'.join(models[:3])}-and-{len(models) - 3}-more-{digest}"
+
+
+def new_dir(root: Path, name_at: Callable[[datetime], str]) -> Path:
+    """Create and return a folder no other call ever got: `name_at(now)` names it (millisecond stamps), and an
+    atomic mkdir settles two sweeps started in the same millisecond. ValueError (one line) if it cannot."""
+    while True:
+        path = root / name_at(datetime.now(UTC))
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            time.sleep(0.001)
+        except OSError as exc:
+            raise ValueError(f"cannot create run folder {path}: {exc.strerror or exc}") from None
+
+
+def stamp(now: datetime) -> str:
+    """UTC time to the millisecond, sortable as text: 20261127T170734.512Z."""
+    return now.strftime("%Y%m%dT%H%M%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
 class RunFolderBusy(ValueError):

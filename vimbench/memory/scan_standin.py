@@ -1,0 +1,175 @@
+"""The Vim scan during tracing: a stand-in that allocates what a real scan kernel allocates, visibly.
+
+The real scan is a `torch.library` custom op whose fake implementation returns only its outputs (`out` like u
+and `last_state` (B, E, N)); whatever the kernel's Python wrapper allocates around the launch (dtype
+conversions, fp32 gradient partials, reductions) happens inside the op, where a dispatch-mode tracker cannot
+see it, and its backward calls the backend's real kernel, which fake tensors cannot run. So while a model is
+traced, its scan backend is swapped for `TRACE_BACKEND`, whose bidirectional entry runs one of these
+kernel models as a plain `autograd.Function`: every allocation the modelled kernel makes is a torch op the
+tracker sees, and `save_for_backward` keeps alive what the real op keeps alive.
+
+Kernel models (what each allocates, read from the kernels' wrappers):
+- "cpu": `kernels/cpu_scan.py` (the C++ CPU scan): fp32 out and last state; backward fp32 du, ddelta, dz,
+  per-batch dA/dD/dbias partials, dB/dC partials (B, 1, ceil(E/32), L, N) reduced to (B, N, L) copies.
+- "gpu": a per-direction CUDA kernel (`cuda_scan.py`, `mamba_ssm`, unfused Triton): out in u's dtype, fp32
+  last state; backward du, ddelta, dz like their inputs, fp32 dA/dD/dbias partials and dB/dC (B, N, L).
+- "triton-fused": `triton_bidirectional.py`: both directions in one launch, one output (no y_f + y_b sum);
+  backward as two "gpu" directions sharing dout, dz summed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from vimbench.kernels import ScanDirection
+
+TRACE_BACKEND = "memory-trace"
+KERNEL_MODELS = ("cpu", "gpu", "triton-fused")
+_CPU_CHANNEL_BLOCK = 32  # kernels/cpu_scan.py CHANNEL_BLOCK
+
+
+def _f32(t: Tensor) -> Tensor:
+    return t.to(torch.float32)
+
+
+def _cpu_forward(u, delta, A, B, C, D, z):
+    batch, dim, length = u.shape
+    nstate = A.shape[1]
+    out = torch.empty(batch, dim, length, dtype=torch.float32, device=u.device)
+    last = torch.zeros(batch, dim, nstate, dtype=torch.float32, device=u.device)
+    converted = [_f32(t) for t in (u, delta, z) if t is not None]  # no-ops at fp32
+    converted += [_f32(t).transpose(1, 2).contiguous() for t in (B, C) if t.dtype != torch.float32]
+    del converted
+    return out.to(u.dtype), last
+
+
+def _cpu_backward(dout, u, delta, A, B, C, D, z, bias):
+    batch, dim, length = u.shape
+    nstate = A.shape[1]
+    dev, f32 = u.device, torch.float32
+    blocks = -(-dim // _CPU_CHANNEL_BLOCK)
+    du = torch.empty(batch, dim, length, dtype=f32, device=dev)
+    ddelta = torch.empty(batch, dim, length, dtype=f32, device=dev)
+    dz = torch.empty(batch, dim, length, dtype=f32, device=dev) if z is not None else None
+    dA = torch.empty(batch, dim, nstate, dtype=f32, device=dev)
+    dB = torch.empty(batch, 1, blocks, length, nstate, dtype=f32, device=dev)
+    dC = torch.empty(batch, 1, blocks, length, nstate, dtype=f32, device=dev)
+    dD = torch.empty(batch, dim, dtype=f32, device=dev)
+    dbias = torch.empty(batch, dim, dtype=f32, device=dev)
+    state_grads = [g[:, :, 0].transpose(2, 3)[:, 0].to(X.dtype).contiguous() for g, X in ((dB, B), (dC, C))]
+    return (
+        du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0).to(A.dtype), *state_grads,
+        None if D is None else dD.sum(0).to(D.dtype), None if z is None else dz.to(z.dtype),
+        None if bias is None else dbias.sum(0).to(bias.dtype),
+    )  # fmt: skip
+
+
+def _gpu_forward(u, delta, A, B, C, D, z):
+    out = torch.empty_like(u)
+    last = torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=torch.float32, device=u.device)
+    return out, last
+
+
+def _gpu_backward(dout, u, delta, A, B, C, D, z, bias):
+    batch, dim, _ = u.shape
+    f32, dev = torch.float32, u.device
+    du, ddelta = torch.zeros_like(u), torch.zeros_like(delta)
+    dz = torch.zeros_like(z) if z is not None else None
+    dA = torch.zeros(batch, dim, A.shape[1], dtype=f32, device=dev)
+    dD = torch.zeros(batch, dim, dtype=f32, device=dev)
+    dbias = torch.zeros(batch, dim, dtype=f32, device=dev)
+    dB = torch.zeros(B.shape, dtype=f32, device=dev)
+    dC = torch.zeros(C.shape, dtype=f32, device=dev)
+    return (
+        du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+        None if D is None else dD.sum(0).to(D.dtype), dz,
+        None if bias is None else dbias.sum(0).to(bias.dtype),
+    )  # fmt: skip
+
+
+_FORWARD = {"cpu": _cpu_forward, "gpu": _gpu_forward}
+_BACKWARD = {"cpu": _cpu_backward, "gpu": _gpu_backward}
+
+
+class _DirectionScan(torch.autograd.Function):
+    """One scan direction as the modelled kernel runs it; saves its inputs as `vimbench::selective_scan`."""
+
+    @staticmethod
+    def forward(ctx, kernel: str, u, delta, A, B, C, D, z, bias):
+        out, last = _FORWARD[kernel](u, delta, A, B, C, D, z)
+        del last  # returned by the op, dropped by `selective_scan(return_last_state=False)`
+        ctx.kernel = kernel
+        ctx.save_for_backward(u, delta, A, B, C, D, z, bias)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        grads = _BACKWARD[ctx.kernel](dout.contiguous(), *ctx.saved_tensors)
+        return (None, *grads[:6], grads[6], grads[7])
+
+
+class _FusedScan(torch.autograd.Function):
+    """Both directions in one launch (`triton_bidirectional`): one output, inputs of both saved."""
+
+    @staticmethod
+    def forward(ctx, uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb, Cb, Db, biasb, z):
+        ctx.save_for_backward(uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb, Cb, Db, biasb, z)
+        return torch.empty_like(uf)
+
+    @staticmethod
+    def backward(ctx, dout):
+        s = ctx.saved_tensors
+        z = s[14]
+        dout = dout.contiguous()
+        gf = _gpu_backward(dout, *s[0:6], z, s[6])
+        gb = _gpu_backward(dout, *s[7:13], z, s[13])
+        dz = gf[6] + gb[6] if z is not None else None
+        pick = (0, 1, 2, 3, 4, 5, 7)
+        return (*(gf[i] for i in pick), *(gb[i] for i in pick), dz)
+
+
+def _direction_args(d: ScanDirection) -> tuple:
+    return (d.u, d.delta, d.A, d.B, d.C, d.D)
+
+
+def standin_bidirectional(kernel: str):
+    """A `register_fused_bidirectional` entry running kernel model `kernel` (one of KERNEL_MODELS)."""
+    if kernel not in KERNEL_MODELS:
+        raise ValueError(f"unknown scan kernel model {kernel!r}; known: {', '.join(KERNEL_MODELS)}")
+
+    def run(fwd: ScanDirection, bwd: ScanDirection, z: Tensor | None, delta_softplus: bool) -> Tensor:
+        if kernel == "triton-fused":
+            return _FusedScan.apply(
+                *_direction_args(fwd), fwd.delta_bias, *_direction_args(bwd), bwd.delta_bias, z
+            )
+        y_f = _DirectionScan.apply(kernel, *_direction_args(fwd), z, fwd.delta_bias)
+        y_b = _DirectionScan.apply(kernel, *_direction_args(bwd), z, bwd.delta_bias)
+        return y_f + y_b
+
+    return run
+
+
+@contextlib.contextmanager
+def trace_backend(kernel: str) -> Iterator[str]:
+    """Register `TRACE_BACKEND` (running `kernel`'s model) for the duration; yields its name."""
+    from vimbench.kernels import bidirectional, registry
+
+    def no_single_direction(*_args, **_kwargs):
+        raise RuntimeError("the memory-trace backend only runs through bidirectional_selective_scan")
+
+    registry.register_backend(
+        registry.ScanBackend(
+            name=TRACE_BACKEND, description="memory tracing stand-in (vimbench.memory)",
+            forward=no_single_direction, backward=None, is_available=lambda device: True, priority=10**6,
+        )
+    )  # fmt: skip
+    bidirectional.register_fused_bidirectional(TRACE_BACKEND, standin_bidirectional(kernel), lambda d: True)
+    try:
+        yield TRACE_BACKEND
+    finally:  # the registries have no public removal; this backend must never outlive the trace
+        registry._BACKENDS.pop(TRACE_BACKEND, None)
+        bidirectional._FUSED.pop(TRACE_BACKEND, None)
