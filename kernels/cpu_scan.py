@@ -6,6 +6,9 @@ spread over torch's threads. Backward recomputes each row's states (L*N floats p
 (B, E, L, N) tensor) and runs the adjoint scan; dB/dC are summed per block of channels in a fixed order, so
 gradients are deterministic whatever the thread count.
 
+The same extension holds Vim's conv1d + SiLU and add + RMSNorm (registered as the "cpu" conv/norm backends,
+picked by "auto" on CPU; inference in float32 only, the reference otherwise, so training keeps autograd).
+
 Dtypes: float32 and float64 compute in their own precision; float16/bfloat16 inputs are converted to
 float32 (as the reference does) and the output converted back. Inputs may have any strides.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -143,9 +144,9 @@ def test_build_plan_explicit_knobs_win() -> None:
         ({"device": "tpu"}, "unknown device"),
         ({"iters": 0}, "--iters must be >= 1"),
         ({"repeats": 0}, "--repeats must be >= 1"),
-        ({"min_time_s": -1.0}, "--min-time must be >= 0"),
+        ({"min_time_s": -1.0}, "--min-time must be a finite number of seconds >= 0"),
         ({"compile": True, "warmup": 0}, "--compile needs --warmup >= 1"),
-        ({"timeout_s": 0}, "--timeout must be positive"),
+        ({"timeout_s": 0}, "--timeout must be a finite number of seconds > 0"),
         ({"scan_backend": "nope"}, "unknown scan backend"),
         ({"models": ["deit-t"], "attn_backend": "nope"}, "unknown attention backend"),
         ({"models": ["vim-t-stride8"], "resolutions": [36]}, "nearest valid"),
@@ -164,3 +165,14 @@ def test_cuda_requested_without_cuda() -> None:
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match="CUDA is not available"):
         validate_config(SweepConfig(models=["vim-t"], resolutions=[32], device="cuda:0"))
+
+
+def test_point_backend_keywords_fold_into_options() -> None:
+    """Point(..., scan_backend=...) as before the options map; reading it back and replace() agree."""
+    point = Point("vim-t", 32, scan_backend="cpu")
+    assert point.options == {"scan_backend": "cpu"}
+    assert (point.scan_backend, point.attn_backend) == ("cpu", "auto")
+    assert dataclasses.replace(point, img_size=64).options == {"scan_backend": "cpu"}
+    assert dataclasses.replace(point, scan_backend="reference").option("scan_backend") == "reference"
+    assert point == Point("vim-t", 32, options={"scan_backend": "cpu"})
+    assert "scan_backend" not in json.loads(point.to_json())

@@ -1,7 +1,8 @@
 // Selective scan (Mamba-1 semantics, plus reverse=True) on CPU: forward and backward.
 //
 // Built on first use by vimbench/kernels/cpu_scan.py with torch.utils.cpp_extension.load; registers the ops
-// torch.ops.vimbench_cpu_scan.fwd / .bwd, and .isa / .float_lanes (what the build vectorises for). The
+// torch.ops.vimbench_cpu_scan.fwd / .bwd, .conv1d_silu / .add_rms_norm (cpu_scan_block_ops.h), and
+// .isa / .float_lanes (what the build vectorises for). The
 // Python side prepares the inputs: everything in one compute dtype (float or double), B and C laid out as
 // (batch, groups, L, N) with unit N-stride so the state update is a contiguous vector op; u, delta, z, dout
 // may have any strides. Outputs are preallocated contiguous.

@@ -11,7 +11,7 @@ import json
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import InitVar, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,15 @@ class Point:
     timeout_s: float = 900.0
     threads: int | None = None  # torch intra-op threads in the worker; None: all CPUs this process may use
     nvml_interval_ms: float = 5.0
+    # the options as keywords, as before the options map: Point(..., scan_backend="cpu") still works
+    scan_backend: InitVar[str | None] = None
+    attn_backend: InitVar[str | None] = None
+
+    def __post_init__(self, scan_backend: str | None, attn_backend: str | None) -> None:
+        given = {k: v for k, v in (("scan_backend", scan_backend), ("attn_backend", attn_backend))
+                 if v and v != self.option(k)}  # dataclasses.replace passes the properties' values back
+        if given:
+            object.__setattr__(self, "options", {**self.options, **given})
 
     def option(self, name: str, default: str = "auto") -> str:
         """The value of one per-model option (`default` when not given)."""
@@ -144,6 +153,11 @@ class Point:
 
     def label(self) -> str:
         return f"{self.model}@{self.img_size} b{self.batch_size} {self.dtype} {self.mode}"
+
+
+# point.scan_backend / point.attn_backend read the option (the init-only keywords above fold into it)
+for _name in ("scan_backend", "attn_backend"):
+    setattr(Point, _name, property(lambda self, _n=_name: self.option(_n), doc=f"options[{_name!r}]"))
 
 
 @dataclass
