@@ -5,6 +5,7 @@ library importing its harness, models and baselines importing each other...) fai
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,49 @@ def test_pyproject_lists_every_package() -> None:
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     packages = {name for name, path in MODULES if path.name == "__init__.py"}
     assert packages - listed == set()
+
+
+# ------------------------------------------------------------------------------------- families by name
+
+FAMILY_MODULES = {"vimbench.models"}  # the contract, one module per family, the registry and definitions
+_FAMILY_NAME = re.compile(r"^(vim|deit|timm)([-_:]|$)", re.IGNORECASE)
+
+
+def _strings(node: ast.AST) -> list[str]:
+    items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+    return [n.value for n in items if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
+def family_decisions(path: Path, root: Path = REPO) -> list[str]:
+    """Lines that decide by a family's name: a comparison with "vim" / "deit" / "timm" (also inside a
+    tuple), or startswith/endswith a family name (`name.startswith("vim")`, `"DeiT-Ti"`)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        texts: list[str] = []
+        if isinstance(node, ast.Compare):
+            for side in (node.left, *node.comparators):
+                texts += [t for t in _strings(side) if t.lower() in ("vim", "deit", "timm")]
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr in ("startswith", "endswith") and node.args):
+            texts += [t for t in _strings(node.args[0]) if _FAMILY_NAME.match(t)]
+        found += [f"{path.relative_to(root)}:{node.lineno}: decides by family name {t!r}" for t in texts]
+    return found
+
+
+def test_no_code_outside_a_family_module_names_a_family() -> None:
+    """What differs between families is asked of the family (vimbench.models.family.ModelFamily): the sweep,
+    worker, executors, memory predictor, profiler, reports and gates never branch on "vim" / "deit"."""
+    outside = [path for name, path in MODULES
+               if not any(name == m or name.startswith(m + ".") for m in FAMILY_MODULES)]
+    assert any(p.parts[-2] == "memory" for p in outside)  # the memory predictor is covered
+    problems = [line for path in outside for line in family_decisions(path)]
+    assert problems == []
+
+
+def test_the_family_name_check_catches_a_branch(tmp_path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text('def f(spec, q):\n    if spec.family == "vim":\n        pass\n'
+                   '    return q.model.startswith("deit") or spec.family in ("timm", "x")\n')
+    assert sorted(family_decisions(bad, tmp_path)) == [
+        "bad.py:2: decides by family name 'vim'", "bad.py:4: decides by family name 'deit'",
+        "bad.py:4: decides by family name 'timm'"]

@@ -28,6 +28,8 @@ def memory(
     dtype: str = typer.Option("fp32", "--dtype", help="fp32, fp16 or bf16 (infer: cast; train: autocast)."),
     mode: str = typer.Option("infer", "--mode", help="infer (forward) or train (forward+backward+AdamW)."),
     attn_backend: str = typer.Option("auto", "--attn-backend", help="DeiT attention: auto, sdpa, math."),
+    timm_kwargs: str = typer.Option("", "--timm-kwargs", help="timm models: timm.create_model keyword "
+                                    "arguments, e.g. 'drop_path_rate=0.1,global_pool=avg'."),
     scan_kernel: str = typer.Option("auto", "--scan-kernel", help="Vim scan allocation model: auto "
                                     "(triton-fused on cuda, cpu on cpu), triton-fused, gpu, cpu."),
     vim_variant: str = typer.Option("ours", "--vim-variant", help="ours, or upstream (hustvl/Vim's flipped "
@@ -62,7 +64,7 @@ def memory(
         capacity = parse_memory_size(device_memory)
         queries = [
             MemoryQuery(name, r, batch_size, dtype.lower(), mode.lower(), attn_backend.lower(),
-                        scan_kernel.lower(), vim_variant.lower(), target.lower())
+                        scan_kernel.lower(), vim_variant.lower(), target.lower(), timm_kwargs)
             for name in names for r in resolutions
         ]  # fmt: skip
         for q in queries:

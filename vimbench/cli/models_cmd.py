@@ -117,7 +117,7 @@ def _print_family_names(family_name: str, pattern: str, fmt: Format) -> None:
 
 
 def _load_checkpoint(name: str, path: Path, img_size: int, method: str) -> None:
-    from vimbench.checkpoint import POS_EMBED_RESIZE, CheckpointError, read_state_dict
+    from vimbench.checkpoint import CheckpointError, read_state_dict
     from vimbench.models import create_model, get_spec
 
     try:
@@ -130,7 +130,7 @@ def _load_checkpoint(name: str, path: Path, img_size: int, method: str) -> None:
     line = f"loaded {path} into {spec.name} at {img_size}px: {params:,} parameters"
     own = getattr(model, "pos_embed", None)
     if stored is not None and own is not None and stored.shape != own.shape:
-        how = POS_EMBED_RESIZE[method][1] if spec.contract.name != "timm" else "timm's checkpoint filter"
+        how = spec.contract.pos_embed_resize_note(method)
         line += f"; pos_embed {stored.shape[1]} -> {own.shape[1]} tokens ({how})"
     console.print(line, highlight=False, soft_wrap=True)
 

@@ -24,7 +24,7 @@ class DType(StrEnum):
 
 def _validated_config(
     model: str, res: int, device: str, batch_size: int, dtype: str, scan_backend: str, attn_backend: str,
-    warmup: int, iters: int, trace: Path | None,
+    warmup: int, iters: int, trace: Path | None, timm_kwargs: str = "",
 ):
     """Every input checked before anything heavy runs: a bad one is a one-line UsageError."""
     from vimbench.models import get_spec
@@ -36,35 +36,39 @@ def _validated_config(
         raise UsageError(str(exc)) from None
     if res <= 0:
         raise UsageError(f"--res must be positive, got {res}")
-    problem = spec.contract.resolution_error(spec, res) or spec.contract.unsupported_reason(spec, res)
-    if problem is not None:
-        raise UsageError(f"--res {res} for {spec.name}: {problem}")
     for flag, value, low in (("--batch-size", batch_size, 1), ("--warmup", warmup, 0), ("--iters", iters, 1)):
         if value < low:
             raise UsageError(f"{flag} must be at least {low}, got {value}")
     try:
         torch_device = resolve_device(device)
-        _check_options({"scan_backend": scan_backend, "attn_backend": attn_backend})
-        spec.contract.resolve_options(spec, {"scan_backend": scan_backend, "attn_backend": attn_backend},
-                                      str(torch_device))
+        asked = _check_options({"scan_backend": scan_backend, "attn_backend": attn_backend,
+                                "timm_kwargs": timm_kwargs})
+        spec.contract.resolve_options(spec, asked, str(torch_device))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    problem = spec.contract.resolution_error(spec, res) or spec.contract.unsupported_reason(spec, res, asked)
+    if problem is not None:
+        raise UsageError(f"--res {res} for {spec.name}: {problem}")
     if trace is not None and trace.is_dir():  # --trace DIR: a file named after the run, inside DIR
         trace = trace / f"trace-{spec.name}-{res}px.json"
     check_output_file(trace, "--trace", parents=False)
     return ProfileConfig(
         model=spec.name, img_size=res, device=str(torch_device), batch_size=batch_size, dtype=dtype,
-        scan_backend=scan_backend, attn_backend=attn_backend, warmup=warmup, iters=iters, trace_path=trace,
+        scan_backend=scan_backend, attn_backend=attn_backend, timm_kwargs=asked["timm_kwargs"], warmup=warmup,
+        iters=iters, trace_path=trace,
     )
 
 
-def _check_options(options: dict[str, str]) -> None:
-    """A value no family accepts for an option is a typo, even when the profiled model ignores it."""
+def _check_options(options: dict[str, str]) -> dict[str, str]:
+    """A value no family accepts for an option is a typo, even when the profiled model ignores it. Returns
+    the options, free-form ones (timm kwargs) in their one spelling."""
     from vimbench.models import all_options
 
+    options = dict(options)
     for opt in all_options():
         if opt.name in options:
-            opt.check(options[opt.name])
+            options[opt.name] = opt.check(options[opt.name])
+    return options
 
 
 def _ms(us: float) -> str:
@@ -136,7 +140,8 @@ def _print_result(result, top: int) -> None:
 
     cfg = result.config
     chosen = [(label, value) for label, value in (("scan backend", result.scan_backend),
-                                                  ("attention backend", result.attn_backend)) if value != "-"]
+                                                  ("attention backend", result.attn_backend),
+                                                  ("timm kwargs", cfg.timm_kwargs)) if value not in ("", "-")]
     backends = ", ".join(f"{label} {value}" for label, value in chosen) or "no backend choice"
     console.print(
         f"[bold]{cfg.model}[/] at {cfg.img_size}x{cfg.img_size}, batch {cfg.batch_size}, {cfg.dtype}, "
@@ -188,6 +193,8 @@ def profile(
     scan_backend: str = typer.Option("auto", "--scan-backend", help="Vim scan backend (auto: best here)."),
     attn_backend: str = typer.Option("auto", "--attn-backend",
                                      help="DeiT / timm attention: auto, sdpa or math."),
+    timm_kwargs: str = typer.Option("", "--timm-kwargs", help="timm models: timm.create_model keyword "
+                                    "arguments, e.g. 'drop_path_rate=0.1,global_pool=avg'."),
     warmup: int = typer.Option(2, "--warmup", help="Forwards run before profiling."),
     iters: int = typer.Option(2, "--iters", help="Forwards profiled; times are per forward."),
     trace: Path | None = typer.Option(
@@ -201,7 +208,7 @@ def profile(
     norm, attention, other; shares of the whole run), the top ops, FLOPs per category; on GPU also CUDA
     time per kernel, the scan kernels' achieved GB/s and the activation memory of each block."""
     config = _validated_config(model, res, device, batch_size, dtype.value, scan_backend, attn_backend,
-                               warmup, iters, trace)
+                               warmup, iters, trace, timm_kwargs)
     if top < 1:
         raise UsageError(f"--top must be at least 1, got {top}")
     check_output_file(json_out, "--json", parents=False)

@@ -25,6 +25,9 @@ REPEATS = typer.Option(None, "--repeats", help="Repeats (median, p10/p90, IQR). 
 SCAN = typer.Option("auto", "--scan-backend", help="Vim selective-scan backend (`vimbench kernels list`).")
 ATTN = typer.Option("auto", "--attn-backend", help="DeiT / timm attention: auto, sdpa or math (timm models "
                     "without timm's fused_attn switch: '-').")
+TIMM_KWARGS = typer.Option("", "--timm-kwargs", help="timm models: timm.create_model keyword arguments, "
+                           "e.g. 'drop_path_rate=0.1,global_pool=avg' (Python literals; a bare word is a "
+                           "string). Recorded in the timm_kwargs column; other families ignore them.")
 COMPILE = typer.Option(False, "--compile", help="torch.compile the model (compiled during warmup).")
 CHANNELS_LAST = typer.Option(False, "--channels-last", help="channels_last model and input.")
 OUT = typer.Option(None, "--out", help="Run folder. Default: results/runs/<UTC time>-<models>/.")
@@ -62,6 +65,17 @@ def build_config(models: list[str], *, res: str | None, min_time: float | None, 
         raise UsageError(str(exc)) from None
 
 
+def _normalized_timm_kwargs(text: str) -> str:
+    """--timm-kwargs in its one spelling (as results.csv holds it); UsageError when it does not parse."""
+    from vimbench.models import all_options
+
+    option = next(opt for opt in all_options() if opt.name == "timm_kwargs")
+    try:
+        return option.check(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def make_executor(devices: str | None, executor: str, ray_address: str | None):
     """The executor for --devices/--executor/--ray-address; None: the sweep's own LocalExecutor."""
     if devices is None and (executor or "local").strip().lower() == "local" and ray_address is None:
@@ -90,7 +104,7 @@ def sweep(
     res: str | None = RES, batch_size: int = BATCH, dtype: str = DTYPE, device: str = DEVICE,
     mode: str = MODE, warmup: int | None = WARMUP, iters: int | None = ITERS,
     min_time: float | None = MIN_TIME, repeats: int | None = REPEATS, scan_backend: str = SCAN,
-    attn_backend: str = ATTN,
+    attn_backend: str = ATTN, timm_kwargs: str = TIMM_KWARGS,
     compile_model: bool = COMPILE, channels_last: bool = CHANNELS_LAST, out: Path | None = OUT,
     resume: bool = RESUME, no_skip: bool = NO_SKIP, timeout: float = TIMEOUT,
     threads: int | None = THREADS, nvml_interval_ms: float = NVML_MS, no_plots: bool = NO_PLOTS,
@@ -110,7 +124,8 @@ def sweep(
     config = build_config(
         names, res=res, batch_size=batch_size, dtype=dtype, device=device, mode=mode, warmup=warmup,
         iters=iters, min_time=min_time, repeats=repeats, scan_backend=scan_backend, attn_backend=attn_backend,
-        compile_model=compile_model, channels_last=channels_last, out=out, resume=resume, no_skip=no_skip,
+        timm_kwargs=timm_kwargs, compile_model=compile_model, channels_last=channels_last, out=out,
+        resume=resume, no_skip=no_skip,
         timeout=timeout, threads=threads, nvml_interval_ms=nvml_interval_ms, no_plots=no_plots,
         preflight=not no_preflight,
     )  # fmt: skip
@@ -183,7 +198,7 @@ def compare(
     res: str | None = RES, batch_size: int = BATCH, dtype: str = DTYPE, device: str = DEVICE,
     mode: str = MODE, warmup: int | None = WARMUP, iters: int | None = ITERS,
     min_time: float | None = MIN_TIME, repeats: int | None = REPEATS, scan_backend: str = SCAN,
-    attn_backend: str = ATTN,
+    attn_backend: str = ATTN, timm_kwargs: str = TIMM_KWARGS,
     compile_model: bool = COMPILE, channels_last: bool = CHANNELS_LAST, out: Path | None = OUT,
     resume: bool = RESUME, no_skip: bool = NO_SKIP, timeout: float = TIMEOUT,
     threads: int | None = THREADS, nvml_interval_ms: float = NVML_MS, no_plots: bool = NO_PLOTS,
@@ -210,9 +225,9 @@ def compare(
         config = build_config(
             names, res=res, batch_size=batch_size, dtype=dtype, device=device, mode=mode, warmup=warmup,
             iters=iters, min_time=min_time, repeats=repeats, scan_backend=scan_backend,
-            attn_backend=attn_backend, compile_model=compile_model, channels_last=channels_last, out=out,
-            resume=resume, no_skip=no_skip, timeout=timeout, threads=threads,
-            nvml_interval_ms=nvml_interval_ms, no_plots=no_plots,
+            attn_backend=attn_backend, timm_kwargs=timm_kwargs, compile_model=compile_model,
+            channels_last=channels_last, out=out, resume=resume, no_skip=no_skip, timeout=timeout,
+            threads=threads, nvml_interval_ms=nvml_interval_ms, no_plots=no_plots,
         )  # fmt: skip
         if res is None and config.device != "cpu":  # on a GPU, default to the paper's resolutions
             config.resolutions = [224, *MEASURED_RESOLUTIONS]
@@ -229,6 +244,8 @@ def compare(
         for column, value in (("scan_backend", scan_backend), ("attn_backend", attn_backend)):
             if value != "auto":
                 filters[column] = value
+        if timm_kwargs:
+            filters["timm_kwargs"] = _normalized_timm_kwargs(timm_kwargs)
     try:
         frame = Run.load(run_dir).table
         wanted = set(parse_resolutions(res)) if res is not None else None

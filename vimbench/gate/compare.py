@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from vimbench.results import OPTION_SHORT, option_names
+
 from .inputs import GATE_KEY, GateInputError, GatePoint, GateRun
 from .stats import mann_whitney_u
 
@@ -70,9 +72,9 @@ def point_label(key: tuple[str, ...]) -> str:
     """`vim-t 224px b64 bf16 infer scan=cuda` (+ compile / channels_last / cpu when set)."""
     f = dict(zip(GATE_KEY, key, strict=True))
     parts = [f["model"], f"{f['img_size']}px", f"b{f['batch_size']}", f["dtype"], f["mode"]]
-    for name, column in (("scan", "scan_backend"), ("attn", "attn_backend")):
+    for column in option_names():
         if f[column] not in ("", "-"):
-            parts.append(f"{name}={f[column]}")
+            parts.append(f"{OPTION_SHORT.get(column, column)}={f[column]}")
     if f["compile"] == "true":
         parts.append("compiled")
     if f["channels_last"] == "true":

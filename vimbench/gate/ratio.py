@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vimbench.results import OPTION_SHORT, option_names
+
 from .compare import MIN_SAMPLES_FOR_TEST
 from .inputs import GateInputError, GatePoint, GateRun
 from .stats import median_bounds
@@ -38,8 +40,7 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
 BOUND_MISS_PER_SIDE = 0.05
 BOUND_CONFIDENCE = 1 - 2 * BOUND_MISS_PER_SIDE
 # Fields two rows must share to be compared (unless a selector pins them or the families differ).
-_CONTEXT = ("batch_size", "dtype", "mode", "compile", "channels_last", "device_kind", "scan_backend",
-            "attn_backend")
+_CONTEXT = ("batch_size", "dtype", "mode", "compile", "channels_last", "device_kind", *option_names())
 _OOM = ("oom", "skipped-oom")
 
 _SIDE = r"[A-Za-z0-9_.\-]+(?:\[[^\]]*\])?"
@@ -147,16 +148,16 @@ def _candidates(side: Side, img_size: int, run: GateRun) -> list[GatePoint]:
 def _context_fields(gate: RatioGate, nums: list[GatePoint], dens: list[GatePoint]) -> list[str]:
     pinned = set(gate.num.selectors) | set(gate.den.selectors)
     fields = [f for f in _CONTEXT if f not in pinned]
-    for backend in ("scan_backend", "attn_backend"):  # Vim vs DeiT: "-" on one side, a backend on the other
-        num_unset = all(p.field(backend) == "-" for p in nums)
-        den_unset = all(p.field(backend) == "-" for p in dens)
+    for backend in option_names():  # Vim vs DeiT: "-" on one side, a backend on the other
+        num_unset = all(p.field(backend) in ("", "-") for p in nums)
+        den_unset = all(p.field(backend) in ("", "-") for p in dens)
         if num_unset != den_unset and backend in fields:
             fields.remove(backend)
     return fields
 
 
 def _backends(point: GatePoint) -> str:
-    return " ".join(f"{col.split('_')[0]}={point.field(col)}" for col in ("scan_backend", "attn_backend")
+    return " ".join(f"{OPTION_SHORT.get(col, col)}={point.field(col)}" for col in option_names()
                     if point.field(col) not in ("", "-"))
 
 

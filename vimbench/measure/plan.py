@@ -176,6 +176,7 @@ class SweepConfig:
     repeats: int | None = None
     scan_backend: str = "auto"
     attn_backend: str = "auto"
+    timm_kwargs: str = ""  # timm.create_model keywords for timm models ("drop_path_rate=0.1,...")
     compile: bool = False
     channels_last: bool = False
     out_dir: Path | None = None
@@ -241,22 +242,31 @@ def validate_config(config: SweepConfig) -> SweepConfig:
         for res in resolutions:
             if spec.contract.resolution_error(spec, res) is not None:
                 raise ValueError(_off_grid(res, spec.stride) + f" (model {name})")
-    _check_backends(models, config.scan_backend, config.attn_backend, device)
-    return replace(config, models=models, resolutions=sorted(set(resolutions)), device=device)
+    timm_kwargs = _check_options(models, model_options(config), device)["timm_kwargs"]
+    return replace(config, models=models, resolutions=sorted(set(resolutions)), device=device,
+                   timm_kwargs=timm_kwargs)
 
 
-def _check_backends(models: list[str], scan_backend: str, attn_backend: str, device: str) -> None:
-    """Each model's family resolves the options it has (ValueError: unknown or unavailable here); a value
-    that no family accepts is refused even when no model in the sweep uses that option."""
+def model_options(config: SweepConfig) -> dict[str, str]:
+    """The per-model options of a sweep as the options map its points carry."""
+    return {"scan_backend": config.scan_backend, "attn_backend": config.attn_backend,
+            "timm_kwargs": config.timm_kwargs}
+
+
+def _check_options(models: list[str], options: dict[str, str], device: str) -> dict[str, str]:
+    """Each model's family resolves the options it has (ValueError: unknown or unavailable here, timm kwargs
+    its model does not take); a value that no family accepts is refused even when no model in the sweep uses
+    that option. Returns the options, free-form ones in their one spelling."""
     from vimbench.models import all_options, get_spec
 
-    options = {"scan_backend": scan_backend, "attn_backend": attn_backend}
+    options = dict(options)
     for opt in all_options():
         if opt.name in options:
-            opt.check(options[opt.name])
+            options[opt.name] = opt.check(options[opt.name])
     for name in models:
         spec = get_spec(name)
         spec.contract.resolve_options(spec, options, device)
+    return options
 
 
 def build_plan(config: SweepConfig) -> list[Point]:
@@ -271,7 +281,7 @@ def build_plan(config: SweepConfig) -> list[Point]:
             dtype=config.dtype,
             device=config.device,
             mode=config.mode,
-            options={"scan_backend": config.scan_backend, "attn_backend": config.attn_backend},
+            options=model_options(config),
             compile=config.compile,
             channels_last=config.channels_last,
             warmup=knobs.warmup if config.warmup is None else config.warmup,

@@ -52,7 +52,7 @@ def identity_row(point: Point) -> dict[str, Any]:
         "model": spec.name,
         "family": spec.family,
         "img_size": point.img_size,
-        "tokens": spec.tokens(point.img_size),
+        "tokens": spec.tokens(point.img_size, point.options),
         "batch_size": point.batch_size,
         "dtype": point.dtype,
         "device": point.device,

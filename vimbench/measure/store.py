@@ -30,6 +30,7 @@ from vimbench.results import (
     point_key,
     read_run_json,
 )
+from vimbench.results.columns import header_schema_version
 from vimbench.results.csvtext import bad_row_error, complete_text, decode, fields, row_problem, tail_is_row
 
 # kept under these names for the code that writes runs; the spec lives in vimbench.results
@@ -84,7 +85,8 @@ class ResultsStore:
                     raw = raw[: end + 1]
             header = self._header(raw)
             text += "" if raw else _csv_line(header)
-            values = {**row, "schema_version": SCHEMA_VERSION}
+            # a resumed older file keeps its schema: its header decides the columns and the version
+            values = {**row, "schema_version": header_schema_version(header)}
             text += _csv_line([format_value(values.get(col)) for col in header])
             data = text.encode("utf-8")
             written = os.write(fd, data)
@@ -113,6 +115,19 @@ class ResultsStore:
             raw = os.pread(fd, 64 * 1024, 0)
         if raw:
             self._header(raw)
+
+    def unrecordable(self, row: Mapping[str, Any]) -> list[str]:
+        """Columns of `row` with a value that an existing results.csv of an older schema has no column for
+        (a resumed run: its rows keep their schema, and loading fills those columns with ""). Checked before
+        a resumed sweep measures anything, so no measurement is dropped at append time."""
+        if not self.csv_path.is_file():
+            return []
+        with _locked(self.csv_path, exclusive=False) as fd:
+            raw = os.pread(fd, 64 * 1024, 0)
+        if not raw:
+            return []
+        header = self._header(raw)
+        return [k for k, v in row.items() if k in ALL_COLUMNS and k not in header and format_value(v) != ""]
 
     def rows(self) -> list[dict[str, str]]:
         """Every complete row, as strings (the CSV's own text)."""

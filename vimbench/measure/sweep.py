@@ -32,7 +32,7 @@ from rich.table import Table
 from vimbench.console import wide_console
 from vimbench.metrics import TableColumn, all_metrics, describe_metrics
 from vimbench.metrics.timing_stats import NOISE_RULE
-from vimbench.results import option_names, point_key
+from vimbench.results import OPTION_SHORT, option_names, point_key
 
 from .executors import Executor, LocalExecutor, OomSkipper, distinct_devices
 from .plan import Point, SweepConfig, build_plan, config_to_json, validate_config
@@ -77,7 +77,7 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
 
 # what can differ between rows of one run besides model and resolution, with short labels for the table
 _CONFIG_KEYS = ("batch_size", "dtype", "mode", *option_names(), "compile", "channels_last", "device_name")
-_SHORT = {"batch_size": "bs", "scan_backend": "scan", "attn_backend": "attn", "device_name": "device"}
+_SHORT = {"batch_size": "bs", **OPTION_SHORT, "device_name": "device"}
 
 
 def _table_columns(rows: list[dict[str, Any]]) -> list[TableColumn]:
@@ -292,6 +292,13 @@ def _run_sweep(
         )
     points = build_plan(config)
     identities = {p: identity_row(p) for p in points}
+    for point, identity in identities.items():  # a resumed older-schema file cannot hold a newer option
+        missing = store.unrecordable(identity)
+        if missing:
+            raise ValueError(
+                f"{store.csv_path} was written by an older results schema without the column(s) "
+                f"{', '.join(missing)} that {point.model} needs; pick a new --out for these options"
+            )
     # lost workers and timeouts that may now finish are measured again on --resume; the newest row wins
     by_key = {point_key(r): r for r in recorded if _kept_on_resume(r, config.timeout_s)}
     kept_timeouts = [float(r["duration_s"]) for p in points

@@ -159,14 +159,14 @@ def _unsupported(point: Point) -> str | None:
     from vimbench.models import get_spec
 
     spec = get_spec(point.model)
-    return spec.contract.unsupported_reason(spec, point.img_size)
+    return spec.contract.unsupported_reason(spec, point.img_size, point.options)
 
 
 def _gflops(point: Point) -> float | None:
     try:
         from vimbench.profile.flops import model_gflops
 
-        return model_gflops(point.model, point.img_size, batch_size=1)
+        return model_gflops(point.model, point.img_size, batch_size=1, options=point.options)
     except Exception:
         return None
 

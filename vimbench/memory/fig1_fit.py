@@ -39,12 +39,14 @@ class Setting:
         return f"{self.dtype}, DeiT {self.attn_backend} attention, Vim {self.vim_variant}"
 
     def query(self, model: str, img_size: int, batch: int) -> MemoryQuery:
-        family_vim = model.startswith("vim")
+        from vimbench.models import get_spec
+
+        scan_ops = get_spec(model).contract.runs_selective_scan  # the Vim side of the figure
         return MemoryQuery(
             model, img_size, batch, self.dtype, "infer",
-            attn_backend=self.attn_backend if not family_vim else "auto",
-            scan_kernel="gpu" if family_vim and self.vim_variant == "upstream" else "auto",
-            vim_variant=self.vim_variant if family_vim else "ours", target="cuda",
+            attn_backend=self.attn_backend if not scan_ops else "auto",
+            scan_kernel="gpu" if scan_ops and self.vim_variant == "upstream" else "auto",
+            vim_variant=self.vim_variant if scan_ops else "ours", target="cuda",
         )  # fmt: skip
 
 

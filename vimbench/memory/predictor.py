@@ -45,6 +45,12 @@ class MemoryQuery:
     scan_kernel: str = "auto"
     vim_variant: str = "ours"
     target: str = "cuda"
+    timm_kwargs: str = ""  # timm models: create_model keywords (vimbench.models.timm_family)
+
+    def model_options(self, scan_backend: str = "auto") -> dict[str, str]:
+        """The options map the model is built with (each family takes its own, ignores the others)."""
+        return {"scan_backend": scan_backend, "attn_backend": self.attn_backend,
+                "timm_kwargs": self.timm_kwargs}
 
     def resolved_scan_kernel(self) -> str:
         if self.scan_kernel != "auto":
@@ -80,8 +86,7 @@ class MemoryPrediction:
 
 def check_query(q: MemoryQuery) -> None:
     """ValueError (one line) for anything the predictor cannot trace."""
-    from vimbench.baselines.deit import resolve_attn_backend
-    from vimbench.models import get_spec
+    from vimbench.models import all_options, get_spec
 
     spec = get_spec(q.model)
     if not spec.valid_img_size(q.img_size):
@@ -100,7 +105,10 @@ def check_query(q: MemoryQuery) -> None:
         raise ValueError("the upstream (flip-copy) Vim variant is modelled for inference only")
     if q.scan_kernel != "auto" and q.scan_kernel not in KERNEL_MODELS:
         raise ValueError(f"unknown scan kernel model {q.scan_kernel!r}; use auto, {', '.join(KERNEL_MODELS)}")
-    resolve_attn_backend(q.attn_backend)
+    options = q.model_options()
+    for opt in all_options():  # a value no family takes is a typo, even for a model without that option
+        options[opt.name] = opt.check(options.get(opt.name, opt.default))
+    spec.contract.check_options(spec, options)
 
 
 def predict(q: MemoryQuery) -> MemoryPrediction:
@@ -124,17 +132,17 @@ def trace(q: MemoryQuery, fake: bool = True) -> tuple[StorageLog, int]:
     """The storage log of `q`'s workload (as `vimbench.measure.runner` runs it) and the parameter count."""
     from vimbench.models import create_model, get_spec
 
-    family = get_spec(q.model).family
+    scan_ops = get_spec(q.model).contract.runs_selective_scan  # Vim-like: scan, conv1d, norm stand-ins
     tracker = StorageTracker()
     with contextlib.ExitStack() as stack:
-        scan = stack.enter_context(trace_backend(q.resolved_scan_kernel())) if family == "vim" else "auto"
-        if family == "vim":
+        scan = stack.enter_context(trace_backend(q.resolved_scan_kernel())) if scan_ops else "auto"
+        if scan_ops:
             stack.enter_context(op_models(q.target))
         if fake:  # built on fake CPU tensors: shapes only, whatever the size
             stack.enter_context(FakeTensorMode())
         with no_truncated_normal_init():  # values do not matter here; its rejection sampling reads data
-            model = create_model(q.model, img_size=q.img_size, scan_backend=scan, attn_backend=q.attn_backend)
-        if q.vim_variant == "upstream" and family == "vim":
+            model = create_model(q.model, img_size=q.img_size, options=q.model_options(scan))
+        if q.vim_variant == "upstream" and scan_ops:
             for layer in model.layers:
                 layer.mixer.forward = upstream_mixer_forward.__get__(layer.mixer)
         params = sum(p.numel() for p in model.parameters())

@@ -33,6 +33,7 @@ def query_for_point(point: Any, identity: dict[str, Any]) -> MemoryQuery:
         point.model, point.img_size, point.batch_size, point.dtype, point.mode,
         attn_backend="auto" if attn == "-" else attn,
         scan_kernel=scan_kernel_for(str(identity.get("scan_backend") or "auto")), target="cuda",
+        timm_kwargs=str(point.options.get("timm_kwargs") or ""),
     )  # fmt: skip
 
 

@@ -56,11 +56,10 @@ def _profiled_peak(run) -> int:
 
 def measure_cpu_peak(q: MemoryQuery) -> int:
     """Peak CPU allocator bytes of `q`'s workload run for real (weights and inputs included)."""
-    from vimbench.models import create_model, get_spec
+    from vimbench.models import create_model
 
-    family = get_spec(q.model).family
-    model = create_model(q.model, img_size=q.img_size, scan_backend="cpu" if family == "vim" else "auto",
-                         attn_backend=q.attn_backend)  # fmt: skip
+    # the C++ CPU scan for models that run the scan (the others ignore the option)
+    model = create_model(q.model, img_size=q.img_size, options=q.model_options(scan_backend="cpu"))
     dtype = DTYPES[q.dtype]
     shape = (q.batch_size, 3, q.img_size, q.img_size)
     if q.mode == "infer":

@@ -9,9 +9,30 @@ MIB = 2**20
 
 
 def rss_peak_mib() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB, macOS bytes)."""
+    """Peak resident set size of this process's own memory so far.
+
+    On Linux this is VmHWM of /proc/self/status: the high-water mark of the address space the process has
+    had since its exec. `getrusage().ru_maxrss` is not that: the kernel carries the parent's high-water mark
+    across fork + exec into it, so every worker of a sweep would report at least the sweep process's peak
+    (the same ~800 MiB for Vim-Ti and DeiT-S alike). ru_maxrss is the fallback elsewhere (macOS: bytes).
+    """
+    hwm = _status_kib("VmHWM")
+    if hwm is not None:
+        return hwm / 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / MIB if sys.platform == "darwin" else peak / 1024
+
+
+def _status_kib(field: str, path: str = "/proc/self/status") -> int | None:
+    """A "kB" field of /proc/self/status (Linux), or None where there is none."""
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def rss_now_mib() -> float:

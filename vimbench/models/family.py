@@ -14,7 +14,8 @@ family) instead:
 - a rough relative cost, for largest-first scheduling on several GPUs.
 
 Options travel as a plain mapping {option name: value}; each option name is also a results column
-(scan_backend, attn_backend, ...), written "-" for models whose family does not have it.
+(scan_backend, attn_backend, timm_kwargs, ...), written "-" (the option's `absent` text) for models whose
+family does not have it.
 """
 
 from __future__ import annotations
@@ -42,11 +43,14 @@ class ModelOption:
     default: str
     choices: tuple[str, ...]
     help: str
+    # free-form options: the value's one spelling (ValueError, one line, when it does not parse)
+    normalize: Callable[[str], str] | None = field(default=None, compare=False)
+    absent: str = NOT_APPLICABLE  # its column's text for models whose family does not have it
 
     def check(self, value: str) -> str:
         if self.choices and value not in self.choices:
             raise ValueError(f"unknown {self.label} {value!r}; known: {', '.join(self.choices)}")
-        return value
+        return self.normalize(value) if self.normalize is not None else value
 
 
 @dataclass(frozen=True)
@@ -87,8 +91,8 @@ class ModelSpec:
         assert self.owner is not None, f"spec {self.name} was not registered by a family"
         return self.owner
 
-    def tokens(self, img_size: int) -> int:
-        return self.contract.tokens(self, img_size)
+    def tokens(self, img_size: int, options: Options | None = None) -> int:
+        return self.contract.tokens(self, img_size, options)
 
     def valid_img_size(self, img_size: int) -> bool:
         return self.contract.resolution_error(self, img_size) is None
@@ -106,6 +110,10 @@ class ModelFamily:
     options: tuple[ModelOption, ...] = ()
     cls_position: str = "front"  # "front" (index 0), "middle" (M // 2) or "none"
     prefix: str | None = None  # "timm:" for a family whose names are open-ended
+    # its models run vimbench.kernels' selective scan (option scan_backend) and fused conv1d / add+RMSNorm
+    # ops in bidirectional mixers (`model.layers[i].mixer`): the memory predictor swaps in allocation
+    # stand-ins for those kernels and models upstream's flipped-copy mixer for such families only
+    runs_selective_scan: bool = False
 
     # -- names --------------------------------------------------------------------------------------
     def specs(self) -> Sequence[ModelSpec]:
@@ -134,13 +142,18 @@ class ModelFamily:
         given = options or {}
         return {opt.name: opt.check(str(given.get(opt.name, opt.default))) for opt in self.options}
 
+    def check_options(self, spec: ModelSpec, options: Options | None) -> dict[str, str]:
+        """This family's options from `options`, checked without a device (ValueError, one line: an unknown
+        value, a keyword the model does not take); free-form ones in their one spelling."""
+        return self.option_values(options)
+
     def resolve_options(self, spec: ModelSpec, options: Options | None, device: str) -> dict[str, str]:
         """Option values as they will run on `device` ("auto" made concrete); ValueError if one cannot."""
         return self.option_values(options)
 
     # -- resolutions --------------------------------------------------------------------------------
-    def tokens(self, spec: ModelSpec, img_size: int) -> int:
-        """Sequence length at `img_size`: patches plus one cls token."""
+    def tokens(self, spec: ModelSpec, img_size: int, options: Options | None = None) -> int:
+        """Sequence length at `img_size` (with `options` where they change it): patches plus a cls token."""
         grid = grid_size(img_size, spec.patch_size, spec.stride)
         return grid * grid + (0 if self.cls_position == "none" else 1)
 
@@ -148,8 +161,11 @@ class ModelFamily:
         """Why `img_size` is bad input for this model (a usage error), or None."""
         return img_size_error(img_size, spec.patch_size, spec.stride)
 
-    def unsupported_reason(self, spec: ModelSpec, img_size: int) -> str | None:
-        """Why this model cannot run `img_size` although it is valid input (a `skipped` row), or None."""
+    def unsupported_reason(
+        self, spec: ModelSpec, img_size: int, options: Options | None = None
+    ) -> str | None:
+        """Why this model (built with `options`) cannot run `img_size` although it is valid input (a
+        `skipped` row), or None."""
         return None
 
     # -- building and weights -----------------------------------------------------------------------
@@ -160,6 +176,12 @@ class ModelFamily:
         from vimbench.checkpoint import load_checkpoint
 
         return load_checkpoint(model, path, pos_embed_resize)
+
+    def pos_embed_resize_note(self, method: str) -> str:
+        """How `load_checkpoint` resizes position embeddings with `method` (vimbench.checkpoint's names)."""
+        from vimbench.checkpoint import POS_EMBED_RESIZE
+
+        return POS_EMBED_RESIZE[method][1]
 
     # -- counting and profiling ---------------------------------------------------------------------
     # FLOPs are counted by vimbench.profile.flops with torch's FlopCounterMode on a meta copy of the model

@@ -14,7 +14,7 @@ from pathlib import Path
 from torch import nn
 
 from .deit_family import DeiTFamily
-from .family import NOT_APPLICABLE, ModelFamily, ModelOption, ModelSpec, Options
+from .family import ModelFamily, ModelOption, ModelSpec, Options
 from .timm_family import TimmFamily
 from .vim_family import VimFamily
 
@@ -128,9 +128,10 @@ def all_options() -> list[ModelOption]:
 
 
 def option_columns(spec: ModelSpec, values: Mapping[str, str]) -> dict[str, str]:
-    """{column: value} for every option column: the model's own from `values`, "-" for the others."""
+    """{column: value} for every option column: the model's own from `values`, the option's `absent`
+    text ("-") for the others."""
     own = {opt.name for opt in spec.options}
-    return {opt.name: str(values.get(opt.name, opt.default)) if opt.name in own else NOT_APPLICABLE
+    return {opt.name: str(values.get(opt.name, opt.default)) if opt.name in own else opt.absent
             for opt in all_options()}
 
 

@@ -7,6 +7,10 @@
 - Attention kernel: timm's attention modules carry a `fused_attn` switch (F.scaled_dot_product_attention or
   softmax(QK^T)V materialised); `attn_backend` sdpa / math sets it on every such module, auto keeps timm's
   default; models without attention write "-".
+- Keyword arguments: `timm_kwargs` ("drop_path_rate=0.1,global_pool=avg"; Python literals, a bare word is a
+  string) go to timm.create_model. They are checked by a meta-device build before anything is measured (an
+  unknown key or a value the constructor refuses: a one-line error) and written in one canonical spelling
+  (sorted, `key=repr(value)`, ";" between) as the results column of the same name.
 - FLOPs: torch's FlopCounterMode on a meta copy, like every family. Tokens: the patch grid plus prefix tokens
   for ViT-like models, else the positions of the finest feature map (img / first reduction)^2.
 - Checkpoints: read safely (vimbench.checkpoint), then passed through the model module's own
@@ -15,9 +19,12 @@
 
 from __future__ import annotations
 
+import ast
 import difflib
 import fnmatch
 import functools
+import inspect
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +39,71 @@ from .family import NOT_APPLICABLE, ModelFamily, ModelOption, ModelSpec, Options
 PREFIX = "timm:"
 INSTALL_HINT = "pip install 'vimbench[timm]' (README: which torch/torchvision pairs work)"
 ATTN_CHOICES = ("auto", "sdpa", "math")
+# create_model keywords vimbench sets itself (resolution the timm way, the head, random weights)
+_RESERVED_KWARGS = {"img_size": "set by --res", "dynamic_img_size": "set by vimbench for --res",
+                    "num_classes": "set by vimbench", "pretrained": "weights come from --checkpoint"}
+_BARE_WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+_CLOSERS = {"(": ")", "[": "]", "{": "}"}
+
+
+def _split_items(text: str) -> list[str]:
+    """`a=1, b=(1, 2); c='x,y'` -> items split at top-level commas / semicolons (not inside brackets or
+    quotes)."""
+    items, current, stack, quote = [], [], [], ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in _CLOSERS:
+            stack.append(_CLOSERS[char])
+        elif stack and char == stack[-1]:
+            stack.pop()
+        elif not stack and char in ",;":
+            items.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    items.append("".join(current))
+    return [item.strip() for item in items if item.strip()]
+
+
+def _literal(key: str, text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        if _BARE_WORD.match(text):
+            return text  # global_pool=avg: a bare word is a string
+        raise ValueError(f"timm kwargs: cannot parse the value of {key!r}: {text!r} (use a Python literal: "
+                         "0.1, True, None, 'avg', (1, 2))") from None
+
+
+def parse_timm_kwargs(text: str) -> dict[str, Any]:
+    """ "drop_path_rate=0.1,global_pool=avg" (`,` or `;` between items) -> {"drop_path_rate": 0.1,
+    "global_pool": "avg"}. ValueError (one line) for an item that is not KEY=VALUE, a value that does not
+    parse, a key given twice, or a keyword vimbench sets itself."""
+    kwargs: dict[str, Any] = {}
+    for item in _split_items(str(text)):
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"timm kwargs: {item!r} is not KEY=VALUE (e.g. drop_path_rate=0.1,"
+                             "global_pool=avg)")
+        if key in kwargs:
+            raise ValueError(f"timm kwargs: {key!r} given twice")
+        if key in _RESERVED_KWARGS:
+            raise ValueError(f"timm kwargs: {key!r} cannot be given ({_RESERVED_KWARGS[key]})")
+        kwargs[key] = _literal(key, value)
+    return kwargs
+
+
+def format_timm_kwargs(kwargs: Mapping[str, Any]) -> str:
+    """The one spelling of a kwargs map (the results column): sorted, `key=repr(value)`, ";" between."""
+    return ";".join(f"{key}={kwargs[key]!r}" for key in sorted(kwargs))
+
+
+def normalize_timm_kwargs(text: str) -> str:
+    return format_timm_kwargs(parse_timm_kwargs(text))
 
 
 def import_timm() -> Any:
@@ -124,12 +196,13 @@ def _attention_modules(model: nn.Module) -> list[nn.Module]:
 
 
 @functools.lru_cache(maxsize=256)
-def probe(name: str, img_size: int) -> _Probe:
-    """Build `name` for `img_size` on meta and run a batch-1 forward there: shapes only, no memory."""
+def probe(name: str, img_size: int, kwargs: str = "") -> _Probe:
+    """Build `name` (with the canonical `kwargs`) for `img_size` on meta and run a batch-1 forward there:
+    shapes only, no memory."""
     import_timm()  # a missing timm is a usage error, not a property of the model
     try:
         with torch.device("meta"):
-            model, size_kwargs = _create_at(name, img_size, 1000, {})
+            model, size_kwargs = _create_at(name, img_size, 1000, parse_timm_kwargs(kwargs))
     except Exception as exc:
         return _Probe((), 0, 0, False, False, f"timm cannot build {name} at {img_size}px: {_first_line(exc)}")
     attn = _attention_modules(model)
@@ -144,6 +217,27 @@ def probe(name: str, img_size: int) -> _Probe:
                   any(m.fused_attn for m in attn), error)
 
 
+@functools.lru_cache(maxsize=64)
+def check_kwargs(name: str, kwargs: str) -> None:
+    """ValueError (one line) unless timm builds `name` with the canonical `kwargs` (on meta: no memory)."""
+    extra = parse_timm_kwargs(kwargs)
+    if not extra:
+        return
+    import_timm()
+    try:
+        with torch.device("meta"):
+            _create(name, 1000, {}, extra)
+    except Exception as exc:
+        hint = ""
+        bad = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if bad:
+            with torch.device("meta"):
+                params = inspect.signature(type(_create(name, 1000, {}, {})).__init__).parameters
+            close = difflib.get_close_matches(bad[1], [p for p in params if p != "self"], n=3, cutoff=0.6)
+            hint = f"; closest: {', '.join(close)}" if close else ""
+        raise ValueError(f"timm kwargs {kwargs!r} for {PREFIX}{name}: {_first_line(exc)}{hint}") from None
+
+
 class TimmFamily(ModelFamily):
     name = "timm"
     description = "any timm model as `timm:NAME` (the `timm` extra); attention kernel where timm has one"
@@ -153,6 +247,10 @@ class TimmFamily(ModelFamily):
         ModelOption("attn_backend", "attention backend", "auto", ATTN_CHOICES,
                     "timm's fused_attn switch: sdpa (F.scaled_dot_product_attention) or math; auto: timm's "
                     "default; '-' for models without attention"),
+        ModelOption("timm_kwargs", "timm kwargs", "", (),
+                    "timm.create_model keyword arguments, e.g. drop_path_rate=0.1,global_pool=avg (Python "
+                    "literals; a bare word is a string); empty: none",
+                    normalize=normalize_timm_kwargs, absent=""),
     )
 
     def resolve(self, name: str) -> ModelSpec | None:
@@ -173,8 +271,13 @@ class TimmFamily(ModelFamily):
             close = [n for n in names if fnmatch.fnmatchcase(n, f"{arch.split('_')[0]}*")][:3]
         return [f"{PREFIX}{n}" for n in close]
 
-    def resolve_options(self, spec: ModelSpec, options: Options | None, device: str) -> dict[str, str]:
+    def check_options(self, spec: ModelSpec, options: Options | None) -> dict[str, str]:
         values = self.option_values(options)
+        check_kwargs(spec.config, values["timm_kwargs"])
+        return values
+
+    def resolve_options(self, spec: ModelSpec, options: Options | None, device: str) -> dict[str, str]:
+        values = self.check_options(spec, options)
         info = probe(spec.config, 224)
         if not info.has_attention:
             attn = NOT_APPLICABLE
@@ -182,21 +285,27 @@ class TimmFamily(ModelFamily):
             attn = "sdpa" if info.default_fused else "math"
         else:
             attn = values["attn_backend"]
-        return {"attn_backend": attn}
+        return {"attn_backend": attn, "timm_kwargs": values["timm_kwargs"]}
+
+    def _kwargs(self, options: Options | None) -> str:
+        return self.option_values(options)["timm_kwargs"]
 
     # resolutions: any size is valid input; what a model cannot run becomes a skipped row
-    def tokens(self, spec: ModelSpec, img_size: int) -> int:
-        return probe(spec.config, img_size).tokens
+    def tokens(self, spec: ModelSpec, img_size: int, options: Options | None = None) -> int:
+        return probe(spec.config, img_size, self._kwargs(options)).tokens
 
     def resolution_error(self, spec: ModelSpec, img_size: int) -> str | None:
         return None if img_size > 0 else f"image size must be positive, got {img_size}"
 
-    def unsupported_reason(self, spec: ModelSpec, img_size: int) -> str | None:
-        return probe(spec.config, img_size).error
+    def unsupported_reason(
+        self, spec: ModelSpec, img_size: int, options: Options | None = None
+    ) -> str | None:
+        return probe(spec.config, img_size, self._kwargs(options)).error
 
     def build(self, spec: ModelSpec, img_size: int, num_classes: int, options: Options) -> nn.Module:
         values = self.option_values(options)
-        model, _ = _create_at(spec.config, img_size, num_classes, {})
+        extra = parse_timm_kwargs(values["timm_kwargs"])
+        model, _ = _create_at(spec.config, img_size, num_classes, extra)
         if values["attn_backend"] != "auto":
             for module in _attention_modules(model):
                 module.fused_attn = values["attn_backend"] == "sdpa"
@@ -217,6 +326,9 @@ class TimmFamily(ModelFamily):
             name = type(model).__name__
             raise CheckpointError(f"checkpoint does not match {name}: {_first_line(exc)}") from None
         return model
+
+    def pos_embed_resize_note(self, method: str) -> str:
+        return "timm's checkpoint filter"
 
     def profile_scopes(self) -> ProfileScopes:
         return ProfileScopes(module_predicates=((_is_attention, "attention"),))

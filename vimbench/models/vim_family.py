@@ -36,6 +36,7 @@ class VimFamily(ModelFamily):
     name = "vim"
     description = "Vision Mamba (hustvl/Vim), middle cls token, bidirectional selective scan"
     cls_position = "middle"
+    runs_selective_scan = True
 
     def __init__(self) -> None:
         self._specs = tuple(

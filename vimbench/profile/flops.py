@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,17 +169,23 @@ def _to_meta(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
-def model_flop_count(name: str, img_size: int, batch_size: int = 1, attn_backend: str = "auto") -> FlopCount:
-    """FlopCount of model `name` at `img_size`, built directly on meta with its family's counting options."""
+def model_flop_count(
+    name: str, img_size: int, batch_size: int = 1, attn_backend: str = "auto",
+    options: Mapping[str, str] | None = None,
+) -> FlopCount:
+    """FlopCount of model `name` at `img_size`, built directly on meta with its family's counting options
+    (`options`: the point's model options, e.g. timm kwargs that change the architecture)."""
     from vimbench.models import create_model, get_spec
 
     spec = get_spec(name)
-    options = spec.contract.flop_options({"attn_backend": attn_backend})
+    options = spec.contract.flop_options({**(options or {}), "attn_backend": attn_backend})
     with torch.device("meta"):
         model = create_model(spec.name, img_size=img_size, options=options)
     return count_model_flops(model, img_size, batch_size)
 
 
-def model_gflops(name: str, img_size: int, batch_size: int = 1) -> float:
+def model_gflops(
+    name: str, img_size: int, batch_size: int = 1, options: Mapping[str, str] | None = None
+) -> float:
     """GFLOPs (1e9 FLOPs, 2 per MAC) of registered model `name` at `img_size`, scan included."""
-    return model_flop_count(name, img_size, batch_size).total / 1e9
+    return model_flop_count(name, img_size, batch_size, options=options).total / 1e9

@@ -39,6 +39,7 @@ class ProfileConfig:
     dtype: str = "fp32"
     scan_backend: str = "auto"
     attn_backend: str = "auto"
+    timm_kwargs: str = ""  # timm models: create_model keywords, canonical (vimbench.models.timm_family)
     warmup: int = 2
     iters: int = 2
     trace_path: Path | None = None
@@ -321,7 +322,8 @@ def build_model(config: ProfileConfig, device: torch.device) -> tuple[torch.nn.M
     from vimbench.models import create_model, get_spec, option_columns
 
     spec = get_spec(config.model)
-    asked = {"scan_backend": config.scan_backend, "attn_backend": config.attn_backend}
+    asked = {"scan_backend": config.scan_backend, "attn_backend": config.attn_backend,
+             "timm_kwargs": config.timm_kwargs}
     options = spec.contract.resolve_options(spec, asked, str(device))
     model = create_model(spec.name, img_size=config.img_size,
                          options={k: v for k, v in options.items() if v != "-"})

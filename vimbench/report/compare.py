@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from vimbench.results import number as _num
-from vimbench.results import point_key, saving_pct, speedup
+from vimbench.results import option_names, point_key, saving_pct, speedup
 
 from . import paper
 
@@ -18,15 +18,26 @@ def matching_rows(frame: pd.DataFrame, model: str, filters: Mapping[str, Any]) -
     """Rows of `model` matching every `filters` column (bools compare as true/false).
 
     A cell "-" means the setting does not apply to that model (a scan backend for DeiT, an attention backend
-    for Vim), so it matches any filter value.
+    for Vim), so it matches any filter value; so does a filter on an option the model's family does not have.
     """
     rows = frame[frame["model"] == model]
+    foreign = set(option_names()) - _own_options(model)
     for column, wanted in filters.items():
-        if wanted is None or column not in rows.columns:
+        if wanted is None or column not in rows.columns or column in foreign:
             continue
         text = ("true" if wanted else "false") if isinstance(wanted, bool) else str(wanted)
         rows = rows[rows[column].astype(str).str.lower().isin({text.lower(), f"{text}.0", "-"})]
     return rows
+
+
+def _own_options(model: str) -> set[str]:
+    """The option columns `model`'s family has (every one when this install does not know the model)."""
+    from vimbench.models import get_spec
+
+    try:
+        return {opt.name for opt in get_spec(model).options}
+    except ValueError:
+        return set(option_names())
 
 
 def select_rows(frame: pd.DataFrame, model: str, filters: Mapping[str, Any]) -> dict[int, dict[str, Any]]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from vimbench.results import cell_text
+from vimbench.results import cell_text, option_names
 
 from . import paper
 from .markdown import (
@@ -134,7 +134,9 @@ def _paper(model: str, img_size: int, metric: str) -> str:
 
 def _labels(group: list[Line], name: str) -> list[str]:
     keys = varying_keys([ln.config for ln in group])
-    keys = keys or ["attn_backend" if name.startswith("DeiT") else "scan_backend"]
+    # one configuration: name the option the model has (Vim its scan backend, DeiT its attention backend)
+    keys = keys or [k for k in option_names()
+                    if any(ln.config.get(k, "") not in ("", "-") for ln in group)][:1]
     return [f"{name} ours ({describe(ln.config, keys)})" for ln in group]
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from vimbench.metrics.peak_memory import MEMORY_SOURCES
-from vimbench.results import POINT_KEY, Run, option_names, saving_pct, speedup
+from vimbench.results import OPTION_SHORT, POINT_KEY, Run, option_names, saving_pct, speedup
 
 CONFIG_KEYS: tuple[str, ...] = tuple(k for k in POINT_KEY if k != "img_size")
 OOM_STATUSES = ("oom", "skipped-oom")
@@ -61,7 +61,7 @@ def describe(config: dict[str, str], keys: list[str] | tuple[str, ...]) -> str:
             parts.append(f"bs {value}")
         elif key in option_names():
             if value not in ("", "-"):
-                parts.append(f"{_OPTION_SHORT.get(key, key)} {value}")
+                parts.append(f"{OPTION_SHORT.get(key, key)} {value}")
         elif key == "compile":
             parts.append("compiled" if value == "true" else "eager")
         elif key == "channels_last":
@@ -71,7 +71,6 @@ def describe(config: dict[str, str], keys: list[str] | tuple[str, ...]) -> str:
     return ", ".join(parts)
 
 
-_OPTION_SHORT = {"scan_backend": "scan", "attn_backend": "attn"}
 
 
 @dataclass(eq=False)

@@ -9,6 +9,7 @@ from .columns import (
     ALL_COLUMNS,
     CORE_COLUMNS,
     OPTION_COLUMNS,
+    OPTION_SHORT,
     POINT_KEY,
     SCHEMA_VERSION,
     STATUSES,
@@ -19,15 +20,16 @@ from .columns import (
     numeric_columns,
     option_names,
 )
+from .csvtext import complete_text
 from .devices import distinct_devices, require_one_device
 from .ratios import saving_pct, speedup
-from .csvtext import complete_text
 from .run import RESULTS_FILE, RUN_FILE, ResultsError, Run, RunMetaError, read_run_json
 
 __all__ = [
     "ALL_COLUMNS",
     "CORE_COLUMNS",
     "OPTION_COLUMNS",
+    "OPTION_SHORT",
     "POINT_KEY",
     "RESULTS_FILE",
     "RUN_FILE",

@@ -14,7 +14,8 @@ from vimbench.metrics import metric_columns
 from vimbench.metrics.spec import Column
 
 # the version this code writes (run.json "schema_version" and the results.csv column of that name)
-SCHEMA_VERSION = 2
+# 1: no schema_version column; 2: schema_version + energy columns; 3: the timm_kwargs option column
+SCHEMA_VERSION = 3
 
 # Per-model options: knobs that apply to one family and read "-" for the others (a scan backend for DeiT, an
 # attention backend for Vim). Points and rows carry them as an `options` map; results.csv writes each as its
@@ -22,7 +23,14 @@ SCHEMA_VERSION = 2
 OPTION_COLUMNS: tuple[Column, ...] = (
     Column("scan_backend", doc='resolved selective-scan backend (vim), "-" for other families'),
     Column("attn_backend", doc='resolved attention backend (deit, timm), "-" for models without the choice'),
+    Column("timm_kwargs", core=False,
+           doc='timm create_model keyword arguments, canonical "key=value;..." (empty: none), "-" for other '
+               "families (schema 3)"),
 )
+# the short name of each option in labels, legends and ratio-gate selectors ("scan=cpu")
+OPTION_SHORT: dict[str, str] = {"scan_backend": "scan", "attn_backend": "attn", "timm_kwargs": "timm"}
+# the columns each schema version added (how the version of an existing header is recognised)
+ADDED_IN_VERSION: dict[int, tuple[str, ...]] = {2: ("schema_version",), 3: ("timm_kwargs",)}
 
 _IDENTITY_HEAD: tuple[Column, ...] = (
     Column("model", doc="registry name, e.g. vim-t"),
@@ -35,10 +43,11 @@ _IDENTITY_HEAD: tuple[Column, ...] = (
     Column("device_name", doc="GPU marketing name or CPU model: never mix two in one curve or gate"),
     Column("device_uuid", doc="NVML UUID on CUDA, empty on CPU"),
     Column("mode", doc="infer | train"),
-    *OPTION_COLUMNS,
+    *(c for c in OPTION_COLUMNS if c.core),
     Column("compile", "bool", doc="torch.compile used"),
     Column("channels_last", "bool"),
-    Column("status", doc="ok | oom | error | timeout | skipped-oom | skipped (the model cannot run this size)"),
+    Column("status",
+           doc="ok | oom | error | timeout | skipped-oom | skipped (the model cannot run this size)"),
 )
 _IDENTITY_TAIL: tuple[Column, ...] = (
     Column("params", "int"),
@@ -55,6 +64,7 @@ _IDENTITY_EXTRA: tuple[Column, ...] = (
     Column("threads", "int", core=False),
     Column("precision", core=False, doc="cast (infer fp16/bf16) | autocast (train fp16/bf16) | fp32"),
 )
+_OPTION_EXTRA: tuple[Column, ...] = tuple(c for c in OPTION_COLUMNS if not c.core)
 _VERSION_EXTRA: tuple[Column, ...] = (
     Column("torch_version", core=False),
     Column("cpu_capability", core=False, doc="SIMD level of torch's CPU kernels and the cpu scan build"),
@@ -74,6 +84,7 @@ def all_column_specs() -> tuple[Column, ...]:
         *(c for c in metric_cols if not c.core and c.name in _LEGACY_METRIC_EXTRAS),
         *_VERSION_EXTRA,
         *(c for c in metric_cols if not c.core and c.name not in _LEGACY_METRIC_EXTRAS),
+        *_OPTION_EXTRA,
         SCHEMA_VERSION_COLUMN,
     )
     return (*core, *extra)
@@ -112,6 +123,17 @@ def numeric_columns() -> frozenset[str]:
 
 def option_names() -> tuple[str, ...]:
     return tuple(c.name for c in OPTION_COLUMNS)
+
+
+def header_schema_version(header: tuple[str, ...] | list[str]) -> int:
+    """The schema an existing results.csv header was written with: the newest version whose added columns
+    it has (1 for a header without schema_version)."""
+    version = 1
+    for number in sorted(ADDED_IN_VERSION):
+        if not all(name in header for name in ADDED_IN_VERSION[number]):
+            break
+        version = number
+    return version
 
 
 # Two rows measure "the same thing" when these agree (resume, compare, gate).

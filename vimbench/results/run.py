@@ -72,12 +72,21 @@ def _v1_to_v2(frame: pd.DataFrame) -> pd.DataFrame:
     """Schema 1 (results written before the column spec) had no schema_version column and no energy
     metric; its columns are a subset of schema 2's with the same meaning, so rows gain empty new columns."""
     frame = frame.copy()
-    frame["schema_version"] = str(SCHEMA_VERSION)
+    frame["schema_version"] = "2"
+    return frame
+
+
+def _v2_to_v3(frame: pd.DataFrame) -> pd.DataFrame:
+    """Schema 3 added the timm_kwargs option column (timm create_model keyword arguments). Nothing before it
+    could pass any, so every older row gets "": no kwargs (for every family: the column's empty value)."""
+    frame = frame.copy()
+    frame["timm_kwargs"] = ""
+    frame["schema_version"] = "3"
     return frame
 
 
 # version N -> a function taking a frame of version N to N + 1
-MIGRATIONS: dict[int, Callable[[pd.DataFrame], pd.DataFrame]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[pd.DataFrame], pd.DataFrame]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def file_schema_version(frame: pd.DataFrame, csv_path: Path) -> int:
