@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vimbench import dtypes
+from . import dtypes
 
 ARCHS = {"sm_80": 80, "sm_90": 90}
 DTYPES = dtypes.DTYPES

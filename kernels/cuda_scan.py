@@ -21,6 +21,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
+from .dtypes import IO_DTYPES
 from .registry import ScanBackend, register_backend
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = ("selective_scan_cuda_binding.cpp", "selective_scan_cuda.cu")
 MAX_DSTATE = 64
-_IO_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_IO_DTYPES = IO_DTYPES  # vimbench.kernels.dtypes, the one table
 
 
 @functools.cache

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 import torch
 import triton
 
+from .dtypes import IO_DTYPES
+
 MAX_D_STATE = 256
-SCAN_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+SCAN_DTYPES = IO_DTYPES  # vimbench.kernels.dtypes, the one table
 # 8 warps per SM on a 132-SM H100: below this the GPU idles whatever the per-update cost
 TARGET_WARPS = 8 * 132
 # positions per chunk: checkpoint interval of the backward, and the shortest chunk of the parallel scan

@@ -15,10 +15,11 @@ import triton.language as tl
 from torch import Tensor
 
 from .conv1d import causal_conv1d_ref, register_conv_backend
+from .dtypes import IO_DTYPES
 from .rmsnorm import add_rms_norm_ref, register_norm_backend
 from .triton_scan_fwd import TritonKernel, triton_available
 
-OP_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+OP_DTYPES = IO_DTYPES  # vimbench.kernels.dtypes, the one table
 CONV_BLOCK_E = 16
 CONV_BLOCK_L = 64
 CONV_NUM_WARPS = 4

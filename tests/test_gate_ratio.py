@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from test_gate import point, wobble, write_run
 
 from vimbench.gate.inputs import GateInputError
 from vimbench.gate.ratio import parse_ratio_gate
+from vimbench.testing.gate_runs import point, wobble, write_run
 
 
 def _cpu(model: str, img_size: int, samples: list[float] | None, status: str = "ok", **kw) -> dict:

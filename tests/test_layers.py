@@ -17,6 +17,9 @@ SOURCE_ROOTS = {"vimbench": REPO / "vimbench", "vimbench.kernels": REPO / "kerne
 
 # Base modules: no vimbench imports of their own beyond other base modules; anyone may use them.
 BASE = {"dtypes", "devices", "console", "layers", "checkpoint", "__version__"}
+# Leaf modules of the op library that base modules may build on: the one dtype table lives in the bottom
+# layer (so the kernels share it) and vimbench.dtypes is its name for the layers above.
+BASE_MAY_IMPORT = {"vimbench.kernels.dtypes"}
 
 # layer -> the layers it may import (besides itself and BASE). Lower layers first.
 ALLOWED: dict[str, set[str]] = {
@@ -34,6 +37,9 @@ ALLOWED: dict[str, set[str]] = {
     "reproduce": {"measure", "report", "results", "metrics", "memory"},
     "cli": {"kernels", "models", "baselines", "profile", "kernelbench", "measure", "report", "gate",
             "reproduce", "metrics", "results", "vimbench", "memory"},
+    # helpers the test suite shares (synthetic runs, a recording executor, kernel-check numerics); nothing
+    # in vimbench imports it
+    "testing": {"kernels", "models", "measure", "results", "metrics"},
     "vimbench": {"models"},  # the package's __init__ (__version__, create_model): for the layers above models
 }
 
@@ -93,7 +99,8 @@ def back_edges(modules: list[tuple[str, Path]], repo: Path = REPO) -> list[str]:
             if dest == source or dest in BASE:
                 continue
             if source in BASE:
-                problems.append(f"{where}:{line}: base module imports {target}")
+                if target not in BASE_MAY_IMPORT:
+                    problems.append(f"{where}:{line}: base module imports {target}")
             elif allowed is None:
                 problems.append(f"{where}:{line}: layer {source!r} is not in ALLOWED")
             elif dest not in allowed:
@@ -103,6 +110,18 @@ def back_edges(modules: list[tuple[str, Path]], repo: Path = REPO) -> list[str]:
 
 def test_every_import_follows_the_layers() -> None:
     assert back_edges(MODULES) == []
+
+
+def test_the_dtype_table_is_a_leaf_every_layer_shares() -> None:
+    """kernels/dtypes.py imports nothing of vimbench; no kernel module spells its own dtype tuple."""
+    names = {name for name, _ in MODULES}
+    for target in BASE_MAY_IMPORT:
+        path = dict(MODULES)[target]
+        assert imported_modules(target, path, names) == []
+    for name, path in MODULES:
+        if name.startswith("vimbench.kernels.") and name != "vimbench.kernels.dtypes":
+            text = path.read_text()
+            assert "(torch.float32, torch.float16, torch.bfloat16)" not in text, f"{path}: use .dtypes"
 
 
 def test_allowed_table_has_no_cycle() -> None:
@@ -136,6 +155,20 @@ def test_the_checker_catches_a_back_edge(tmp_path) -> None:
     problems = back_edges(_modules(roots), tmp_path)
     assert "vimbench/measure/bad.py:2: measure -> cli (vimbench.cli.common) is a back-edge" in problems
     assert "kernels/bad.py:1: kernels -> kernelbench (vimbench.kernelbench) is a back-edge" in problems
+
+
+def test_tests_never_import_each_other() -> None:
+    """Shared test helpers live in conftest.py fixtures or vimbench.testing: a test module importing a
+    sibling (`from test_gate import point`) breaks when pytest runs one file or collects in another order."""
+    siblings = {p.stem for p in (REPO / "tests").glob("test_*.py")}
+    problems = []
+    for path in sorted((REPO / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            problems += [f"{path.name}:{node.lineno}: imports {n}" for n in names
+                         if n.split(".")[0] in siblings | {"tests", "conftest"}]
+    assert problems == []
 
 
 def test_pyproject_lists_every_package() -> None:

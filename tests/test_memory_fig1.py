@@ -67,7 +67,7 @@ def test_cli_predict_only_writes_report_and_figure(cli, synthetic, tmp_path):
 
 
 def test_from_measured_run_gains_prediction_section_and_curves(cli, synthetic, tmp_path):
-    from test_plots import fig1_rows, write_run
+    from vimbench.testing.plot_runs import fig1_rows, write_run
 
     run = write_run(tmp_path / "fig1", fig1_rows("math", 2))
     result = cli(["reproduce", "fig1", "--from", run, "--predict"])

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
-from test_plots import fig1_rows, make_row, write_run
-
 from vimbench.report.markdown import fmt_num, md_table, write_run_report
+from vimbench.testing.plot_runs import fig1_rows, make_row, write_run
 
 
 def _links(markdown: str) -> list[str]:

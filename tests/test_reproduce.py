@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from test_plots import fig1_rows, write_run
 
 from vimbench import reproduce
 from vimbench.measure.plan import SweepConfig
 from vimbench.report.paper import MEASURED_RESOLUTIONS
+from vimbench.testing.plot_runs import fig1_rows, write_run
 
 
 def test_fig1_configs_both_runs_deit_twice_into_one_folder(tmp_path):

@@ -14,6 +14,7 @@ from vimbench.measure.rows import identity_row
 from vimbench.measure.store import ResultsStore
 from vimbench.measure.sweep import run_sweep
 from vimbench.results import Run
+from vimbench.testing.executors import RecordingExecutor
 
 
 def _append(run_dir, model: str, size: int, fps: float, samples: int = 5) -> None:
@@ -66,20 +67,8 @@ def test_gate_sees_a_regression_on_a_row_without_newline(cli, tmp_path) -> None:
     assert "2 of 2 compared point(s) regressed" in result.out and "baseline only" not in result.out
 
 
-class _Recorder:
-    def __init__(self) -> None:
-        self.ran: list[tuple[str, int]] = []
-
-    def run(self, points, on_row, skip=None):
-        for point in points:
-            self.ran.append((point.model, point.img_size))
-            row = identity_row(point)
-            row.update(status="ok", throughput=1.0, peak_mem_mib=1.0, peak_mem_source="rss")
-            on_row(point, row)
-
-
-def _resume(run_dir, **changes) -> _Recorder:
-    recorder = _Recorder()
+def _resume(run_dir, **changes) -> RecordingExecutor:
+    recorder = RecordingExecutor()
     config = SweepConfig(models=["vim-t", "deit-t"], resolutions=[32], device="cpu", out_dir=run_dir,
                          plots=False, resume=True, **changes)
     run_sweep(config, recorder, console=Console(file=io.StringIO()))
@@ -105,7 +94,7 @@ def test_bom_is_read_and_appended_to(cli, tmp_path) -> None:
 
 def test_foreign_header_is_refused_before_measuring(tmp_path) -> None:
     (tmp_path / "results.csv").write_text("name,size,fps\nfoo,1,2\n")
-    recorder = _Recorder()
+    recorder = RecordingExecutor()
     config = SweepConfig(models=["deit-t"], resolutions=[32], device="cpu", out_dir=tmp_path, plots=False,
                          resume=True)
     with pytest.raises(ValueError, match=r"does not start with the results\.csv header"):

@@ -17,30 +17,17 @@ import pytest
 from rich.console import Console
 
 from vimbench.measure.plan import Point, SweepConfig
-from vimbench.measure.rows import failure_row, identity_row
+from vimbench.measure.rows import failure_row
 from vimbench.measure.store import ResultsStore
 from vimbench.measure.sweep import default_run_dir, latest_run_dir, run_sweep
+from vimbench.testing.executors import RecordingExecutor
 
 FAST = ["--iters", "1", "--repeats", "1", "--min-time", "0", "--warmup", "0", "--threads", "1", "--no-plots",
         "--device", "cpu"]
 
 
-class Recorder:
-    """An executor that answers every point at once (ok) and records what it was asked to run."""
-
-    def __init__(self) -> None:
-        self.ran: list[tuple[str, int]] = []
-
-    def run(self, points, on_row, skip=None):
-        for point in points:
-            self.ran.append((point.model, point.img_size))
-            row = identity_row(point)
-            row.update(status="ok", throughput=1.0, peak_mem_mib=1.0, peak_mem_source="rss")
-            on_row(point, row)
-
-
-def _sweep(out: Path | None, **changes) -> tuple[Recorder, str]:
-    recorder, console = Recorder(), Console(file=io.StringIO(), width=200)
+def _sweep(out: Path | None, **changes) -> tuple[RecordingExecutor, str]:
+    recorder, console = RecordingExecutor(), Console(file=io.StringIO(), width=200)
     config = SweepConfig(**{"models": ["deit-t"], "resolutions": [32], "device": "cpu", "out_dir": out,
                             "plots": False, **changes})
     run_sweep(config, recorder, console=console)

@@ -3,14 +3,13 @@ forward and gradients, in Triton's interpreter (one subprocess, see test_triton_
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from test_triton_scan import rel_err, run_checks_here, run_interpreter_checks
 from vimbench.kernels import add_rms_norm, add_rms_norm_ref, causal_conv1d_ref, causal_conv1d_silu
 from vimbench.kernels.conv1d import conv_backends
 from vimbench.kernels.rmsnorm import norm_backends
+
+from vimbench.testing.numerics import rel_err, run_checks_here, run_interpreter_checks
 
 CHECKS: dict = {}
 
@@ -79,7 +78,7 @@ CHECKS["norm-fp16-residual-fp16"] = lambda: check_norm(True, False, torch.float1
 
 @pytest.fixture(scope="module")
 def interpreter_results() -> dict[str, str | None]:
-    return run_interpreter_checks(Path(__file__).stem, list(CHECKS))
+    return run_interpreter_checks(__file__, list(CHECKS))
 
 
 @pytest.mark.parametrize("name", list(CHECKS))

@@ -10,13 +10,6 @@ scan (summary, combine, chunk passes) at tiny shapes. Shapes are tiny: the inter
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import traceback
-from pathlib import Path
-
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -31,32 +24,9 @@ from vimbench.kernels import (
 )
 
 from vimbench.profile.flops import scan_flops
+from vimbench.testing.numerics import rel_err, run_checks_here, run_interpreter_checks
 
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
-
-
-def run_interpreter_checks(module: str, names: list[str]) -> dict[str, str | None]:
-    """Run `module._run_checks(names)` in a fresh interpreter-mode Python: {name: None or the failure}."""
-    code = (f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r}); import {module} as m; "
-            f"print('@@' + json.dumps(m._run_checks({names!r})))")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
-    marked = [line for line in proc.stdout.splitlines() if line.startswith("@@")]
-    if not marked:
-        raise RuntimeError(f"interpreter checks crashed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(marked[-1][2:])
-
-
-def run_checks_here(checks: dict, names: list[str]) -> dict[str, str | None]:
-    """Inside the subprocess: each check's traceback, or None if it passed."""
-    results = {}
-    for name in names:
-        try:
-            checks[name]()
-            results[name] = None
-        except Exception:
-            results[name] = traceback.format_exc()
-    return results
 
 
 CHECKS: dict = {}
@@ -83,14 +53,6 @@ class parallel_scan:
 
     def __exit__(self, *exc):
         triton_common.TARGET_WARPS, triton_common.MIN_PARALLEL_CHUNK = self.saved
-
-
-def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
-    """max|x - ref| / max|ref| (NaN anywhere -> inf, so it never passes)."""
-    x, ref = x.double(), ref.double()
-    if not torch.isfinite(x).all():
-        return float("inf")
-    return ((x - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
 
 
 def make_inputs(batch, dim, length, d_state, groups, extras, seed=0, big_decay=False):
@@ -267,7 +229,7 @@ def check_backward_never_reruns_the_forward():
 
 @pytest.fixture(scope="module")
 def interpreter_results() -> dict[str, str | None]:
-    return run_interpreter_checks(Path(__file__).stem, list(CHECKS))
+    return run_interpreter_checks(__file__, list(CHECKS))
 
 
 @pytest.mark.parametrize("name", list(CHECKS))

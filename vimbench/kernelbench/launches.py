@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from vimbench.dtypes import torch_dtypes
+
+DTYPES = torch_dtypes()  # vimbench.dtypes, the one table
 _SHAPE = re.compile(r"^([a-z0-9-]+)@(\d+)(?::b(\d+))?$")
 DEFAULT_BATCH = 128
 

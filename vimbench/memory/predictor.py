@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch._subclasses import FakeTensorMode
 
+from vimbench.dtypes import torch_dtypes
+
 from .allocator import CachingAllocatorModel, round_size
 from .gpu_ops import op_models, upstream_mixer_forward
 from .scan_standin import KERNEL_MODELS, trace_backend
@@ -29,7 +31,7 @@ MIB = 2**20
 GIB = 2**30
 TARGETS = ("cuda", "cpu")
 VIM_VARIANTS = ("ours", "upstream")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = torch_dtypes()  # vimbench.dtypes, the one table
 
 
 @dataclass(frozen=True)
