@@ -193,3 +193,65 @@ def test_paper_speedup_is_one_number_everywhere() -> None:
     assert _paper("vim-t", "deit-t", 1248)["paper_mem_saving_pct"] is None  # DeiT-Ti OOM in Fig. 1
     reverse = _paper("deit-t", "vim-t", 512)["paper_speedup"]
     assert reverse == pytest.approx(1 / paper.paper_speedup(512))
+
+
+# ------------------------------------------------------------------------------------------ typed row
+
+
+def test_result_row_has_a_typed_key_per_column() -> None:
+    from vimbench.results.row import KIND_TYPES, SIDE_KEYS, ResultRow
+
+    hints = ResultRow.__annotations__
+    assert [k for k in hints if k not in SIDE_KEYS] == list(ALL_COLUMNS)
+    assert hints["img_size"] == int | None and hints["throughput"] == float | None
+    assert hints["compile"] == bool | None and hints["model"] == str | None
+    assert all(hints[c] == KIND_TYPES[column(c).kind] | None for c in ALL_COLUMNS)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [({"throughput_img_s": 1.0}, "'throughput_img_s' is not a results.csv column"),
+     ({"img_size": "224"}, r"img_size \(int\) cannot hold '224'"),
+     ({"img_size": 224.5}, r"img_size \(int\) cannot hold 224.5"),
+     ({"throughput": "fast"}, r"throughput \(float\) cannot hold 'fast'"),
+     ({"compile": "false"}, r"compile \(bool\) cannot hold 'false'"),
+     ({"model": 3}, r"model \(text\) cannot hold 3"),
+     ({"throughput_samples": 3.0}, r"throughput_samples \(floats\) cannot hold 3.0"),
+     ({"metric_notes": "x"}, "holds a mapping")],
+)  # fmt: skip
+def test_typed_row_refuses_unknown_columns_and_wrong_kinds(values, message) -> None:
+    from vimbench.results import typed_row
+
+    with pytest.raises(ValueError, match=message) as info:
+        typed_row(values)
+    assert "\n" not in str(info.value)
+
+
+def test_typed_row_keeps_the_csv_text(tmp_path) -> None:
+    import numpy as np
+
+    from vimbench.results import typed_row
+
+    row = _row(throughput=np.float64(123.456789), params=np.int64(7_000_000), tokens=197.0,
+               peak_mem_mib=1_000_000, noisy=np.bool_(False), metric_notes={"energy_per_image": "no RAPL"})
+    typed = typed_row(row)
+    assert type(typed["throughput"]) is float and type(typed["params"]) is int and typed["tokens"] == 197
+    assert type(typed["peak_mem_mib"]) is int  # an int stays an int: "1000000", not "1e+06"
+    plain, checked = ResultsStore(tmp_path / "plain"), ResultsStore(tmp_path / "typed")
+    plain.append({k: v for k, v in row.items() if k != "metric_notes"})
+    checked.append(typed)
+    assert checked.csv_path.read_text() == plain.csv_path.read_text()
+    assert ",1000000," in checked.csv_path.read_text()
+
+
+@pytest.mark.parametrize("run_dir",
+                         ["amd-epyc-2core-fig1", "xeon-2core-avx2-fig1", "xeon-2core-avx2-e2e-1thread"])
+def test_parsed_rows_give_back_every_cell_of_the_committed_runs(run_dir) -> None:
+    run = Run.load(REPO / "results" / "cpu" / run_dir)
+    typed = run.rows()
+    assert len(typed) == len(run.text_table)
+    for text, row in zip(run.text_table.to_dict("records"), typed, strict=True):
+        assert {c: cell_text(row[c]) for c in text} == text
+    first = typed[0]
+    assert isinstance(first["img_size"], int) and isinstance(first["throughput"], float)
+    assert first["compile"] is False and isinstance(first["throughput_samples"], list)

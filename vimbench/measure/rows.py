@@ -6,6 +6,8 @@ import socket
 from datetime import UTC, datetime
 from typing import Any
 
+from vimbench.results import ResultRow, typed_row
+
 from .plan import Point
 
 _ERROR_CHARS = 500
@@ -31,7 +33,7 @@ def precision_mode(point: Point) -> str:
     return "cast" if point.mode == "infer" else "autocast"
 
 
-def identity_row(point: Point) -> dict[str, Any]:
+def identity_row(point: Point) -> ResultRow:
     """The columns that say what was measured, computed the same way in the parent and the worker."""
     import torch
 
@@ -48,7 +50,7 @@ def identity_row(point: Point) -> dict[str, Any]:
         device = describe_device(point.device)
     except Exception:
         device = {"name": "", "uuid": ""}
-    return {
+    return typed_row({
         "model": spec.name,
         "family": spec.family,
         "img_size": point.img_size,
@@ -71,10 +73,10 @@ def identity_row(point: Point) -> dict[str, Any]:
         "precision": precision_mode(point),
         "torch_version": torch.__version__,
         "cpu_capability": cpu_capability(),  # SIMD level of torch's CPU kernels and the cpu scan build
-    }
+    })
 
 
-def failure_row(point: Point, status: str, error: str, **extra: Any) -> dict[str, Any]:
-    row = identity_row(point)
+def failure_row(point: Point, status: str, error: str, **extra: Any) -> ResultRow:
+    row: dict[str, Any] = dict(identity_row(point))
     row.update(status=status, error=" ".join(str(error).split())[:_ERROR_CHARS], timestamp=now_utc(), **extra)
-    return row
+    return typed_row(row)

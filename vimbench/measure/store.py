@@ -26,7 +26,9 @@ from vimbench.results import (
     RESULTS_FILE,
     RUN_FILE,
     SCHEMA_VERSION,
+    ResultRow,
     cell_text,
+    parse_row,
     point_key,
     read_run_json,
 )
@@ -146,6 +148,10 @@ class ResultsStore:
                 raise bad_row_error(self.csv_path, reader.line_num, problem)
             rows.append(dict(record))
         return rows
+
+    def typed_rows(self) -> list[ResultRow]:
+        """Every complete row as a ResultRow (vimbench.results.parse_row: typed, empty cells None)."""
+        return [parse_row(r) for r in self.rows()]
 
     def done_keys(self, statuses: Sequence[str] | None = None) -> set[tuple[str, ...]]:
         """schema.point_key of every recorded row (optionally only rows with one of `statuses`)."""

@@ -32,7 +32,7 @@ from rich.table import Table
 from vimbench.console import wide_console
 from vimbench.metrics import TableColumn, all_metrics, describe_metrics
 from vimbench.metrics.timing_stats import NOISE_RULE
-from vimbench.results import OPTION_SHORT, option_names, point_key
+from vimbench.results import OPTION_SHORT, ResultRow, option_names, point_key
 
 from .executors import Executor, LocalExecutor, OomSkipper, distinct_devices
 from .plan import Point, SweepConfig, build_plan, config_to_json, validate_config
@@ -231,7 +231,7 @@ def _run_meta(config: SweepConfig, points: list[Point]) -> dict[str, Any]:
     }
 
 
-def _kept_on_resume(row: dict[str, Any], timeout_s: float) -> bool:
+def _kept_on_resume(row: ResultRow, timeout_s: float) -> bool:
     """Is a recorded row final? A lost worker (error) is measured again, and so is a timeout when this run
     allows more time than that row had (its duration_s is the old --timeout plus the kill)."""
     status = row.get("status")
@@ -239,8 +239,8 @@ def _kept_on_resume(row: dict[str, Any], timeout_s: float) -> bool:
         return False
     if status == "timeout":
         try:
-            return float(row.get("duration_s") or 0.0) >= timeout_s
-        except ValueError:
+            return (row.get("duration_s") or 0.0) >= timeout_s
+        except TypeError:  # not a number (a hand-edited file): measure it again
             return False
     return True
 
@@ -285,7 +285,7 @@ def _run_sweep(
         )
     held.enter_context(hold_run_folder(config.out_dir))
     store.check_header()
-    recorded = store.rows() if store.csv_path.is_file() else []
+    recorded = store.typed_rows() if store.csv_path.is_file() else []
     if recorded and not config.resume:
         raise ValueError(
             f"{config.out_dir} already holds results; add --resume to continue it or pick another --out"
@@ -399,12 +399,12 @@ def _collect_notes(meta: dict[str, Any], row: dict[str, Any]) -> None:
 
 
 def _summary(console: Console, store: ResultsStore, run_dir: Path, wall_s: float) -> None:
-    rows = store.rows()
+    rows = store.typed_rows()
     model_order = {m: i for i, m in enumerate(dict.fromkeys(r.get("model", "") for r in rows))}
-    rows.sort(key=lambda r: (model_order[r.get("model", "")], int(r.get("img_size") or 0)))
+    rows.sort(key=lambda r: (model_order[r.get("model", "")], r.get("img_size") or 0))
     wide_console(console).print(results_table(rows, title=f"summary: {run_dir}"))
     counts = Counter(r.get("status", "") for r in rows)
-    noisy = sum(1 for r in rows if r.get("noisy") == "true")
+    noisy = sum(1 for r in rows if r.get("noisy") is True)
     parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     console.print(
         f"{len(rows)} points ({parts}); {noisy} noisy (IQR > 10% of median); this run took {wall_s:.1f} s",

@@ -26,6 +26,7 @@ from typing import Any
 
 from vimbench.dtypes import torch_dtype
 from vimbench.metrics import Collector, MetricContext, all_metrics
+from vimbench.results import ResultRow, typed_row
 
 from .plan import Point
 from .rows import failure_row, identity_row, now_utc, resolved_options
@@ -171,7 +172,7 @@ def _gflops(point: Point) -> float | None:
         return None
 
 
-def measure_point(point: Point, hooks: Callable[[Point], None] | None = None) -> dict[str, Any]:
+def measure_point(point: Point, hooks: Callable[[Point], None] | None = None) -> ResultRow:
     """One full row for `point`; OOM and exceptions become rows (status oom / error), a size the model cannot
     run a `skipped` row; never raises."""
     import torch
@@ -220,7 +221,10 @@ def measure_point(point: Point, hooks: Callable[[Point], None] | None = None) ->
         row = failure_row(point, "oom" if oom else "error", message, threads=row["threads"], **extra)
     row["timestamp"] = now_utc()
     row["duration_s"] = time.perf_counter() - started
-    return row
+    try:
+        return typed_row(row)  # every key a column of the spec, every value of its kind
+    except ValueError as exc:  # a collector's bug: the point becomes an error row that says so
+        return failure_row(point, "error", f"bad results row: {exc}", duration_s=row["duration_s"])
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from .columns import (
 from .csvtext import complete_text
 from .devices import distinct_devices, require_one_device
 from .ratios import saving_pct, speedup
+from .row import ResultRow, parse_row, typed_row
 from .run import RESULTS_FILE, RUN_FILE, ResultsError, Run, RunMetaError, read_run_json
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "RUN_FILE",
     "SCHEMA_VERSION",
     "STATUSES",
+    "ResultRow",
     "ResultsError",
     "Run",
     "RunMetaError",
@@ -48,10 +50,12 @@ __all__ = [
     "number",
     "numeric_columns",
     "option_names",
+    "parse_row",
     "point_key",
     "read_run_json",
     "require_one_device",
     "row_options",
     "saving_pct",
     "speedup",
+    "typed_row",
 ]

@@ -27,6 +27,7 @@ from .columns import (
     numeric_columns,
 )
 from .csvtext import bad_row_error, complete_text, row_problem
+from .row import ResultRow, parse_row
 
 RESULTS_FILE = "results.csv"
 RUN_FILE = "run.json"
@@ -206,9 +207,10 @@ class Run:
     def device_names(self) -> list[str]:
         return sorted({d for d in self.results["device_name"] if d})
 
-    def rows(self) -> list[dict[str, Any]]:
-        """Every row (file order) as a typed dict."""
-        return self.table.to_dict("records")
+    def rows(self) -> list[ResultRow]:
+        """Every row (file order) as a ResultRow (typed by the column spec; empty cells None)."""
+        text = self.text_table if self.text_table is not None else self.table
+        return [parse_row(r) for r in text.to_dict("records")]
 
 
 __all__ = ["POINT_KEY", "RESULTS_FILE", "RUN_FILE", "ResultsError", "Run", "RunMetaError"]
