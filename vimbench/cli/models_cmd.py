@@ -89,7 +89,8 @@ def _print_families(fmt: Format) -> None:
     if fmt is Format.json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title="model families (a family's options apply to its models only; others write '-')")
+    table = Table(title="model families (a family's options apply to its models only; other models write "
+                        "'-' or nothing)")
     for col in ("family", "models", "names", "cls token", "options"):
         table.add_column(col)
     for r in rows:
