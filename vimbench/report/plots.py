@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from vimbench.metrics import Metric, all_metrics
+from vimbench.results import option_names
 
 from . import paper as fig1_paper
 from .plot_parts import (
@@ -272,7 +273,7 @@ def _draw_speedup(runs: list[Run], paper_overlay: bool) -> Figure | None:
     ax.set_ylabel("speedup: Vim throughput / DeiT throughput (x)")
     resolution_axes(ax, runs, fig1_paper.MEASURED_RESOLUTIONS if paper_overlay else ())
     common = [
-        k for k in CONFIG_KEYS if k not in varying and k not in ("model", "attn_backend", "scan_backend")
+        k for k in CONFIG_KEYS if k not in varying and k not in ("model", *option_names())
     ]
     ax.set_title(
         title("Vim speedup over DeiT at the same resolution (>1: Vim faster)", [pairs[0][1].vim], common),
