@@ -288,7 +288,8 @@ class TimmFamily(ModelFamily):
         return {"attn_backend": attn, "timm_kwargs": values["timm_kwargs"]}
 
     def _kwargs(self, options: Options | None) -> str:
-        return self.option_values(options)["timm_kwargs"]
+        """The canonical timm kwargs of `options` (the other options, resolved or not, play no part)."""
+        return normalize_timm_kwargs(str((options or {}).get("timm_kwargs", "")))
 
     # resolutions: any size is valid input; what a model cannot run becomes a skipped row
     def tokens(self, spec: ModelSpec, img_size: int, options: Options | None = None) -> int:
