@@ -166,3 +166,15 @@ def test_selectors_can_split_any_knob(cli, tmp_path: Path) -> None:
     [check] = report["ratios"]
     assert code == 0 and check["ratio"] == pytest.approx(1.5, rel=0.03)
     assert check["context"].startswith("b4/2 fp32 infer cpu")
+
+
+def test_timm_model_names_parse_and_gate(cli, tmp_path: Path) -> None:
+    """`timm:NAME` sides: the colon is part of the model name; no timm import is needed to gate its rows."""
+    gate = parse_ratio_gate("vim-t[scan=cpu]/timm:convnext_tiny[attn=-]@224>=0.5")
+    assert (gate.den.model, gate.den.selectors) == ("timm:convnext_tiny", {"attn_backend": "-"})
+    timm_row = _cpu("deit-t", 224, wobble(20, seed=7), attn="-")
+    timm_row.update(model="timm:convnext_tiny", family="timm")
+    run = write_run(tmp_path / "run", [_cpu("vim-t", 224, wobble(40, seed=1), scan="cpu"), timm_row])
+    code, report, _ = ratio_report(cli, tmp_path, "--current", run,
+                                   "--ratio", "vim-t/timm:convnext_tiny@224>=1.5")
+    assert code == 0 and [r["ratio"] for r in report["ratios"]] == [pytest.approx(2, rel=0.05)]

@@ -43,12 +43,13 @@ BOUND_CONFIDENCE = 1 - 2 * BOUND_MISS_PER_SIDE
 _CONTEXT = ("batch_size", "dtype", "mode", "compile", "channels_last", "device_kind", *option_names())
 _OOM = ("oom", "skipped-oom")
 
-_SIDE = r"[A-Za-z0-9_.\-]+(?:\[[^\]]*\])?"
+_MODEL = r"[A-Za-z0-9_.:\-]+"  # vim-t, timm:vit_small_patch16_224
+_SIDE = rf"{_MODEL}(?:\[[^\]]*\])?"
 _GATE_RE = re.compile(
     rf"^\s*(?P<num>{_SIDE})\s*/\s*(?P<den>{_SIDE})\s*@\s*(?P<res>\d+)\s*(?:px)?\s*"
     r"(?P<op>>=|<=|>|<)\s*(?P<value>[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*$"
 )
-_SIDE_RE = re.compile(r"^(?P<model>[A-Za-z0-9_.\-]+)(?:\[(?P<sel>[^\]]*)\])?$")
+_SIDE_RE = re.compile(rf"^(?P<model>{_MODEL})(?:\[(?P<sel>[^\]]*)\])?$")
 
 
 @dataclass(frozen=True)
