@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from rich.console import Console
 
@@ -49,6 +50,7 @@ def test_second_sweep_on_a_live_run_folder_is_refused_then_allowed_after_a_kill(
          "--timeout", "300", *FAST],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
+    workers: list[psutil.Process] = []
     try:
         _wait_for(lambda: (out / "run.json").is_file())  # written under the lock, before measuring
         second = cli(["sweep", "-m", "deit-t", "--res", "32", "--out", out, "--resume", *FAST])
@@ -56,9 +58,13 @@ def test_second_sweep_on_a_live_run_folder_is_refused_then_allowed_after_a_kill(
         assert f"being written by another sweep (pid {first.pid}" in second.err
         assert len(second.err.strip().splitlines()) == 1 and "Traceback" not in second.err
         assert not (out / "results.csv").exists()
+        _wait_for(lambda: workers.extend(psutil.Process(first.pid).children()) or workers)
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # kill -9 the sweep: the kernel drops its lock
         first.wait(30)
+    # the hung worker runs in its own session; it must die with its sweep, not sleep on as an orphan
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, f"worker(s) outlived their killed sweep: {[p.pid for p in alive]}"
     recorder, _ = _sweep(out, resume=True)
     assert recorder.ran == [("deit-t", 32)]
     assert [r["status"] for r in ResultsStore(out).rows()] == ["ok"]
@@ -166,3 +172,14 @@ def test_the_engine_refuses_a_file_or_an_impossible_run_folder(tmp_path) -> None
     with pytest.raises(ValueError, match="cannot create run folder"):
         _sweep(a_file / "sub")
     assert a_file.read_text() == "keep me\n"
+
+
+def test_a_worker_whose_sweep_is_already_gone_exits_at_once() -> None:
+    """The sweep can die while its worker is still importing, before the worker asks to die with it: the
+    worker compares its parent with the pid the sweep gave it and exits instead of measuring as an orphan."""
+    # pid 1 is not this worker's parent; unchecked, the worker would measure the point and hang in it
+    env = {**os.environ, "VIMBENCH_WORKER_PARENT_PID": "1", "VIMBENCH_SIMULATE_HANG_AT": "32"}
+    point = Point("deit-t", 32, warmup=1, iters=1, min_time_s=0.0, repeats=1, threads=1)
+    proc = subprocess.run([sys.executable, "-m", "vimbench.measure.worker"], env=env, input=point.to_json(),
+                          capture_output=True, text=True, timeout=90)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", "")

@@ -78,12 +78,13 @@ def main() -> int:
 
 def _die_with_parent() -> None:
     """Workers run in their own session; if the sweep is killed, a worker must not keep holding a GPU."""
-    parent = os.getppid()
+    spawner = _env_int("VIMBENCH_WORKER_PARENT_PID")  # set by run_point_subprocess
+    parent = os.getppid() if spawner is None else spawner
     with contextlib.suppress(Exception):
         import ctypes
 
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
-    if os.getppid() != parent:  # the parent died before the request took effect
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG (Linux)
+    if os.getppid() != parent:  # the sweep died before the request took effect (even before we started)
         sys.exit(1)
 
 

@@ -21,6 +21,8 @@ from ..rows import failure_row, now_utc
 from .base import OnRow, SkipCheck
 
 WORKER_MODULE = "vimbench.measure.worker"
+# The spawning pid, so a worker whose sweep died before the worker could ask to die with it exits at once.
+PARENT_PID_ENV = "VIMBENCH_WORKER_PARENT_PID"
 
 
 class LocalExecutor:
@@ -78,7 +80,7 @@ def run_point_subprocess(point: Point, env: Mapping[str, str] | None = None) -> 
     `env` adds to (overrides) this process's environment. Hangs past point.timeout_s are killed (the whole
     process group, compile workers included) and become `timeout` rows; crashes and signal kills `error`.
     """
-    full_env = {**os.environ, **(env or {})}
+    full_env = {**os.environ, **(env or {}), PARENT_PID_ENV: str(os.getpid())}
     cmd = [sys.executable, "-m", WORKER_MODULE]
     start = time.perf_counter()
     proc = subprocess.Popen(
