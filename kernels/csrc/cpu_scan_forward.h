@@ -80,10 +80,12 @@ void scan_tile_block(const ScanInputs<T>& in, const T* B_row, const T* C_row, Ti
   }
 }
 
-// channels [e0, e0 + lanes) of batch b, all in one group
+// channels [e0, e0 + lanes) of batch b, all in one group. last_state may be null. With `accumulate`, the
+// tile's (gated) output is added to what `out` holds and the sum multiplied by `scale`: the second direction
+// of a bidirectional call, with the same arithmetic as adding two separate outputs.
 template <typename T>
 void forward_tile(const ScanInputs<T>& in, int64_t b, int64_t e0, int64_t lanes, TileScratch<T>& s, T* out,
-                  T* last_state) {
+                  T* last_state, bool accumulate = false, T scale = T(1)) {
   constexpr int64_t W = kLanes<T>;
   const int64_t length = in.length, nstate = in.nstate;
   const int64_t g = in.group_of(e0);
@@ -118,16 +120,25 @@ void forward_tile(const ScanInputs<T>& in, int64_t b, int64_t e0, int64_t lanes,
       const T D = in.D ? in.D[e] : T(0);
       const T* u = s.u + w * kTimeBlock;
       T* dst = out + (b * in.dim + e) * length + t0;
-      for (int64_t t = 0; t < count; ++t) dst[t] = s.y[t * W + w] + D * u[t];
+      T* row = accumulate ? s.dtu_row : dst;  // dtu_row is free once the tile is scanned
+      for (int64_t t = 0; t < count; ++t) row[t] = s.y[t * W + w] + D * u[t];
       if (in.z.data) {
         in.z.load_range(b, e, t0, t1, s.dt_row);
         silu_row(s.dt_row, count, s.gate, static_cast<T*>(nullptr));
         for_each_vector<T>(count, [&](int64_t t, int64_t n) {
-          (Vec<T>::loadu(dst + t, n) * Vec<T>::loadu(s.gate + t, n)).store(dst + t, n);
+          (Vec<T>::loadu(row + t, n) * Vec<T>::loadu(s.gate + t, n)).store(row + t, n);
+        });
+      }
+      if (accumulate) {
+        const Vec<T> factor(scale);
+        for_each_vector<T>(count, [&](int64_t t, int64_t n) {
+          const Vec<T> sum = Vec<T>::loadu(dst + t, n) + Vec<T>::loadu(row + t, n);
+          (scale == T(1) ? sum : sum * factor).store(dst + t, n);
         });
       }
     }
   }
+  if (!last_state) return;
   for (int64_t w = 0; w < lanes; ++w) {
     T* dst = last_state + (b * in.dim + e0 + w) * nstate;
     for (int64_t n = 0; n < nstate; ++n) dst[n] = s.state[n * W + w];
@@ -147,6 +158,27 @@ void forward_impl(const ScanInputs<T>& in, T* out, T* last_state) {
         const int64_t b = bg / in.groups, g = bg % in.groups;
         const int64_t e0 = g * per_group + k * W;
         forward_tile(in, b, e0, std::min(W, g * per_group + per_group - e0), scratch, out, last_state);
+      });
+}
+
+// Both directions of a Vim mixer in one parallel region (inference): per tile the forward direction writes
+// its gated output, the reverse one adds its own and scales the sum, so no second pass over `out`.
+// fwd and bwd have the same shape and groups; no last states.
+template <typename T>
+void bidirectional_forward_impl(const ScanInputs<T>& fwd, const ScanInputs<T>& bwd, T scale, T* out) {
+  constexpr int64_t W = kLanes<T>;
+  const int64_t per_group = fwd.dim / fwd.groups;
+  const int64_t tiles_per_group = (per_group + W - 1) / W;
+  const int64_t tiles = fwd.batch * fwd.groups * tiles_per_group;
+  parallel_dynamic(
+      tiles, 1, [&] { return TileScratch<T>(fwd.nstate); },
+      [&](TileScratch<T>& scratch, int64_t tile, int64_t) {
+        const int64_t bg = tile / tiles_per_group, k = tile % tiles_per_group;
+        const int64_t b = bg / fwd.groups, g = bg % fwd.groups;
+        const int64_t e0 = g * per_group + k * W;
+        const int64_t lanes = std::min(W, g * per_group + per_group - e0);
+        forward_tile(fwd, b, e0, lanes, scratch, out, static_cast<T*>(nullptr));
+        forward_tile(bwd, b, e0, lanes, scratch, out, static_cast<T*>(nullptr), true, scale);
       });
 }
 
