@@ -27,28 +27,45 @@ struct Conv1dJob {
   T* out = nullptr;           // (batch, dim, length) contiguous
 };
 
-// rows [begin, end) of batch * dim; `padded` holds length + 2 * width values
+// one row's conv, no activation: kK > 0 fixes the width at compile time (the tap loop unrolls)
+template <typename T, int kK>
+inline void conv_row(const T* padded, const T* w, int64_t width, bool reverse, T bias, int64_t length, T* dst) {
+  const int64_t k = kK > 0 ? kK : width;
+  for_each_vector<T>(length, [&](int64_t t, int64_t m) {
+    Vec<T> acc(bias);
+    for (int64_t j = 0; j < k; ++j) {
+      acc = fmadd(Vec<T>(reverse ? w[k - 1 - j] : w[j]), Vec<T>::loadu(padded + t + j, m), acc);
+    }
+    acc.store(dst + t, m);
+  });
+}
+
+// rows [begin, end) of batch * dim; `padded` holds length + 2 * width values. Two passes per row (taps,
+// then SiLU in place): each is a loop of independent vectors the core overlaps, where one fused loop
+// chained the taps, the exp and the division of every vector.
 template <typename T>
 void conv1d_silu_rows(const Conv1dJob<T>& job, int64_t begin, int64_t end, T* padded) {
   const int64_t length = job.length, width = job.width;
   std::fill(padded, padded + length + 2 * width, T(0));
   T* row = padded + (job.reverse ? 0 : width - 1);  // causal: K-1 zeros in front; reverse: behind
-  const Vec<T> one(T(1));
+  const Vec<T> one(T(1)), zero(T(0));
   for (int64_t r = begin; r < end; ++r) {
     const int64_t b = r / job.dim, e = r % job.dim;
     job.x.load_range(b, e, 0, length, row);
     const T* w = job.weight + e * width;
-    const Vec<T> b0(job.bias ? job.bias[e] : T(0));
+    const T bias = job.bias ? job.bias[e] : T(0);
     T* dst = job.out + r * length;
-    for_each_vector<T>(length, [&](int64_t t, int64_t m) {
-      Vec<T> acc = b0;
-      for (int64_t j = 0; j < width; ++j) {
-        const T wj = job.reverse ? w[width - 1 - j] : w[j];
-        acc = fmadd(Vec<T>(wj), Vec<T>::loadu(padded + t + j, m), acc);
-      }
-      if (job.activation) acc = acc / (one + exp_fast(Vec<T>(T(0)) - acc));
-      acc.store(dst + t, m);
-    });
+    if (width == 4) {
+      conv_row<T, 4>(padded, w, width, job.reverse, bias, length, dst);
+    } else {
+      conv_row<T, 0>(padded, w, width, job.reverse, bias, length, dst);
+    }
+    if (job.activation) {
+      for_each_vector<T>(length, [&](int64_t t, int64_t m) {
+        const Vec<T> v = Vec<T>::loadu(dst + t, m);
+        (v / (one + exp_fast(zero - v))).store(dst + t, m);
+      });
+    }
   }
 }
 
