@@ -101,3 +101,14 @@ def test_bad_weights_raise_one_error(built):
     with torch.no_grad(), pytest.raises(RuntimeError, match="7 weights per direction"):
         cpu_block.vim_block_cpu(hidden, None, block.norm.weight, 1e-5, mixer.in_proj.weight,
                                 mixer.out_proj.weight, fwd, fwd[:3], mixer.dt_rank)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_torch_compile_traces_the_cpu_ops(built):
+    """The C++ ops have fake kernels: torch.compile traces the fused block (CPU Vim failed to before)."""
+    block = _block(32)
+    hidden = torch.randn(1, 9, 32)
+    with torch.inference_mode():
+        ref = block(hidden, None)
+        compiled = torch.compile(block, fullgraph=True)(hidden, None)
+    torch.testing.assert_close(compiled, ref, rtol=0, atol=0)
