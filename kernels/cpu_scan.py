@@ -86,6 +86,27 @@ def _compile() -> None:
     )
     if not hasattr(torch.ops.vimbench_cpu_scan, "fwd"):
         raise RuntimeError("extension built but did not register torch.ops.vimbench_cpu_scan")
+    _register_fakes()
+
+
+def _register_fakes() -> None:
+    """Output shapes of the ops that return tensors, so torch.compile can trace a model that calls them."""
+    if getattr(_register_fakes, "done", False):
+        return
+    _register_fakes.done = True
+
+    def vim_block(hidden, residual, norm_weight, eps, in_proj, out_proj, fwd, bwd, dt_rank):
+        return hidden.new_empty((*hidden.shape[:2], out_proj.shape[0])), hidden.new_empty(hidden.shape)
+
+    def writes_its_outputs(*args):  # conv1d_silu, add_rms_norm: results go to the out tensors given
+        return None
+
+    fakes = {"vim_block": vim_block, "conv1d_silu": writes_its_outputs, "add_rms_norm": writes_its_outputs}
+    for name, fake in fakes.items():
+        try:
+            torch.library.register_fake(f"vimbench_cpu_scan::{name}", fake)
+        except Exception as exc:  # only torch.compile needs them: never fail the build over one
+            log.debug("no fake kernel for %s: %s", name, exc)
 
 
 def build_flavour() -> tuple[str, list[str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from vimbench.report.markdown import fmt_num, md_table, write_run_report
-from vimbench.testing.plot_runs import fig1_rows, make_row, write_run
+from vimbench.testing.plot_runs import FAKE_ENV, fig1_rows, make_row, write_run
 
 
 def _links(markdown: str) -> list[str]:
@@ -37,6 +37,16 @@ def test_report_of_a_run_with_failures(tmp_path):
     links = _links(text)
     assert links == ["throughput.png", "memory.png", "speedup.png"]
     assert all((run / link).stat().st_size > 10_000 for link in links)
+
+
+def test_report_environment_names_the_simd_level(tmp_path):
+    flags = {"avx2": True, "fma": True, "avx512f": False}
+    env = {**FAKE_ENV, "cpu_capability": "AVX2", "cpu_simd_flags": flags}
+    meta = {"argv": ["vimbench", "sweep"], "config": {}, "environment": env}
+    run = write_run(tmp_path / "run", [make_row("vim-t", 224, "ok", 5.0, 300.0)], meta=meta)
+    text = write_run_report(run).read_text()
+    assert "| cpu_capability | AVX2 |" in text
+    assert "| cpu_simd_flags | avx2=True, fma=True, avx512f=False |" in text
 
 
 def test_report_elsewhere_links_back_and_tolerates_missing_run_json(cli, tmp_path):

@@ -1,7 +1,8 @@
 // Selective scan (Mamba-1 semantics, plus reverse=True) on CPU: forward and backward.
 //
 // Built on first use by vimbench/kernels/cpu_scan.py with torch.utils.cpp_extension.load; registers the ops
-// torch.ops.vimbench_cpu_scan.fwd / .bwd, .conv1d_silu / .add_rms_norm (cpu_scan_block_ops.h), and
+// torch.ops.vimbench_cpu_scan.fwd / .bwd, .conv1d_silu / .add_rms_norm (cpu_scan_block_ops.h), .vim_block
+// (a whole Vim block for inference, cpu_scan_vim_block.h), and
 // .isa / .float_lanes (what the build vectorises for). The
 // Python side prepares the inputs: everything in one compute dtype (float or double), B and C laid out as
 // (batch, groups, L, N) with unit N-stride so the state update is a contiguous vector op; u, delta, z, dout
@@ -28,6 +29,7 @@
 #include "cpu_scan_backward.h"
 #include "cpu_scan_block_ops.h"
 #include "cpu_scan_forward.h"
+#include "cpu_scan_vim_block.h"
 
 namespace vimbench_cpu_scan {
 
@@ -101,10 +103,18 @@ void conv1d_silu(const at::Tensor& x, const at::Tensor& weight, const std::optio
               "conv1d_silu: x (batch, dim, L), contiguous weight (dim, K)");
   const int64_t batch = x.size(0), dim = x.size(1), length = x.size(2);
   check_output(out, at::kFloat, {batch, dim, length}, "out");
-  const float* b = vector_or_null<float>(bias, dim, "bias");
-  const Strided3<float> xs{x.const_data_ptr<float>(), x.stride(0), x.stride(1), x.stride(2)};
-  conv1d_silu_impl<float>(xs, batch, dim, length, weight.const_data_ptr<float>(), weight.size(1), b, reverse,
-                          activation, out.data_ptr<float>());
+  Conv1dJob<float> job;
+  job.x = {x.const_data_ptr<float>(), x.stride(0), x.stride(1), x.stride(2)};
+  job.batch = batch;
+  job.dim = dim;
+  job.length = length;
+  job.width = weight.size(1);
+  job.weight = weight.const_data_ptr<float>();
+  job.bias = vector_or_null<float>(bias, dim, "bias");
+  job.reverse = reverse;
+  job.activation = activation;
+  job.out = out.data_ptr<float>();
+  conv1d_silu_jobs(&job, 1);
 }
 
 void add_rms_norm(const at::Tensor& x, const std::optional<at::Tensor>& residual, const at::Tensor& weight,
@@ -128,10 +138,11 @@ int64_t float_lanes() { return Vec<float>::size(); }
 TORCH_LIBRARY(vimbench_cpu_scan, m) {
   m.def("isa() -> str", &vimbench_cpu_scan::isa);
   m.def("float_lanes() -> int", &vimbench_cpu_scan::float_lanes);
-  m.def("conv1d_silu(Tensor x, Tensor weight, Tensor? bias, bool reverse, bool activation, Tensor(a!) out) -> ()",
-        &vimbench_cpu_scan::conv1d_silu);
-  m.def("add_rms_norm(Tensor x, Tensor? residual, Tensor weight, float eps, Tensor(a!) out, Tensor(b!) res) -> ()",
-        &vimbench_cpu_scan::add_rms_norm);
+  m.def("conv1d_silu(Tensor x, Tensor weight, Tensor? bias, bool reverse, bool activation, Tensor(a!) out) -> ()");
+  m.def(
+      "vim_block(Tensor hidden, Tensor? residual, Tensor norm_weight, float eps, Tensor in_proj, "
+      "Tensor out_proj, Tensor[] fwd, Tensor[] bwd, int dt_rank) -> (Tensor, Tensor)");
+  m.def("add_rms_norm(Tensor x, Tensor? residual, Tensor weight, float eps, Tensor(a!) out, Tensor(b!) res) -> ()");
   m.def(
       "fwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
       "bool delta_softplus, bool reverse, Tensor(a!) out, Tensor(b!) last_state) -> ()",
@@ -142,4 +153,11 @@ TORCH_LIBRARY(vimbench_cpu_scan, m) {
       "Tensor(b!) ddelta, Tensor(c!) dA, Tensor(d!) dB, Tensor(e!) dC, Tensor(f!) dD, Tensor(g!) dz, "
       "Tensor(h!) dbias) -> ()",
       &vimbench_cpu_scan::scan_bwd);
+}
+
+// CPU kernels (not catch-alls) so the Python side can give torch.compile their output shapes (register_fake)
+TORCH_LIBRARY_IMPL(vimbench_cpu_scan, CPU, m) {
+  m.impl("vim_block", &vimbench_cpu_scan::vim_block);
+  m.impl("conv1d_silu", &vimbench_cpu_scan::conv1d_silu);
+  m.impl("add_rms_norm", &vimbench_cpu_scan::add_rms_norm);
 }

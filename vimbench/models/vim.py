@@ -24,6 +24,7 @@ from vimbench.kernels import (
     bidirectional_selective_scan,
     causal_conv1d_silu,
 )
+from vimbench.kernels.cpu_block import vim_block_cpu, vim_block_cpu_ready
 from vimbench.layers import add_patch_tokens, init_linear_conv, trunc_normal_
 
 
@@ -146,6 +147,18 @@ class VimBlock(ScopedKernels, nn.Module):
         self.norm = RMSNorm(cfg.embed_dim, cfg.norm_eps)
 
     def forward(self, hidden: Tensor, residual: Tensor | None) -> tuple[Tensor, Tensor]:
+        mixer = self.mixer
+        if vim_block_cpu_ready(hidden, mixer.A_log, mixer.scan_backend):
+            # CPU inference: the same computation in one C++ call (vimbench.kernels.cpu_block)
+            return vim_block_cpu(
+                hidden, residual, self.norm.weight, self.norm.eps,
+                mixer.in_proj.weight, mixer.out_proj.weight,
+                [mixer.conv1d.weight, mixer.conv1d.bias, mixer.x_proj.weight, mixer.dt_proj.weight,
+                 mixer.dt_proj.bias, mixer.A_log, mixer.D],
+                [mixer.conv1d_b.weight, mixer.conv1d_b.bias, mixer.x_proj_b.weight, mixer.dt_proj_b.weight,
+                 mixer.dt_proj_b.bias, mixer.A_b_log, mixer.D_b],
+                mixer.dt_rank,
+            )  # fmt: skip
         with self._kernel("norm"):
             normed, residual = add_rms_norm(hidden, residual, self.norm.weight, self.norm.eps)
         return self.mixer(normed), residual

@@ -358,6 +358,7 @@ def settings_table(run: Run, vims: list[Line], deits: list[Line]) -> str:
         ("float32 matmul precision", precision.get("float32_matmul_precision", "not recorded")),
         ("cudnn.benchmark", precision.get("cudnn_benchmark", "not recorded")),
         ("CPU threads per worker", _values(run, "threads")),
+        ("CPU SIMD level (torch capability)", _values(run, "cpu_capability")),
         ("warmup / iters / repeats / min time s", " / ".join(_values(run, c) for c in
                                                            ("warmup", "iters", "repeats", "min_time_s"))),
         ("memory source", _values(run, "peak_mem_source")),

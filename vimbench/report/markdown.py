@@ -22,7 +22,7 @@ from .runs import MEMORY_SOURCES, Line, Pair, Run, describe, lines, vim_deit_pai
 REPORT_NAME = "run-report.md"  # report.md in a fig1 run is the reproduction report: never clobber it
 _ENV_KEYS = (
     "host", "platform", "python", "torch", "triton", "cuda_runtime", "cudnn", "nvidia_driver",
-    "cuda_visible_devices", "cpu", "cpu_count", "torch_threads",
+    "cuda_visible_devices", "cpu", "cpu_count", "cpu_capability", "cpu_simd_flags", "torch_threads",
 )  # fmt: skip
 
 
