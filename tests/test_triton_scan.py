@@ -5,7 +5,8 @@ On CPU they run in Triton's interpreter. Triton decides at import time whether i
 (tl.sum, tl.sigmoid) are interpretable, so TRITON_INTERPRET=1 must be set before triton is imported: the
 checks run in ONE subprocess started with it (nothing leaks into other test files), each reported as its own
 test. The chunk is shrunk to 8 so L=33 crosses chunk boundaries; "parallel" cases force the chunk-parallel
-scan (summary, combine, chunk passes) at tiny shapes. Shapes are tiny: the interpreter is slow.
+scan (summary, combine, span passes; forward and backward) at tiny shapes. Shapes are tiny: the interpreter
+is slow.
 """
 
 from __future__ import annotations
@@ -75,14 +76,15 @@ def _run_checks(names: list[str]) -> dict[str, str | None]:
 
 
 class parallel_scan:
-    """Force the chunk-parallel path at tiny shapes (chunks of 4 positions), restoring the config after."""
+    """Force the chunk-parallel path at tiny shapes (tiles of 4 positions, spans of 2 tiles), restoring the
+    config after."""
 
     def __enter__(self):
-        self.saved = triton_common.TARGET_WARPS, triton_common.MIN_PARALLEL_CHUNK
-        triton_common.TARGET_WARPS, triton_common.MIN_PARALLEL_CHUNK = 10**9, 4
+        self.saved = triton_common.TARGET_WARPS, triton_common.MIN_PARALLEL_CHUNK, triton_common.CHUNK
+        triton_common.TARGET_WARPS, triton_common.MIN_PARALLEL_CHUNK, triton_common.CHUNK = 10**9, 8, 4
 
     def __exit__(self, *exc):
-        triton_common.TARGET_WARPS, triton_common.MIN_PARALLEL_CHUNK = self.saved
+        triton_common.TARGET_WARPS, triton_common.MIN_PARALLEL_CHUNK, triton_common.CHUNK = self.saved
 
 
 def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
