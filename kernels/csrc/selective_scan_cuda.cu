@@ -55,7 +55,7 @@ struct FwdLaunch {
   cudaStream_t stream;
   template <typename io_t, typename bc_t, int kN>
   void run() const {
-    if (exact_states(p, kN)) {
+    if (exact_states(p, kN, (int)sizeof(bc_t))) {
       selective_scan_fwd_kernel<io_t, bc_t, kN, true><<<grid_for(p), kThreads, 0, stream>>>(p);
     } else {
       selective_scan_fwd_kernel<io_t, bc_t, kN, false><<<grid_for(p), kThreads, 0, stream>>>(p);
