@@ -27,14 +27,14 @@ DTYPES = dtypes.DTYPES
 # pointers that are float32 whatever the activations' dtype (parameters, states, gradient partials)
 _FP32_POINTERS = {
     "A_ptr", "D_ptr", "bias_ptr", "last_ptr", "Af_ptr", "Df_ptr", "biasf_ptr", "Ab_ptr", "Db_ptr",
-    "biasb_ptr", "dA_ptr", "dD_ptr", "dbias_ptr", "dB_ptr", "dC_ptr", "H_ptr", "Hf_ptr", "Hb_ptr",
+    "biasb_ptr", "dA_ptr", "dD_ptr", "dbias_ptr", "dCB_ptr", "H_ptr", "Hf_ptr", "Hb_ptr",
     "dtsum_ptr", "slab_ptr", "Gin_ptr", "Gs_ptr", "w_ptr", "res_in_ptr", "res_out_ptr",
 }
 # buffers the launchers allocate themselves (torch.empty: at least 16-byte aligned on every device), so every
 # real launch specialises them as such; the generic build assumes only that, nothing about the caller's views
 _OWNED_POINTERS = {
     "out_ptr", "last_ptr", "H_ptr", "Hf_ptr", "Hb_ptr", "dtsum_ptr", "Gin_ptr", "Gs_ptr", "slab_ptr",
-    "du_ptr", "ddelta_ptr", "dz_ptr", "dA_ptr", "dD_ptr", "dbias_ptr", "dB_ptr", "dC_ptr",
+    "du_ptr", "ddelta_ptr", "dz_ptr", "dA_ptr", "dD_ptr", "dbias_ptr", "dCB_ptr",
 }
 _FLOAT_SCALARS = {"eps"}
 _INT64_SCALARS = {"off_u", "off_d", "off_A", "off_B", "off_C", "off_D", "off_bias"}

@@ -186,15 +186,14 @@ def _backward_bidirectional(dout, uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb,
     dA_part = torch.empty(2, bsz, 1, dim, n, device=dev, dtype=f32)
     dD_part = torch.empty(2, bsz, 1, dim, device=dev, dtype=f32)
     dbias_part = torch.empty(2, bsz, 1, dim, device=dev, dtype=f32)
-    dB_part = torch.empty(2, bsz, pf.bwd_n_eblk, n, length, device=dev, dtype=f32)
-    dC_part = torch.empty(2, bsz, pf.bwd_n_eblk, n, length, device=dev, dtype=f32)
+    dCB_part = torch.empty(2, bsz, pf.bwd_n_eblk, 2, n, length, device=dev, dtype=f32)
     slab = torch.empty(2 * pf.slab_numel(), device=dev, dtype=f32)
     zz = z if z is not None else uf
     offsets = [_offset(b, f) for b, f in ((ub, uf), (db, df), (pb.A, pf.A), (pb.B4, pf.B4), (pb.C4, pf.C4),
                                           (pb.D, pf.D), (pb.bias, pf.bias))]
     triton_scan_bwd.scan_bwd_kernel.on(dev)[(pf.bwd_n_eblk, bsz, 2)](
         uf, df, pf.A, pf.B4, pf.C4, pf.D, zz, pf.bias, dout, H, H,
-        du, ddelta, dz if dz is not None else du, dA_part, dD_part, dbias_part, dB_part, dC_part,
+        du, ddelta, dz if dz is not None else du, dA_part, dD_part, dbias_part, dCB_part,
         slab, dim, length, n, max(pf.ch_per_group, 1), int(delta_softplus), 0, cfg.chunk,
         cfg.n_chunks, cfg.span, 1, *offsets,
         *uf.stride(), *df.stride(), *pf.bc_strides(), *zz.stride(), *dout.stride(),
@@ -202,8 +201,9 @@ def _backward_bidirectional(dout, uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb,
     )
 
     def grads(k, p, A, B, C, D, bias):
-        return (du[k], ddelta[k], dA_part[k].sum((0, 1)).to(A.dtype), _reduce_state_grad(dB_part[k], p, B),
-                _reduce_state_grad(dC_part[k], p, C),
+        return (du[k], ddelta[k], dA_part[k].sum((0, 1)).to(A.dtype),
+                _reduce_state_grad(dCB_part[k][:, :, 1], p, B),
+                _reduce_state_grad(dCB_part[k][:, :, 0], p, C),
                 dD_part[k].sum((0, 1)).to(D.dtype) if D is not None else None,
                 dz[k] if dz is not None else None,
                 dbias_part[k].sum((0, 1)).to(bias.dtype) if bias is not None else None)

@@ -157,11 +157,11 @@ def triton_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, rev
 
 
 def _reduce_state_grad(part: Tensor, p: _Prepared, X: Tensor) -> Tensor:
-    """Sum the per-channel-block dB/dC partials (batch, n_eblk, N, L) into X's shape, deterministically."""
+    """Sum the per-channel-block dB or dC partials (batch, n_eblk, N, L) into X's shape, deterministically."""
     if p.groups == 1:
         full = part.sum(1, keepdim=True)
     else:
-        full = part.view(p.batch, p.groups, -1, p.d_state, p.length).sum(2)
+        full = part.reshape(p.batch, p.groups, -1, p.d_state, p.length).sum(2)
     if X.dim() == 2:
         return full.sum((0, 3)).to(X.dtype)
     if X.dim() == 3:
@@ -207,15 +207,14 @@ def triton_scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softpl
     dA_part = torch.empty(bsz, cfg.n_par, dim, n, device=dev, dtype=f32)
     dD_part = torch.empty(bsz, cfg.n_par, dim, device=dev, dtype=f32)
     dbias_part = torch.empty(bsz, cfg.n_par, dim, device=dev, dtype=f32)
-    dB_part = torch.empty(bsz, p.bwd_n_eblk, n, length, device=dev, dtype=f32)
-    dC_part = torch.empty(bsz, p.bwd_n_eblk, n, length, device=dev, dtype=f32)
+    dCB_part = torch.empty(bsz, p.bwd_n_eblk, 2, n, length, device=dev, dtype=f32)
     if length and bsz and dim:
         Gin = adjoint_carries(p, dout, u, delta, z, delta_softplus, reverse)
         slab = torch.empty(p.slab_numel(), device=dev, dtype=f32)
         zz = z if z is not None else u
         triton_scan_bwd.scan_bwd_kernel.on(dev)[(p.bwd_n_eblk, bsz, cfg.n_par)](
             u, delta, p.A, p.B4, p.C4, p.D, zz, p.bias, dout, saved, Gin,
-            du, ddelta, dz if dz is not None else du, dA_part, dD_part, dbias_part, dB_part, dC_part,
+            du, ddelta, dz if dz is not None else du, dA_part, dD_part, dbias_part, dCB_part,
             slab, dim, length, n, max(p.ch_per_group, 1), int(delta_softplus), int(reverse),
             cfg.chunk, cfg.n_chunks, cfg.span, cfg.n_par,
             0, 0, 0, 0, 0, 0, 0,
@@ -223,12 +222,12 @@ def triton_scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softpl
             **p.bwd_constexprs(z is not None, 1),
         )
     else:
-        for t in (du, ddelta, dz, dA_part, dD_part, dbias_part, dB_part, dC_part):
+        for t in (du, ddelta, dz, dA_part, dD_part, dbias_part, dCB_part):
             if t is not None:
                 t.zero_()
     dA = dA_part.sum((0, 1)).to(A.dtype)
-    dB = _reduce_state_grad(dB_part, p, B)
-    dC = _reduce_state_grad(dC_part, p, C)
+    dB = _reduce_state_grad(dCB_part[:, :, 1], p, B)
+    dC = _reduce_state_grad(dCB_part[:, :, 0], p, C)
     dD = dD_part.sum((0, 1)).to(D.dtype) if D is not None else None
     dbias = dbias_part.sum((0, 1)).to(delta_bias.dtype) if delta_bias is not None else None
     return du, ddelta, dA, dB, dC, dD, dz, dbias

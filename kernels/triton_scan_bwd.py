@@ -38,7 +38,7 @@ from .triton_scan_parts import (
 
 def _scan_bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, H_ptr, Gin_ptr,
-    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr, slab_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dCB_ptr, slab_ptr,
     E, L, N, ch_per_group, softplus, reverse, chunk_len, n_chunks, span, n_par,
     off_u, off_d, off_A, off_B, off_C, off_D, off_bias,
     su_b, su_e, su_l, sd_b, sd_e, sd_l, sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l,
@@ -72,8 +72,7 @@ def _scan_bwd_kernel(
         dA_ptr += d1 * n_batch * n_par * E * N
         dD_ptr += d1 * n_batch * n_par * E
         dbias_ptr += d1 * n_batch * n_par * E
-        dB_ptr += d1 * n_batch * n_eblk * N * L
-        dC_ptr += d1 * n_batch * n_eblk * N * L
+        dCB_ptr += d1 * n_batch * n_eblk * 2 * N * L
         slab_ptr += d1 * n_batch * n_eblk * n_par * (BLOCK_E * CHUNK * (2 * N_PAD + 4))
     sB_l = aligned_stride(sB_l, BC_ALIGNED)
     sC_l = aligned_stride(sC_l, BC_ALIGNED)
@@ -113,7 +112,8 @@ def _scan_bwd_kernel(
     r_p = tl.arange(0, 2 * N_PAD)[None, :]
     red = slab + r_s * (2 * N_PAD) + r_p
     red_w = wts_base + r_s * 4 + (r_p >= N_PAD).to(tl.int32)
-    part = (pid_b * n_eblk + pid_e) * N * L
+    # dC/dB partials (batch, n_eblk, dC|dB, N, L): column r_p is dC (r_p < N_PAD) or dB of state r_p % N_PAD
+    part = (pid_b * n_eblk + pid_e) * 2 * N * L + (r_p // N_PAD) * (N * L) + (r_p % N_PAD) * L
     for cc in range(c_hi - c_lo):
         c = c_hi - 1 - cc
         i0 = c * chunk_len
@@ -176,10 +176,7 @@ def _scan_bwd_kernel(
         for ch in tl.static_range(BLOCK_E):
             acc += tl.load(red + ch * (CHUNK * 2 * N_PAD)) * tl.load(red_w + ch * (CHUNK * 4))
         t_tile = t_first + (i0 + r_s) * step
-        ok = (i0 + r_s < i1) & (r_p < N)
-        tl.store(dC_ptr + part + r_p * L + t_tile, acc, mask=ok)
-        ok_b = (i0 + r_s < i1) & (r_p >= N_PAD) & (r_p - N_PAD < N)
-        tl.store(dB_ptr + part + (r_p - N_PAD) * L + t_tile, acc, mask=ok_b)
+        tl.store(dCB_ptr + part + t_tile, acc, mask=(i0 + r_s < i1) & (r_p % N_PAD < N))
     # per-(batch, span) partials of the parameter gradients (summed by the launcher)
     pp = pid_b * n_par + par
     dA_st = dA_ptr + (pp * E + offs_e[None, None, :]) * N + n_idx
