@@ -7,7 +7,8 @@ compile every kernel for sm_80/sm_90 even in a process where the interpreter is 
 
 Launch configs are keyed on (L, B*E): one channel per thread (BLOCK_E = 32 * warps) with all N states in its
 registers; 4 warps per program when that still fills an H100 with >= TARGET_WARPS warps, else 1; and when even
-that cannot fill it (batch 1 at high resolution), the sequence is cut into chunks scanned in parallel.
+that cannot fill it (batch 1 at high resolution), the sequence is cut into spans of whole tiles scanned in
+parallel (forward and backward alike).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ MAX_D_STATE = 256
 SCAN_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # 8 warps per SM on a 132-SM H100: below this the GPU idles whatever the per-update cost
 TARGET_WARPS = 8 * 132
-# positions per chunk: checkpoint interval of the backward, and the shortest chunk of the parallel scan
+# positions per tile: the forward saves every tile's start state, the backward works tile by tile
 CHUNK = 16
+# the shortest span (positions, rounded up to whole tiles) of the chunk-parallel scan
 MIN_PARALLEL_CHUNK = 32
 
 

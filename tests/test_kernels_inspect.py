@@ -177,6 +177,34 @@ def test_normalise_divides_by_updates_and_detects_unrolling():
     assert updates == 32 and per_update["instructions"] == 2.0 and per_update["ldg"] == 0.25
 
 
+TILED = """
+        Function : t
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   LDG.E.128 R4, desc[UR4][R2.64] ;
+        /*0020*/                   BAR.SYNC 0x0 ;
+        /*0030*/                   MUFU.EX2 R8, R9 ;
+        /*0040*/              @P0 BRA 0x30 ;
+        /*0050*/                   FADD R10, R11, R12 ;
+        /*0060*/              @P1 BRA 0x50 ;
+        /*0070*/                   STG.E desc[UR4][R2.64], R10 ;
+        /*0080*/              @P2 BRA 0x10 ;
+        /*0090*/                   EXIT ;
+"""
+
+
+def test_tile_code_is_the_enclosing_loop_outside_its_inner_loops():
+    """A tile loop (0x10-0x80) around a time loop (0x30-0x40) and its sibling (0x50-0x60): the tile's own code
+    is LDG, BAR, STG and the closing branch; spread over 16 steps x 16 states it adds 4/256 per update."""
+    instrs = sass.parse_sass(TILED)["t"]
+    loops = sass.time_loops(instrs)
+    assert [(lp.start, lp.end) for lp in loops] == [(0x30, 0x40), (0x50, 0x60)]
+    tile = sass.tile_code(instrs)
+    assert tile.instructions == 4 and tile["bar"] == 1 and tile["ldg"] == 1 and tile["stg"] == 1
+    _, per_update, per_iter = kinspect.normalise(loops, 16, tile, 16)
+    assert per_update["instructions"] == pytest.approx((2 + 2) / 16 + 4 / 256)
+    assert per_iter["bar"] == 0  # a per-tile barrier is not a time-loop barrier
+
+
 @pytest.mark.parametrize("regs,smem,warps,expected", [(64, 2048, 4, 8), (255, 0, 1, 8), (32, 0, 1, 32),
                                                       (168, 0, 4, 3), (40, 100 * 1024, 4, 2)])
 def test_blocks_per_sm_at_hopper_limits(regs, smem, warps, expected):
