@@ -252,7 +252,7 @@ def compile_one(job: CompileJob, arch: str) -> CompileResult:
         owned = tuple(name for name in fn.arg_names if name in _OWNED_POINTERS)
         source = make_source(fn, _signature(fn, job.dtype, constexprs), constexprs, owned)
         compiled = triton.compile(source, target=GPUTarget("cuda", ARCHS[arch], 32),
-                                  options={"num_warps": job.num_warps})
+                                  options={"num_warps": job.num_warps, "enable_fp_fusion": True})
         result.shared_bytes = int(getattr(compiled.metadata, "shared", 0))
         usage = ptxas_usage(compiled.asm["ptx"], ARCHS[arch])
         result.registers = usage["registers"]

@@ -46,6 +46,11 @@ def _vector_or_zeros(x: Tensor | None, like: Tensor, dim: int) -> Tensor:
     return torch.zeros(dim, device=like.device, dtype=torch.float32) if x is None else x.contiguous()
 
 
+# the kernels' sums are written as multiply-add chains: fused multiply-adds asked for explicitly (triton 3.9
+# fuses by default and warns that 3.10 will not)
+FP_FUSION = {"enable_fp_fusion": True}
+
+
 def _bc_aligned(*views: Tensor) -> bool:
     """B/C states contiguous and every B/C stride and offset a multiple of 4 elements: a thread may then read
     4 states with one vector access (the kernels tell the compiler so: `aligned_stride`)."""
@@ -100,7 +105,7 @@ class _Prepared:
     def constexprs(self, has_z: bool) -> dict:
         return {"HAS_Z": has_z, "BLOCK_E": self.cfg.block_e, "N_PAD": self.cfg.n_pad,
                 "EVEN_N": self.cfg.n_pad == self.d_state, "VEC": self.cfg.vec, "BC_ALIGNED": self.bc_aligned,
-                "num_warps": self.cfg.num_warps}
+                "num_warps": self.cfg.num_warps, **FP_FUSION}
 
     def bwd_constexprs(self, has_z: bool, dirs: int) -> dict:
         return {**self.constexprs(has_z), "BLOCK_E": self.bwd_block_e, "num_warps": 1, "DIRS": dirs,
@@ -125,7 +130,7 @@ def _combine(p: _Prepared, H: Tensor, dtsum: Tensor, last: Tensor, n_slots: int,
     block = 128
     combine_kernel.on(H.device)[(triton.cdiv(p.dim * p.cfg.n_pad, block), p.batch)](
         p.A, H, dtsum, last, p.dim, p.d_state, p.cfg.n_par, n_slots, slot_stride, int(reverse),
-        BLOCK=block, N_PAD=p.cfg.n_pad, num_warps=4)
+        BLOCK=block, N_PAD=p.cfg.n_pad, num_warps=4, **FP_FUSION)
 
 
 def triton_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, save=False):
