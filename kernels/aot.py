@@ -27,13 +27,20 @@ DTYPES = dtypes.DTYPES
 # pointers that are float32 whatever the activations' dtype (parameters, states, gradient partials)
 _FP32_POINTERS = {
     "A_ptr", "D_ptr", "bias_ptr", "last_ptr", "Af_ptr", "Df_ptr", "biasf_ptr", "Ab_ptr", "Db_ptr",
-    "biasb_ptr", "dA_ptr", "dD_ptr", "dbias_ptr", "dB_ptr", "dC_ptr", "H_ptr", "Hf_ptr", "Hb_ptr",
-    "dtsum_ptr", "slab_ptr", "contrib_ptr", "w_ptr", "res_in_ptr", "res_out_ptr",
+    "biasb_ptr", "dA_ptr", "dD_ptr", "dbias_ptr", "dCB_ptr", "H_ptr", "Hf_ptr", "Hb_ptr",
+    "dtsum_ptr", "slab_ptr", "Gin_ptr", "Gs_ptr", "w_ptr", "res_in_ptr", "res_out_ptr",
+}
+# buffers the launchers allocate themselves (torch.empty: at least 16-byte aligned on every device), so every
+# real launch specialises them as such; the generic build assumes only that, nothing about the caller's views
+_OWNED_POINTERS = {
+    "out_ptr", "last_ptr", "H_ptr", "Hf_ptr", "Hb_ptr", "dtsum_ptr", "Gin_ptr", "Gs_ptr", "slab_ptr",
+    "du_ptr", "ddelta_ptr", "dz_ptr", "dA_ptr", "dD_ptr", "dbias_ptr", "dCB_ptr",
 }
 _FLOAT_SCALARS = {"eps"}
 _INT64_SCALARS = {"off_u", "off_d", "off_A", "off_B", "off_C", "off_D", "off_bias"}
 _SHORT = {"HAS_Z": "z", "BLOCK_E": "E", "N_PAD": "N", "BLOCK_L": "L", "HAS_RESIDUAL": "res",
-          "BLOCK_D": "D", "EVEN_N": "even", "MODE": "mode", "DIRS": "dirs", "BLOCK": "B"}
+          "BLOCK_D": "D", "EVEN_N": "even", "MODE": "mode", "DIRS": "dirs", "BLOCK": "B", "VEC": "v",
+          "BC_ALIGNED": "al", "CHUNK": "T"}
 
 
 @dataclass(frozen=True)
@@ -71,13 +78,14 @@ def _kernels() -> dict:
     """name -> TritonKernel, imported lazily (the kernel modules import torch)."""
     from .triton_bidirectional import bidir_fwd_kernel
     from .triton_ops import add_rms_norm_kernel, conv1d_silu_kernel
-    from .triton_scan_bwd import scan_bwd_kernel
+    from .triton_scan_bwd import bwd_summary_kernel, scan_bwd_kernel
     from .triton_scan_fwd import combine_kernel, scan_fwd_kernel
 
     return {
         "scan_fwd": scan_fwd_kernel,
         "scan_combine": combine_kernel,
         "scan_bwd": scan_bwd_kernel,
+        "scan_bwd_summary": bwd_summary_kernel,
         "bidirectional_fwd": bidir_fwd_kernel,
         "conv1d_silu": conv1d_silu_kernel,
         "add_rms_norm": add_rms_norm_kernel,
@@ -85,28 +93,37 @@ def _kernels() -> dict:
 
 
 def kernel_names() -> list[str]:
-    return ["scan_fwd", "scan_combine", "scan_bwd", "bidirectional_fwd", "conv1d_silu", "add_rms_norm"]
+    return ["scan_fwd", "scan_combine", "scan_bwd", "scan_bwd_summary", "bidirectional_fwd", "conv1d_silu",
+            "add_rms_norm"]
 
 
 def scan_jobs(name: str, dtype: str, n_pads: list[int]) -> list[CompileJob]:
     """The configurations the scan launchers pick (see triton_common.pick_config), per padded state size:
-    forward 4 warps (full scan) and 1 warp (full, summary and chunk passes); backward 1 warp, one or both
-    directions; fused bidirectional forward 4 or 1 warps; with and without z."""
+    forward 4 warps (full scan) and 1 warp (full, summary and span passes); backward and its chunk-parallel
+    summary 1 warp, one or both directions; fused bidirectional forward 4 or 1 warps; with and without z;
+    B/C read 4 states at a time (aligned, contiguous states) or not."""
+    from .triton_common import CHUNK
+
     jobs = []
     for n_pad in n_pads:
         if name == "scan_combine":
             jobs.append(CompileJob(name, dtype, (("BLOCK", 128), ("N_PAD", n_pad)), 4))
             continue
-        for has_z in (True, False):
-            base = (("HAS_Z", has_z), ("N_PAD", n_pad), ("EVEN_N", True))
-            if name == "scan_fwd":
-                variants = [(4, (("MODE", 0),)), *((1, (("MODE", m),)) for m in (0, 1, 2))]
-            elif name == "scan_bwd":
-                variants = [(1, (("DIRS", 1),)), (1, (("DIRS", 2),))]
-            else:
-                variants = [(4, ()), (1, ())]
-            for warps, extra in variants:
-                jobs.append(CompileJob(name, dtype, (*base, ("BLOCK_E", 32 * warps), *extra), warps))
+        vec = min(4, n_pad)
+        for aligned in ((True, False) if vec == 4 else (False,)):
+            for has_z in (True, False):
+                base = (("HAS_Z", has_z), ("N_PAD", n_pad), ("EVEN_N", True), ("VEC", vec),
+                        ("BC_ALIGNED", aligned))
+                if name == "scan_fwd":
+                    variants = [(4, (("MODE", 0),)), *((1, (("MODE", m),)) for m in (0, 1, 2))]
+                elif name == "scan_bwd":
+                    variants = [(1, (("DIRS", d), ("CHUNK", CHUNK))) for d in (1, 2)]
+                elif name == "scan_bwd_summary":
+                    variants = [(1, ())]
+                else:
+                    variants = [(4, ()), (1, ())]
+                for warps, extra in variants:
+                    jobs.append(CompileJob(name, dtype, (*base, ("BLOCK_E", 32 * warps), *extra), warps))
     return jobs
 
 
@@ -128,7 +145,7 @@ def compile_jobs(kernels: list[str] | None = None, dtypes: list[str] | None = No
     jobs: list[CompileJob] = []
     for name in kernels or kernel_names():
         for dtype in dtypes or DTYPES:
-            if name in ("scan_fwd", "scan_combine", "scan_bwd", "bidirectional_fwd"):
+            if name in ("scan_fwd", "scan_combine", "scan_bwd", "scan_bwd_summary", "bidirectional_fwd"):
                 if name == "scan_combine" and dtype != (dtypes or DTYPES)[0]:
                     continue  # fp32 only: one build is enough
                 jobs.extend(scan_jobs(name, dtype, pads))
@@ -159,13 +176,17 @@ def _signature(fn, dtype: str, constexprs: dict) -> dict[str, str]:
     return sig
 
 
-def make_source(fn, signature: dict[str, str], constexprs: dict):
-    """ASTSource across triton versions: 3.3+ takes `constexprs` and 'constexpr' signature entries."""
+def make_source(fn, signature: dict[str, str], constexprs: dict, aligned: tuple[str, ...] = ()):
+    """ASTSource across triton versions: 3.3+ takes `constexprs` and 'constexpr' signature entries.
+
+    `aligned`: pointer arguments known 16-byte aligned (triton 3.3+ only; older versions ignore it).
+    """
     from triton.compiler import ASTSource
 
     params = inspect.signature(ASTSource.__init__).parameters
     if "constexprs" in params:
-        return ASTSource(fn, signature, constexprs=constexprs)
+        attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in aligned}
+        return ASTSource(fn, signature, constexprs=constexprs, attrs=attrs)
     runtime = {k: v for k, v in signature.items() if v != "constexpr"}
     try:  # triton 3.2: names
         return ASTSource(fn, signature=runtime, constants=constexprs)
@@ -228,9 +249,10 @@ def compile_one(job: CompileJob, arch: str) -> CompileResult:
     try:
         fn = _kernels()[job.kernel].compiled
         constexprs = dict(job.constexprs)
-        source = make_source(fn, _signature(fn, job.dtype, constexprs), constexprs)
+        owned = tuple(name for name in fn.arg_names if name in _OWNED_POINTERS)
+        source = make_source(fn, _signature(fn, job.dtype, constexprs), constexprs, owned)
         compiled = triton.compile(source, target=GPUTarget("cuda", ARCHS[arch], 32),
-                                  options={"num_warps": job.num_warps})
+                                  options={"num_warps": job.num_warps, "enable_fp_fusion": True})
         result.shared_bytes = int(getattr(compiled.metadata, "shared", 0))
         usage = ptxas_usage(compiled.asm["ptx"], ARCHS[arch])
         result.registers = usage["registers"]

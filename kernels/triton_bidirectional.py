@@ -23,6 +23,15 @@ from torch.utils.flop_counter import register_flop_formula
 from . import triton_scan_bwd
 from .bidirectional import ScanDirection, register_fused_bidirectional
 from .triton_scan_fwd import TritonKernel, triton_available
+from .triton_scan_parts import (
+    aligned_stride,
+    channel_block,
+    load_states,
+    softplus_dt,
+    state_index,
+    state_rows,
+    sum_products,
+)
 
 
 def _bidir_fwd_kernel(
@@ -33,82 +42,53 @@ def _bidir_fwd_kernel(
     sub_b, sub_e, sub_l, sdb_b, sdb_e, sdb_l, sBb_b, sBb_g, sBb_n, sBb_l, sCb_b, sCb_g, sCb_n, sCb_l,
     sz_b, sz_e, sz_l, so_b, so_e, so_l,
     HAS_Z: tl.constexpr, BLOCK_E: tl.constexpr, N_PAD: tl.constexpr, EVEN_N: tl.constexpr,
+    VEC: tl.constexpr, BC_ALIGNED: tl.constexpr,
 ):
     pid_e = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
-    offs_e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
-    mask_e = offs_e < E
-    e_ld = tl.minimum(offs_e, E - 1)
-    rows_n = tl.arange(0, N_PAD)[:, None]
-    A2f = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
-    A2b = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
-    for n in tl.static_range(N_PAD):
-        if EVEN_N:
-            af = tl.load(Af_ptr + e_ld * N + n).to(tl.float32)
-            ab = tl.load(Ab_ptr + e_ld * N + n).to(tl.float32)
-        else:
-            af = tl.load(Af_ptr + e_ld * N + n, mask=e_ld * 0 + n < N, other=0.0).to(tl.float32)
-            ab = tl.load(Ab_ptr + e_ld * N + n, mask=e_ld * 0 + n < N, other=0.0).to(tl.float32)
-        A2f = tl.where(rows_n == n, af[None, :] * 1.4426950408889634, A2f)
-        A2b = tl.where(rows_n == n, ab[None, :] * 1.4426950408889634, A2b)
-    Dvf = tl.load(Df_ptr + e_ld).to(tl.float32)
-    Dvb = tl.load(Db_ptr + e_ld).to(tl.float32)
-    biasf = tl.load(biasf_ptr + e_ld).to(tl.float32)
-    biasb = tl.load(biasb_ptr + e_ld).to(tl.float32)
-    grp = e_ld // ch_per_group
+    offs_e, mask_e, e_ld, grp, A2f, Dvf, biasf = channel_block(
+        pid_e, E, ch_per_group, Af_ptr, Df_ptr, biasf_ptr, N, N_PAD, BLOCK_E, VEC, EVEN_N)
+    _, _, _, _, A2b, Dvb, biasb = channel_block(
+        pid_e, E, ch_per_group, Ab_ptr, Db_ptr, biasb_ptr, N, N_PAD, BLOCK_E, VEC, EVEN_N)
+    n_idx = state_index(N_PAD, VEC)
     uf_row = uf_ptr + pid_b * suf_b + e_ld * suf_e
     df_row = df_ptr + pid_b * sdf_b + e_ld * sdf_e
     ub_row = ub_ptr + pid_b * sub_b + e_ld * sub_e
     db_row = db_ptr + pid_b * sdb_b + e_ld * sdb_e
     z_row = z_ptr + pid_b * sz_b + e_ld * sz_e
     o_row = out_ptr + pid_b * so_b + offs_e * so_e
-    Bf_row = Bf_ptr + pid_b * sBf_b + grp * sBf_g
-    Cf_row = Cf_ptr + pid_b * sCf_b + grp * sCf_g
-    Bb_row = Bb_ptr + pid_b * sBb_b + grp * sBb_g
-    Cb_row = Cb_ptr + pid_b * sCb_b + grp * sCb_g
-    Hf_row = Hf_ptr + (pid_b * n_chunks * E + offs_e) * N_PAD
-    Hb_row = Hb_ptr + (pid_b * n_chunks * E + offs_e) * N_PAD
+    Bf_base, Bf_off = state_rows(Bf_ptr, pid_b, sBf_b, sBf_g, sBf_n, grp, N_PAD, VEC, BC_ALIGNED)
+    Cf_base, Cf_off = state_rows(Cf_ptr, pid_b, sCf_b, sCf_g, sCf_n, grp, N_PAD, VEC, BC_ALIGNED)
+    Bb_base, Bb_off = state_rows(Bb_ptr, pid_b, sBb_b, sBb_g, sBb_n, grp, N_PAD, VEC, BC_ALIGNED)
+    Cb_base, Cb_off = state_rows(Cb_ptr, pid_b, sCb_b, sCb_g, sCb_n, grp, N_PAD, VEC, BC_ALIGNED)
+    sBf_l = aligned_stride(sBf_l, BC_ALIGNED)
+    sCf_l = aligned_stride(sCf_l, BC_ALIGNED)
+    sBb_l = aligned_stride(sBb_l, BC_ALIGNED)
+    sCb_l = aligned_stride(sCb_l, BC_ALIGNED)
+    H_off = (pid_b * n_chunks * E + offs_e[None, None, :]) * N_PAD + n_idx
+    H_mask = offs_e[None, None, :] < E
     half = L // 2
     hf = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
     hb = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
     for c in range(n_chunks):
-        for n in tl.static_range(N_PAD):  # chunk start states for the backward (-0.0: the sum folds away)
-            tl.store(Hf_row + c * E * N_PAD + n, tl.sum(tl.where(rows_n == n, hf, -0.0), axis=0), mask=mask_e)
-            tl.store(Hb_row + c * E * N_PAD + n, tl.sum(tl.where(rows_n == n, hb, -0.0), axis=0), mask=mask_e)
+        # tile start states for the backward
+        tl.store(Hf_ptr + H_off + c * E * N_PAD, tl.reshape(hf, (N_PAD // VEC, VEC, BLOCK_E)), mask=H_mask)
+        tl.store(Hb_ptr + H_off + c * E * N_PAD, tl.reshape(hb, (N_PAD // VEC, VEC, BLOCK_E)), mask=H_mask)
         for i in range(c * chunk_len, tl.minimum(L, (c + 1) * chunk_len)):
             p = i  # the forward direction's position
             q = L - 1 - i  # the reverse direction's position
             uf = tl.load(uf_row + p * suf_l).to(tl.float32)
-            dtf = tl.load(df_row + p * sdf_l).to(tl.float32) + biasf
+            dtf = softplus_dt(tl.load(df_row + p * sdf_l).to(tl.float32) + biasf, softplus)
             ub = tl.load(ub_row + q * sub_l).to(tl.float32)
-            dtb = tl.load(db_row + q * sdb_l).to(tl.float32) + biasb
-            if softplus:
-                dtf = tl.where(dtf <= 20.0, tl.log(1.0 + tl.exp(dtf)), dtf)
-                dtb = tl.where(dtb <= 20.0, tl.log(1.0 + tl.exp(dtb)), dtb)
-            Bf = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
-            Cf = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
-            Bb = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
-            Cb = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
-            for n in tl.static_range(N_PAD):
-                if EVEN_N:
-                    bf = tl.load(Bf_row + n * sBf_n + p * sBf_l).to(tl.float32)
-                    cf = tl.load(Cf_row + n * sCf_n + p * sCf_l).to(tl.float32)
-                    bb = tl.load(Bb_row + n * sBb_n + q * sBb_l).to(tl.float32)
-                    cb = tl.load(Cb_row + n * sCb_n + q * sCb_l).to(tl.float32)
-                else:
-                    ok = e_ld * 0 + n < N
-                    bf = tl.load(Bf_row + n * sBf_n + p * sBf_l, mask=ok, other=0.0).to(tl.float32)
-                    cf = tl.load(Cf_row + n * sCf_n + p * sCf_l, mask=ok, other=0.0).to(tl.float32)
-                    bb = tl.load(Bb_row + n * sBb_n + q * sBb_l, mask=ok, other=0.0).to(tl.float32)
-                    cb = tl.load(Cb_row + n * sCb_n + q * sCb_l, mask=ok, other=0.0).to(tl.float32)
-                Bf = tl.where(rows_n == n, bf[None, :], Bf)
-                Cf = tl.where(rows_n == n, cf[None, :], Cf)
-                Bb = tl.where(rows_n == n, bb[None, :], Bb)
-                Cb = tl.where(rows_n == n, cb[None, :], Cb)
+            dtb = softplus_dt(tl.load(db_row + q * sdb_l).to(tl.float32) + biasb, softplus)
+            Bf = load_states(Bf_base + (Bf_off + p * sBf_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
+            Cf = load_states(Cf_base + (Cf_off + p * sCf_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
+            Bb = load_states(Bb_base + (Bb_off + q * sBb_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
+            Cb = load_states(Cb_base + (Cb_off + q * sCb_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
             hf = tl.exp2(dtf[None, :] * A2f) * hf + (dtf * uf)[None, :] * Bf
             hb = tl.exp2(dtb[None, :] * A2b) * hb + (dtb * ub)[None, :] * Bb
-            yf = tl.sum(hf * Cf, axis=0) + Dvf * uf
-            yb = tl.sum(hb * Cb, axis=0) + Dvb * ub
+            yf = sum_products(hf, Cf, N_PAD) + Dvf * uf
+            yb = sum_products(hb, Cb, N_PAD) + Dvb * ub
             if i < half:  # first half: each direction parks its ungated output (its own thread reads it back)
                 tl.store(o_row + p * so_l, yf.to(out_ptr.dtype.element_ty), mask=mask_e)
                 tl.store(o_row + q * so_l, yb.to(out_ptr.dtype.element_ty), mask=mask_e)
@@ -164,7 +144,7 @@ def _launch_bidirectional(
     if out.numel() == 0:
         return out, H
     zz = z if z is not None else uf
-    consts = pf.constexprs(z is not None)
+    consts = {**pf.constexprs(z is not None), "BC_ALIGNED": pf.bc_aligned and pb.bc_aligned}
     bidir_fwd_kernel.on(uf.device)[pf.grid()](
         uf, df, pf.A, pf.B4, pf.C4, pf.D, pf.bias, ub, db, pb.A, pb.B4, pb.C4, pb.D, pb.bias, zz, out,
         H[0], H[1],
@@ -190,42 +170,43 @@ def _backward_bidirectional(dout, uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb,
 
     pf, pb = _prepare_pair(uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb, Cb, Db, biasb)
     same = (uf.stride() == ub.stride() and df.stride() == db.stride() and pf.bc_strides() == pb.bc_strides()
-            and uf.dtype == ub.dtype and df.dtype == db.dtype and pf.B4.dtype == pb.B4.dtype)
-    if not same or pf.length * pf.batch * pf.dim == 0:  # two launches
+            and uf.dtype == ub.dtype and df.dtype == db.dtype and pf.B4.dtype == pb.B4.dtype
+            and pf.bc_aligned == pb.bc_aligned)
+    # two launches when the strides differ, and when each direction runs chunk-parallel (small batches)
+    if not same or pf.cfg.parallel or pf.length * pf.batch * pf.dim == 0:
         gf = triton_scan_backward(dout, uf, df, Af, Bf, Cf, Df, z, biasf, delta_softplus, False, H[0])
         gb = triton_scan_backward(dout, ub, db, Ab, Bb, Cb, Db, z, biasb, delta_softplus, True, H[1])
         return gf, gb
     dev, f32 = uf.device, torch.float32
     bsz, dim, length, n = pf.batch, pf.dim, pf.length, pf.d_state
-    cfg, block = pf.cfg, pf.bwd_block_e
+    cfg = pf.cfg
     du = torch.empty((2, *uf.shape), device=dev, dtype=uf.dtype)
     ddelta = torch.empty((2, *df.shape), device=dev, dtype=df.dtype)
     dz = torch.empty((2, *z.shape), device=dev, dtype=z.dtype) if z is not None else None
-    dA_part = torch.empty(2, bsz, dim, n, device=dev, dtype=f32)
-    dD_part = torch.empty(2, bsz, dim, device=dev, dtype=f32)
-    dbias_part = torch.empty(2, bsz, dim, device=dev, dtype=f32)
-    dB_part = torch.empty(2, bsz, pf.bwd_n_eblk, n, length, device=dev, dtype=f32)
-    dC_part = torch.empty(2, bsz, pf.bwd_n_eblk, n, length, device=dev, dtype=f32)
-    slab = torch.empty(2 * bsz * pf.bwd_n_eblk * cfg.chunk * 2 * cfg.n_pad * block, device=dev, dtype=f32)
-    contrib = torch.empty_like(slab)
+    dA_part = torch.empty(2, bsz, 1, dim, n, device=dev, dtype=f32)
+    dD_part = torch.empty(2, bsz, 1, dim, device=dev, dtype=f32)
+    dbias_part = torch.empty(2, bsz, 1, dim, device=dev, dtype=f32)
+    dCB_part = torch.empty(2, bsz, pf.bwd_n_eblk, 2, n, length, device=dev, dtype=f32)
+    slab = torch.empty(2 * pf.slab_numel(), device=dev, dtype=f32)
     zz = z if z is not None else uf
     offsets = [_offset(b, f) for b, f in ((ub, uf), (db, df), (pb.A, pf.A), (pb.B4, pf.B4), (pb.C4, pf.C4),
                                           (pb.D, pf.D), (pb.bias, pf.bias))]
-    consts = {**pf.constexprs(z is not None), "BLOCK_E": block, "num_warps": 1, "DIRS": 2}
     triton_scan_bwd.scan_bwd_kernel.on(dev)[(pf.bwd_n_eblk, bsz, 2)](
-        uf, df, pf.A, pf.B4, pf.C4, pf.D, zz, pf.bias, dout, H,
-        du, ddelta, dz if dz is not None else du, dA_part, dD_part, dbias_part, dB_part, dC_part,
-        slab, contrib, dim, length, n, max(pf.ch_per_group, 1), int(delta_softplus), 0, cfg.chunk,
-        cfg.n_chunks, *offsets,
-        *uf.stride(), *df.stride(), *pf.bc_strides(), *zz.stride(), *dout.stride(), **consts,
+        uf, df, pf.A, pf.B4, pf.C4, pf.D, zz, pf.bias, dout, H, H,
+        du, ddelta, dz if dz is not None else du, dA_part, dD_part, dbias_part, dCB_part,
+        slab, dim, length, n, max(pf.ch_per_group, 1), int(delta_softplus), 0, cfg.chunk,
+        cfg.n_chunks, cfg.span, 1, *offsets,
+        *uf.stride(), *df.stride(), *pf.bc_strides(), *zz.stride(), *dout.stride(),
+        **pf.bwd_constexprs(z is not None, 2),
     )
 
     def grads(k, p, A, B, C, D, bias):
-        return (du[k], ddelta[k], dA_part[k].sum(0).to(A.dtype), _reduce_state_grad(dB_part[k], p, B),
-                _reduce_state_grad(dC_part[k], p, C),
-                dD_part[k].sum(0).to(D.dtype) if D is not None else None,
+        return (du[k], ddelta[k], dA_part[k].sum((0, 1)).to(A.dtype),
+                _reduce_state_grad(dCB_part[k][:, :, 1], p, B),
+                _reduce_state_grad(dCB_part[k][:, :, 0], p, C),
+                dD_part[k].sum((0, 1)).to(D.dtype) if D is not None else None,
                 dz[k] if dz is not None else None,
-                dbias_part[k].sum(0).to(bias.dtype) if bias is not None else None)
+                dbias_part[k].sum((0, 1)).to(bias.dtype) if bias is not None else None)
 
     return grads(0, pf, Af, Bf, Cf, Df, biasf), grads(1, pb, Ab, Bb, Cb, Db, biasb)
 

@@ -7,7 +7,8 @@ compile every kernel for sm_80/sm_90 even in a process where the interpreter is 
 
 Launch configs are keyed on (L, B*E): one channel per thread (BLOCK_E = 32 * warps) with all N states in its
 registers; 4 warps per program when that still fills an H100 with >= TARGET_WARPS warps, else 1; and when even
-that cannot fill it (batch 1 at high resolution), the sequence is cut into chunks scanned in parallel.
+that cannot fill it (batch 1 at high resolution), the sequence is cut into spans of whole tiles scanned in
+parallel (forward and backward alike).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ MAX_D_STATE = 256
 SCAN_DTYPES = IO_DTYPES  # vimbench.kernels.dtypes, the one table
 # 8 warps per SM on a 132-SM H100: below this the GPU idles whatever the per-update cost
 TARGET_WARPS = 8 * 132
-# positions per chunk: checkpoint interval of the backward, and the shortest chunk of the parallel scan
+# positions per tile: the forward saves every tile's start state, the backward works tile by tile
 CHUNK = 16
+# the shortest span (positions, rounded up to whole tiles) of the chunk-parallel scan
 MIN_PARALLEL_CHUNK = 32
 
 
@@ -76,17 +78,28 @@ class TritonKernel:
 
 @dataclass(frozen=True)
 class ScanConfig:
-    """How one scan direction is launched: programs of BLOCK_E channels x all states, over chunks of L."""
+    """How one scan direction is launched: programs of BLOCK_E channels x all states, over spans of tiles.
+
+    A tile is `chunk` positions (every tile's start state is saved for the backward); a program scans a span
+    of `span` tiles, `n_par` spans side by side (1 unless `parallel`).
+    """
 
     n_pad: int
     num_warps: int
-    chunk: int  # positions per chunk (checkpoints for the backward)
-    n_chunks: int
-    parallel: bool  # chunks scanned in parallel (summary, combine, then the chunk scans)
+    chunk: int  # positions per tile (checkpoint interval for the backward)
+    n_chunks: int  # tiles
+    parallel: bool  # spans scanned in parallel (summary, combine, then the span scans)
+    span: int = 0  # tiles per program (all of them unless parallel)
+    n_par: int = 1
 
     @property
     def block_e(self) -> int:
         return 32 * self.num_warps
+
+    @property
+    def vec(self) -> int:
+        """States per vector access (a thread's 128-bit block of its channel's states)."""
+        return min(4, self.n_pad)
 
 
 def n_pad_for(d_state: int) -> int:
@@ -102,9 +115,10 @@ def pick_config(batch: int, dim: int, length: int, d_state: int) -> ScanConfig:
     warps4 = triton.cdiv(dim, 128) * batch * 4
     num_warps = 4 if warps4 >= TARGET_WARPS else 1
     warps = triton.cdiv(dim, 32 * num_warps) * batch * num_warps
+    chunk = min(CHUNK, length)
+    n_tiles = triton.cdiv(length, chunk)
     if warps >= TARGET_WARPS or length < 2 * MIN_PARALLEL_CHUNK:
-        chunk = min(CHUNK, length)
-        return ScanConfig(n_pad, num_warps, chunk, triton.cdiv(length, chunk), False)
+        return ScanConfig(n_pad, num_warps, chunk, n_tiles, False, n_tiles, 1)
     wanted = triton.cdiv(TARGET_WARPS, warps)
-    chunk = max(MIN_PARALLEL_CHUNK, length // wanted)
-    return ScanConfig(n_pad, num_warps, chunk, triton.cdiv(length, chunk), True)
+    span = max(triton.cdiv(MIN_PARALLEL_CHUNK, chunk), n_tiles // wanted)
+    return ScanConfig(n_pad, num_warps, chunk, n_tiles, True, span, triton.cdiv(n_tiles, span))

@@ -12,7 +12,7 @@ import torch
 import triton
 from torch import Tensor
 
-from . import triton_scan_bwd
+from . import triton_common, triton_scan_bwd
 from .registry import ScanBackend, register_backend
 from .triton_scan_fwd import (
     MODE_CHUNK,
@@ -46,6 +46,25 @@ def _vector_or_zeros(x: Tensor | None, like: Tensor, dim: int) -> Tensor:
     return torch.zeros(dim, device=like.device, dtype=torch.float32) if x is None else x.contiguous()
 
 
+# the kernels' sums are written as multiply-add chains: fused multiply-adds asked for explicitly (triton 3.9
+# fuses by default and warns that 3.10 will not)
+FP_FUSION = {"enable_fp_fusion": True}
+
+
+def _bc_aligned(*views: Tensor) -> bool:
+    """B/C states contiguous and every B/C stride and offset a multiple of 4 elements: a thread may then read
+    4 states with one vector access (the kernels tell the compiler so: `aligned_stride`)."""
+    for X in views:
+        strides = [s if size > 1 else 0 for s, size in zip(X.stride(), X.shape, strict=True)]
+        if (X.shape[2] > 1 and strides[2] != 1) or any(s % 4 for s in (strides[0], strides[1], strides[3])):
+            return False
+        if X.device.type != "meta" and X.data_ptr() % 16:
+            return False
+        if X.storage_offset() % 4:
+            return False
+    return True
+
+
 class _Prepared:
     """Shapes, views and the launch config shared by the forward and backward launchers."""
 
@@ -62,7 +81,7 @@ class _Prepared:
         self.cfg = pick_config(self.batch, self.dim, self.length, self.d_state)
         self.n_eblk = triton.cdiv(self.dim, self.cfg.block_e)
         # the backward reduces dB/dC over a block's channels: with grouped B/C no block straddles groups;
-        # one warp: the dB/dC reduction over the block's 32 channels stays inside each lane
+        # one warp: the dB/dC reduction over the block's 32 channels stays inside each thread
         self.bwd_block_e = 32
         if self.groups > 1:
             self.bwd_block_e = min(32, self.ch_per_group & -self.ch_per_group)
@@ -70,6 +89,8 @@ class _Prepared:
         self.A = A.contiguous()
         self.D = _vector_or_zeros(D, u, self.dim)
         self.bias = _vector_or_zeros(delta_bias, u, self.dim)
+        vec = self.cfg.vec
+        self.bc_aligned = vec == 4 and _bc_aligned(self.B4, self.C4)
 
     def grid(self, chunks: int = 1) -> tuple[int, int, int]:
         return (self.n_eblk, self.batch, chunks)
@@ -78,56 +99,74 @@ class _Prepared:
         return (*self.B4.stride(), *self.C4.stride())
 
     def saved_shape(self) -> tuple[int, int, int, int]:
-        """Chunk start states, (batch, n_chunks, E, N_PAD) float32: what the forward hands the backward."""
+        """Tile start states, (batch, n_chunks, E, N_PAD) float32: what the forward hands the backward."""
         return (self.batch, self.cfg.n_chunks, self.dim, self.cfg.n_pad)
 
     def constexprs(self, has_z: bool) -> dict:
         return {"HAS_Z": has_z, "BLOCK_E": self.cfg.block_e, "N_PAD": self.cfg.n_pad,
-                "EVEN_N": self.cfg.n_pad == self.d_state, "num_warps": self.cfg.num_warps}
+                "EVEN_N": self.cfg.n_pad == self.d_state, "VEC": self.cfg.vec, "BC_ALIGNED": self.bc_aligned,
+                "num_warps": self.cfg.num_warps, **FP_FUSION}
+
+    def bwd_constexprs(self, has_z: bool, dirs: int) -> dict:
+        return {**self.constexprs(has_z), "BLOCK_E": self.bwd_block_e, "num_warps": 1, "DIRS": dirs,
+                "CHUNK": triton.next_power_of_2(triton_common.CHUNK)}
+
+    def slab_numel(self) -> int:
+        """The backward's scratch per direction: a slab [channel][step][2 * N_PAD] per program."""
+        per_prog = self.bwd_block_e * triton.next_power_of_2(triton_common.CHUNK) * (2 * self.cfg.n_pad + 4)
+        return self.batch * self.bwd_n_eblk * self.cfg.n_par * per_prog
 
 
 def saved_like(u: Tensor, A: Tensor) -> Tensor:
-    """An empty tensor shaped like the forward's saved chunk states (the custom op's fake needs it)."""
+    """An empty tensor shaped like the forward's saved tile states (the custom op's fake needs it)."""
     batch, dim, length = u.shape
     cfg = pick_config(batch, dim, length, A.shape[1])
     return u.new_empty((batch, cfg.n_chunks, dim, cfg.n_pad), dtype=torch.float32)
 
 
+def _combine(p: _Prepared, H: Tensor, dtsum: Tensor, last: Tensor, n_slots: int, slot_stride: int,
+             reverse: bool) -> None:
+    """Chain the spans' summaries (see triton_scan_fwd._combine_kernel)."""
+    block = 128
+    combine_kernel.on(H.device)[(triton.cdiv(p.dim * p.cfg.n_pad, block), p.batch)](
+        p.A, H, dtsum, last, p.dim, p.d_state, p.cfg.n_par, n_slots, slot_stride, int(reverse),
+        BLOCK=block, N_PAD=p.cfg.n_pad, num_warps=4, **FP_FUSION)
+
+
 def triton_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, save=False):
-    """(out, last_state[, saved]): out in u's dtype, last_state (B, E, N) float32, saved the chunk states."""
+    """(out, last_state[, saved]): out in u's dtype, last_state (B, E, N) float32, saved the tile states."""
     p = _Prepared(u, delta, A, B, C, D, delta_bias)
     out = torch.empty(u.shape, device=u.device, dtype=u.dtype)
-    last = torch.zeros(p.batch, p.dim, p.d_state, device=u.device, dtype=torch.float32)
     H = torch.empty(p.saved_shape(), device=u.device, dtype=torch.float32)
-    if p.length and p.batch and p.dim:
-        cfg = p.cfg
-        zz = z if z is not None else u
-        dtsum = H
-        if cfg.parallel:
-            dtsum = torch.empty(p.batch, cfg.n_chunks, p.dim, device=u.device, dtype=torch.float32)
-        args = (u, delta, p.A, p.B4, p.C4, p.D, zz, p.bias, out, last, H, dtsum,
-                p.dim, p.length, p.d_state, max(p.ch_per_group, 1), int(delta_softplus), int(reverse),
-                cfg.chunk, cfg.n_chunks,
-                *u.stride(), *delta.stride(), *p.bc_strides(), *zz.stride(), *out.stride())
-        kernel = scan_fwd_kernel.on(u.device)
-        if not cfg.parallel:
-            kernel[p.grid()](*args, **p.constexprs(z is not None), MODE=MODE_FULL)
-        else:
-            kernel[p.grid(cfg.n_chunks)](*args, **p.constexprs(z is not None), MODE=MODE_SUMMARY)
-            block = 128
-            combine_kernel.on(u.device)[(triton.cdiv(p.dim * cfg.n_pad, block), p.batch)](
-                p.A, H, dtsum, last, p.dim, p.d_state, cfg.n_chunks,
-                BLOCK=block, N_PAD=cfg.n_pad, num_warps=4)
-            kernel[p.grid(cfg.n_chunks)](*args, **p.constexprs(z is not None), MODE=MODE_CHUNK)
+    if not (p.length and p.batch and p.dim):
+        last = torch.zeros(p.batch, p.dim, p.d_state, device=u.device, dtype=torch.float32)
+        return (out, last, H) if save else (out, last)
+    last = torch.empty(p.batch, p.dim, p.d_state, device=u.device, dtype=torch.float32)  # fully written
+    cfg = p.cfg
+    zz = z if z is not None else u
+    dtsum = H
+    if cfg.parallel:
+        dtsum = torch.empty(p.batch, cfg.n_par, p.dim, device=u.device, dtype=torch.float32)
+    args = (u, delta, p.A, p.B4, p.C4, p.D, zz, p.bias, out, last, H, dtsum,
+            p.dim, p.length, p.d_state, max(p.ch_per_group, 1), int(delta_softplus), int(reverse),
+            cfg.chunk, cfg.n_chunks, cfg.span,
+            *u.stride(), *delta.stride(), *p.bc_strides(), *zz.stride(), *out.stride())
+    kernel = scan_fwd_kernel.on(u.device)
+    if not cfg.parallel:
+        kernel[p.grid()](*args, **p.constexprs(z is not None), MODE=MODE_FULL)
+    else:
+        kernel[p.grid(cfg.n_par)](*args, **p.constexprs(z is not None), MODE=MODE_SUMMARY)
+        _combine(p, H, dtsum, last, cfg.n_chunks, cfg.span, False)
+        kernel[p.grid(cfg.n_par)](*args, **p.constexprs(z is not None), MODE=MODE_CHUNK)
     return (out, last, H) if save else (out, last)
 
 
 def _reduce_state_grad(part: Tensor, p: _Prepared, X: Tensor) -> Tensor:
-    """Sum the per-channel-block dB/dC partials (batch, n_eblk, N, L) into X's shape, deterministically."""
+    """Sum the per-channel-block dB or dC partials (batch, n_eblk, N, L) into X's shape, deterministically."""
     if p.groups == 1:
         full = part.sum(1, keepdim=True)
     else:
-        full = part.view(p.batch, p.groups, -1, p.d_state, p.length).sum(2)
+        full = part.reshape(p.batch, p.groups, -1, p.d_state, p.length).sum(2)
     if X.dim() == 2:
         return full.sum((0, 3)).to(X.dtype)
     if X.dim() == 3:
@@ -135,10 +174,30 @@ def _reduce_state_grad(part: Tensor, p: _Prepared, X: Tensor) -> Tensor:
     return full.to(X.dtype)
 
 
+def adjoint_carries(p: _Prepared, dout, u, delta, z, delta_softplus: bool, reverse: bool) -> Tensor:
+    """Chunk-parallel backward: the adjoint carry entering each span from the later ones (batch, n_par, E,
+    N_PAD); summary kernel per span, then the combine walks the spans from the last."""
+    dev, cfg = u.device, p.cfg
+    Gs = torch.empty(p.batch, cfg.n_par, p.dim, cfg.n_pad, device=dev, dtype=torch.float32)
+    if not cfg.parallel:
+        return Gs
+    dtsum = torch.empty(p.batch, cfg.n_par, p.dim, device=dev, dtype=torch.float32)
+    zz = z if z is not None else u
+    consts = {k: v for k, v in p.bwd_constexprs(z is not None, 1).items() if k not in ("DIRS", "CHUNK")}
+    triton_scan_bwd.bwd_summary_kernel.on(dev)[(p.bwd_n_eblk, p.batch, cfg.n_par)](
+        u, delta, p.A, p.C4, p.D, zz, p.bias, dout, Gs, dtsum,
+        p.dim, p.length, p.d_state, max(p.ch_per_group, 1), int(delta_softplus), int(reverse),
+        cfg.chunk, cfg.n_chunks, cfg.span, cfg.n_par,
+        *u.stride(), *delta.stride(), *p.C4.stride(), *zz.stride(), *dout.stride(), **consts)
+    spare = torch.empty(p.batch, p.dim, p.d_state, device=dev, dtype=torch.float32)
+    _combine(p, Gs, dtsum, spare, cfg.n_par, 1, True)
+    return Gs
+
+
 def triton_scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, saved=None):
     """(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias), None where the input was None.
 
-    `saved`: the forward's chunk start states (`triton_scan_forward(..., save=True)`); without them the
+    `saved`: the forward's tile start states (`triton_scan_forward(..., save=True)`); without them the
     forward runs once more to produce them.
     """
     p = _Prepared(u, delta, A, B, C, D, delta_bias)
@@ -146,38 +205,36 @@ def triton_scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softpl
         saved = triton_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, True)[2]
     dev, f32 = u.device, torch.float32
     bsz, dim, length, n = p.batch, p.dim, p.length, p.d_state
+    cfg = p.cfg
     du = torch.empty(u.shape, device=dev, dtype=u.dtype)
     ddelta = torch.empty(delta.shape, device=dev, dtype=delta.dtype)
     dz = torch.empty(z.shape, device=dev, dtype=z.dtype) if z is not None else None
-    dA_part = torch.empty(bsz, dim, n, device=dev, dtype=f32)
-    dD_part = torch.empty(bsz, dim, device=dev, dtype=f32)
-    dbias_part = torch.empty(bsz, dim, device=dev, dtype=f32)
-    dB_part = torch.empty(bsz, p.bwd_n_eblk, n, length, device=dev, dtype=f32)
-    dC_part = torch.empty(bsz, p.bwd_n_eblk, n, length, device=dev, dtype=f32)
+    dA_part = torch.empty(bsz, cfg.n_par, dim, n, device=dev, dtype=f32)
+    dD_part = torch.empty(bsz, cfg.n_par, dim, device=dev, dtype=f32)
+    dbias_part = torch.empty(bsz, cfg.n_par, dim, device=dev, dtype=f32)
+    dCB_part = torch.empty(bsz, p.bwd_n_eblk, 2, n, length, device=dev, dtype=f32)
     if length and bsz and dim:
-        cfg = p.cfg
-        block = p.bwd_block_e
-        slab = torch.empty(bsz * p.bwd_n_eblk * cfg.chunk * 2 * cfg.n_pad * block, device=dev, dtype=f32)
-        contrib = torch.empty_like(slab)
+        Gin = adjoint_carries(p, dout, u, delta, z, delta_softplus, reverse)
+        slab = torch.empty(p.slab_numel(), device=dev, dtype=f32)
         zz = z if z is not None else u
-        consts = {**p.constexprs(z is not None), "BLOCK_E": block, "num_warps": 1, "DIRS": 1}
-        triton_scan_bwd.scan_bwd_kernel.on(dev)[(p.bwd_n_eblk, bsz, 1)](
-            u, delta, p.A, p.B4, p.C4, p.D, zz, p.bias, dout, saved,
-            du, ddelta, dz if dz is not None else du, dA_part, dD_part, dbias_part, dB_part, dC_part,
-            slab, contrib, dim, length, n, max(p.ch_per_group, 1), int(delta_softplus), int(reverse),
-            cfg.chunk, cfg.n_chunks,
+        triton_scan_bwd.scan_bwd_kernel.on(dev)[(p.bwd_n_eblk, bsz, cfg.n_par)](
+            u, delta, p.A, p.B4, p.C4, p.D, zz, p.bias, dout, saved, Gin,
+            du, ddelta, dz if dz is not None else du, dA_part, dD_part, dbias_part, dCB_part,
+            slab, dim, length, n, max(p.ch_per_group, 1), int(delta_softplus), int(reverse),
+            cfg.chunk, cfg.n_chunks, cfg.span, cfg.n_par,
             0, 0, 0, 0, 0, 0, 0,
-            *u.stride(), *delta.stride(), *p.bc_strides(), *zz.stride(), *dout.stride(), **consts,
+            *u.stride(), *delta.stride(), *p.bc_strides(), *zz.stride(), *dout.stride(),
+            **p.bwd_constexprs(z is not None, 1),
         )
     else:
-        for t in (du, ddelta, dz, dA_part, dD_part, dbias_part, dB_part, dC_part):
+        for t in (du, ddelta, dz, dA_part, dD_part, dbias_part, dCB_part):
             if t is not None:
                 t.zero_()
-    dA = dA_part.sum(0).to(A.dtype)
-    dB = _reduce_state_grad(dB_part, p, B)
-    dC = _reduce_state_grad(dC_part, p, C)
-    dD = dD_part.sum(0).to(D.dtype) if D is not None else None
-    dbias = dbias_part.sum(0).to(delta_bias.dtype) if delta_bias is not None else None
+    dA = dA_part.sum((0, 1)).to(A.dtype)
+    dB = _reduce_state_grad(dCB_part[:, :, 1], p, B)
+    dC = _reduce_state_grad(dCB_part[:, :, 0], p, C)
+    dD = dD_part.sum((0, 1)).to(D.dtype) if D is not None else None
+    dbias = dbias_part.sum((0, 1)).to(delta_bias.dtype) if delta_bias is not None else None
     return du, ddelta, dA, dB, dC, dD, dz, dbias
 
 

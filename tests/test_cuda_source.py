@@ -136,6 +136,7 @@ CASES = [  # (L, N, groups, z, D, bias, softplus, reverse, strided, constant_bc)
     (7, 1, 1, False, False, False, False, True, False, False),
     (40, 16, 2, True, True, True, True, True, True, False),  # crosses backward chunk boundaries
     (197, 16, 1, True, True, True, True, False, False, False),
+    (19, 16, 1, True, True, True, True, True, True, False),  # contiguous states: the exact-N path
     (33, 64, 2, True, False, True, True, False, False, False),
     (16, 8, 1, True, True, False, False, True, False, True),  # constant (E, N) B and C
 ]
@@ -153,8 +154,12 @@ def _inputs(L, N, groups, with_z, with_D, with_bias, softplus, strided, constant
 
     if constant_bc:
         B, C = randn(e, N), randn(e, N)
+    elif groups > 1 and strided:  # states contiguous, as Vim's views of x_dbl (the kernels' exact path)
+        B, C = randn(b, groups, L, N).transpose(2, 3), randn(b, groups, L, N).transpose(2, 3)
     elif groups > 1:
         B, C = randn(b, groups, N, L), randn(b, groups, N, L)
+    elif strided:
+        B, C = randn(b, L, N).transpose(1, 2), randn(b, L, N).transpose(1, 2)
     else:
         B, C = randn(b, N, L), randn(b, N, L)
     delta = seq(b, e, L) * 0.5 - 1.0 if softplus else torch.rand(b, e, L, generator=gen) * 0.3

@@ -16,7 +16,7 @@ from vimbench.kernelbench import sass
 from vimbench.kernelbench.launches import Capture, Shape, model_scan_inputs
 
 FORWARD_MAX_INSTR_PER_UPDATE = 19.0  # <= 0.5x the official kernel's 38.7 (sm_90, fp32)
-BACKWARD_MAX_RATIO = 3.5  # target 2.5x the forward; today 3.2x (README, GPU section)
+BACKWARD_MAX_RATIO = 2.5  # the backward's instructions per update over the forward's (README, GPU section)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,10 @@ def test_backward_stays_within_its_budget(vim_s_224):
     for phase in ("bwd", "bidir bwd"):
         (r,) = vim_s_224[phase]
         assert r.per_update["instructions"] <= BACKWARD_MAX_RATIO * forward, (phase, r.per_update)
-        assert r.per_update["ex2"] < 1.5  # the decay's exp once per update, reused by the adjoint
+        assert r.per_update["ex2"] < 1.2  # the decay's exp once per update, reused by the adjoint
+        assert r.per_iteration.get("bar", 0) == 0 and r.per_iteration.get("shfl", 0) == 0
+        # dB/dC summed over channels once per tile: two barriers around the slab, no per-step reduction
+        assert r.per_tile["bar"] <= 2 and r.per_tile.get("shfl", 0) == 0
 
 
 def _launches(shape: str, phase_calls) -> list:
@@ -84,8 +87,30 @@ def test_batch1_1248px_forward_fills_an_h100():
     scans = [lc for lc in launches if lc.kernel.__name__ == "_scan_fwd_kernel"]
     assert scans and all(lc.warps >= 8 * 132 for lc in scans), [(lc.grid, lc.warps) for lc in scans]
     assert {lc.constexprs["MODE"] for lc in scans} == {1, 2}  # summary + chunk passes
-    chunk = launches[0].args[18]  # chunk_len
-    assert 32 <= chunk <= 6085 // 44 + 1
+    tile, span = launches[0].args[18], launches[0].args[20]  # chunk_len (positions per tile), tiles per span
+    assert tile == 16 and 32 <= tile * span <= 6085 // 44 + 1
+
+
+def test_batch1_1248px_backward_fills_an_h100():
+    """The backward is chunk-parallel too (adjoint carries per span, combined): >= 1056 warps at batch 1."""
+    for phase in ("bwd", "bidir bwd"):
+        launches = _launches("vim-s@1248:b1", {phase})
+        names = [lc.kernel.__name__ for lc in launches]
+        assert names.count("_scan_bwd_kernel") == (1 if phase == "bwd" else 2), names
+        for lc in launches:
+            if lc.kernel.__name__ in ("_scan_bwd_kernel", "_bwd_summary_kernel"):
+                assert lc.warps >= 8 * 132 and lc.num_warps == 1, (lc.kernel.__name__, lc.grid)
+        bwd = next(lc for lc in launches if lc.kernel.__name__ == "_scan_bwd_kernel")
+        assert bwd.grid == (24, 1, 48)
+
+
+def test_backward_scratch_at_batch128_224px():
+    """Per direction: one slab per program, 32 channels x 16 steps x (2 N + 4) floats (was 2 x 201 MB)."""
+    from vimbench.kernels.triton_scan import _Prepared
+
+    f = model_scan_inputs(Shape.parse("vim-s@224:b128"), "fp32").fwd
+    p = _Prepared(f.u, f.delta, f.A, f.B, f.C, f.D, f.delta_bias)
+    assert p.slab_numel() * 4 == 128 * 24 * 32 * 16 * 36 * 4  # 226 MB
 
 
 def test_batch128_224px_forward_is_one_full_scan_launch():
@@ -150,6 +175,34 @@ def test_normalise_divides_by_updates_and_detects_unrolling():
     loop = sass.LoopCounts(0, 0, 64, {"ex2": 34, "ldg": 8})  # two steps of 16 updates + 2 per-channel EX2
     updates, per_update, _ = kinspect.normalise([loop], 16)
     assert updates == 32 and per_update["instructions"] == 2.0 and per_update["ldg"] == 0.25
+
+
+TILED = """
+        Function : t
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   LDG.E.128 R4, desc[UR4][R2.64] ;
+        /*0020*/                   BAR.SYNC 0x0 ;
+        /*0030*/                   MUFU.EX2 R8, R9 ;
+        /*0040*/              @P0 BRA 0x30 ;
+        /*0050*/                   FADD R10, R11, R12 ;
+        /*0060*/              @P1 BRA 0x50 ;
+        /*0070*/                   STG.E desc[UR4][R2.64], R10 ;
+        /*0080*/              @P2 BRA 0x10 ;
+        /*0090*/                   EXIT ;
+"""
+
+
+def test_tile_code_is_the_enclosing_loop_outside_its_inner_loops():
+    """A tile loop (0x10-0x80) around a time loop (0x30-0x40) and its sibling (0x50-0x60): the tile's own code
+    is LDG, BAR, STG and the closing branch; spread over 16 steps x 16 states it adds 4/256 per update."""
+    instrs = sass.parse_sass(TILED)["t"]
+    loops = sass.time_loops(instrs)
+    assert [(lp.start, lp.end) for lp in loops] == [(0x30, 0x40), (0x50, 0x60)]
+    tile = sass.tile_code(instrs)
+    assert tile.instructions == 4 and tile["bar"] == 1 and tile["ldg"] == 1 and tile["stg"] == 1
+    _, per_update, per_iter = kinspect.normalise(loops, 16, tile, 16)
+    assert per_update["instructions"] == pytest.approx((2 + 2) / 16 + 4 / 256)
+    assert per_iter["bar"] == 0  # a per-tile barrier is not a time-loop barrier
 
 
 @pytest.mark.parametrize("regs,smem,warps,expected", [(64, 2048, 4, 8), (255, 0, 1, 8), (32, 0, 1, 32),

@@ -5,7 +5,8 @@ On CPU they run in Triton's interpreter. Triton decides at import time whether i
 (tl.sum, tl.sigmoid) are interpretable, so TRITON_INTERPRET=1 must be set before triton is imported: the
 checks run in ONE subprocess started with it (nothing leaks into other test files), each reported as its own
 test. The chunk is shrunk to 8 so L=33 crosses chunk boundaries; "parallel" cases force the chunk-parallel
-scan (summary, combine, chunk passes) at tiny shapes. Shapes are tiny: the interpreter is slow.
+scan (summary, combine, span passes; forward and backward) at tiny shapes. Shapes are tiny: the interpreter
+is slow.
 """
 
 from __future__ import annotations
@@ -45,14 +46,15 @@ def _run_checks(names: list[str]) -> dict[str, str | None]:
 
 
 class parallel_scan:
-    """Force the chunk-parallel path at tiny shapes (chunks of 4 positions), restoring the config after."""
+    """Force the chunk-parallel path at tiny shapes (tiles of 4 positions, spans of 2 tiles), restoring the
+    config after."""
 
     def __enter__(self):
-        self.saved = triton_common.TARGET_WARPS, triton_common.MIN_PARALLEL_CHUNK
-        triton_common.TARGET_WARPS, triton_common.MIN_PARALLEL_CHUNK = 10**9, 4
+        self.saved = triton_common.TARGET_WARPS, triton_common.MIN_PARALLEL_CHUNK, triton_common.CHUNK
+        triton_common.TARGET_WARPS, triton_common.MIN_PARALLEL_CHUNK, triton_common.CHUNK = 10**9, 8, 4
 
     def __exit__(self, *exc):
-        triton_common.TARGET_WARPS, triton_common.MIN_PARALLEL_CHUNK = self.saved
+        triton_common.TARGET_WARPS, triton_common.MIN_PARALLEL_CHUNK, triton_common.CHUNK = self.saved
 
 
 def make_inputs(batch, dim, length, d_state, groups, extras, seed=0, big_decay=False):
@@ -149,6 +151,46 @@ def check_noncontiguous_inputs_and_constant_BC():
     assert rel_err(out_c, ref_c) < 1e-5
 
 
+def check_vim_layout_BC(length, d_state, reverse, parallel):
+    """B/C as Vim passes them: views of x_dbl (b, L, dt_rank + 2N), states contiguous, strides multiples of
+    4: the kernels' aligned path (B_t/C_t read 4 states at a time), forward and gradients."""
+    if parallel:
+        with parallel_scan():
+            return check_vim_layout_BC(length, d_state, reverse, False)
+    from vimbench.kernels import triton_scan
+
+    base = make_inputs(2, 6, length, d_state, 0, True, seed=3)
+    gen = torch.Generator().manual_seed(5)
+    x_dbl = torch.randn(2, length, 4 + 2 * d_state, generator=gen, dtype=torch.float64)
+    B_view = x_dbl[:, :, 4:4 + d_state].transpose(1, 2)  # (b, N, L), stride over N 1, over L 4 + 2N
+    C_view = x_dbl[:, :, 4 + d_state:].transpose(1, 2)
+    inputs = {**base, "B": B_view, "C": C_view}
+    dout = torch.randn(2, 6, length, dtype=torch.float64, generator=gen)
+
+    def vim_views(t):  # float32 leaves, re-viewed like the model's so the kernels see the same strides
+        x = torch.cat([torch.zeros(2, length, 4, dtype=t["B"].dtype), t["B"].transpose(1, 2),
+                       t["C"].transpose(1, 2)], dim=2)
+        return x[:, :, 4:4 + d_state].transpose(1, 2), x[:, :, 4 + d_state:].transpose(1, 2)
+
+    def ours(t):
+        B, C = vim_views(t)
+        aligned = triton_scan._Prepared(t["u"], t["delta"], t["A"], B, C, t["D"], t["delta_bias"]).bc_aligned
+        assert aligned == (d_state % 4 == 0)
+        return selective_scan(t["u"], t["delta"], t["A"], B, C, t["D"], t["z"], t["delta_bias"], True, True,
+                              reverse=reverse, backend="triton")
+
+    def ref(t):
+        return selective_scan_ref(t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"],
+                                  True, True, reverse=reverse)
+
+    out_ref, last_ref, grads_ref = run_with_grads(ref, inputs, dout)
+    f32 = {k: v.float() if v is not None else None for k, v in inputs.items()}
+    out, last, grads = run_with_grads(ours, f32, dout)
+    assert rel_err(out, out_ref) < 1e-5 and rel_err(last, last_ref) < 1e-5
+    for name in grads:
+        assert rel_err(grads[name], grads_ref[name]) < 1e-3, name
+
+
 def check_half_precision(dtype, tol):
     inputs = make_inputs(2, 5, 12, 4, 0, True)
     ref = selective_scan_ref(*inputs.values(), True, reverse=True)
@@ -190,6 +232,32 @@ def check_fused_bidirectional(length, parallel=False):
         assert rel_err(a, b) < 1e-4
 
 
+@check("bidirectional-vim-layout")
+def check_fused_bidirectional_with_vim_views():
+    """Both directions' B/C as views of their x_dbl (the aligned path of the fused kernels), L=9, N=8."""
+    import dataclasses
+
+    (fwd, bwd), z = _directions(dim=6, length=9, d_state=8)
+
+    def with_views(d):
+        x = torch.randn(2, 9, 4 + 16, generator=torch.Generator().manual_seed(2))
+        x[:, :, 4:12] = d.B.detach().transpose(1, 2)
+        x[:, :, 12:] = d.C.detach().transpose(1, 2)
+        x.requires_grad_(True)
+        return dataclasses.replace(d, B=x[:, :, 4:12].transpose(1, 2), C=x[:, :, 12:].transpose(1, 2)), x
+
+    (fwd, x_f), (bwd, x_b) = with_views(fwd), with_views(bwd)
+    fused = bidirectional_selective_scan(fwd, bwd, z, backend="triton")
+    g = torch.randn_like(fused)
+    leaves = [v for v in (*vars(fwd).values(), *vars(bwd).values()) if v.is_leaf] + [x_f, x_b, z]
+    fused_grads = torch.autograd.grad(fused, leaves, g)
+    separate = bidirectional_selective_scan(fwd, bwd, z, backend="reference", fused=False)
+    sep_grads = torch.autograd.grad(separate, leaves, g)
+    assert rel_err(fused, separate) < 1e-5
+    for a, b in zip(fused_grads, sep_grads, strict=True):
+        assert rel_err(a, b) < 1e-4
+
+
 @check("bidirectional_flops")
 def check_fused_bidirectional_counts_two_scan_directions():
     (fwd, bwd), z = _directions()
@@ -202,6 +270,8 @@ def check_fused_bidirectional_counts_two_scan_directions():
 for _case in CASES:
     check("reference-L{}-N{}-G{}-rev{}-extras{}-softplus{}-E{}-parallel{}".format(*_case))(
         lambda c=_case: check_against_reference(*c))
+for _case in ((19, 8, False, False), (33, 16, True, False), (19, 4, True, True), (7, 3, False, False)):
+    check("vim-layout-L{}-N{}-rev{}-parallel{}".format(*_case))(lambda c=_case: check_vim_layout_BC(*c))
 for _dtype, _tol in ((torch.float16, 3e-3), (torch.bfloat16, 3e-2)):
     check(f"half-{_dtype}")(lambda d=_dtype, t=_tol: check_half_precision(d, t))
 for _length in (1, 6, 7, 19):

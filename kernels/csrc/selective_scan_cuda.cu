@@ -22,11 +22,11 @@ namespace vimbench_scan {
 
 constexpr int kThreads = 128;
 
-template <typename io_t, typename bc_t, int kN>
+template <typename io_t, typename bc_t, int kN, bool kExact>
 __global__ void __launch_bounds__(kThreads) selective_scan_fwd_kernel(ScanParams p) {
   const int64_t row = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (row >= (int64_t)p.batch * p.dim) return;
-  scan_row_forward<io_t, bc_t, kN>(p, (int)(row / p.dim), (int)(row % p.dim));
+  scan_row_forward<io_t, bc_t, kN, kExact>(p, (int)(row / p.dim), (int)(row % p.dim));
 }
 
 template <typename io_t, typename bc_t, int kN>
@@ -55,7 +55,11 @@ struct FwdLaunch {
   cudaStream_t stream;
   template <typename io_t, typename bc_t, int kN>
   void run() const {
-    selective_scan_fwd_kernel<io_t, bc_t, kN><<<grid_for(p), kThreads, 0, stream>>>(p);
+    if (exact_states(p, kN, (int)sizeof(bc_t))) {
+      selective_scan_fwd_kernel<io_t, bc_t, kN, true><<<grid_for(p), kThreads, 0, stream>>>(p);
+    } else {
+      selective_scan_fwd_kernel<io_t, bc_t, kN, false><<<grid_for(p), kThreads, 0, stream>>>(p);
+    }
   }
 };
 

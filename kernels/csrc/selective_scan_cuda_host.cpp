@@ -56,7 +56,9 @@ int vb_scan_fwd_host(const int* sizes, const int64_t* strides, const void* const
   const ScanParams p = make_params(sizes, strides, ptrs);
   if (p.dstate < 1 || p.dstate > kMaxDState) return -1;
   for_each_row(p, [&](int b, int e) {
-    if (p.dstate <= 16) {
+    if (exact_states(p, 16, (int)sizeof(float))) {
+      scan_row_forward<float, float, 16, true>(p, b, e);
+    } else if (p.dstate <= 16) {
       scan_row_forward<float, float, 16>(p, b, e);
     } else {
       scan_row_forward<float, float, kMaxDState>(p, b, e);

@@ -25,8 +25,12 @@ How the loop figures are normalised: the time loops are the innermost loops hold
 exp2(dt*A)) and their innermost sibling loops; each is counted along the longest path of one iteration and
 divided by the state updates (one channel x one state x one step) one thread performs per iteration:
 state elements per thread (state tile / threads) x steps per iteration (unrolling, from the EX2 count).
-A kernel with several time loops (the backward) reports their sum. instr, MUFU, LDG, STG: per update;
-BAR, SHFL: per iteration (they should be 0 in a scan's time loop).
+A kernel with several time loops (the backward) reports their sum. A kernel that walks L in tiles also
+runs code per tile around its time loops (saved-state loads, the backward's dB/dC reduction, barriers):
+every instruction of the enclosing loop outside its inner loops, divided by the updates of one tile
+(tile positions x state elements per thread), is added. instr, MUFU, LDG, STG: per update;
+BAR, SHFL: per time-loop iteration (they should be 0 in a scan's time loop; per-tile ones are in the JSON's
+per_tile).
 
 \b
 Shapes: MODEL@RES[:bBATCH], batch 128 by default (e.g. vim-s@224, vim-s@1248:b1).

@@ -103,11 +103,13 @@ def inspect_cuda(arch: str, dtype: str, shape: Shape) -> list[KernelReport]:
     except Exception as exc:
         return [KernelReport("cuda", phase, "", arch, dtype, shape.label, error=str(exc))
                 for phase in ("fwd", "bwd")]
-    return [
-        _report_kernel(cubin, f"selective_scan_{kind}_kernel<{t},{t},{k_n}>", "cuda", phase, arch, dtype,
-                       shape,                       grid, THREADS // 32, k_n, f"kN{k_n} t{THREADS}")
-        for phase, kind in (("fwd", "fwd"), ("bwd", "bwd"))
-    ]
+    # Vim's B/C are views of x_dbl with contiguous states: with d_state == kN the forward runs its exact path
+    exact = "true" if inputs.d_state == k_n and inputs.fwd.B.stride(-2) == 1 else "false"
+    kernels = (("fwd", f"selective_scan_fwd_kernel<{t},{t},{k_n},{exact}>"),
+               ("bwd", f"selective_scan_bwd_kernel<{t},{t},{k_n}>"))
+    return [_report_kernel(cubin, want, "cuda", phase, arch, dtype, shape, grid, THREADS // 32, k_n,
+                           f"kN{k_n} t{THREADS}" + (" exact" if phase == "fwd" and exact == "true" else ""))
+            for phase, want in kernels]
 
 
 def official_config(length: int) -> tuple[int, int]:

@@ -9,7 +9,8 @@ A kernel author's tool for a machine with no GPU (see /work/shared/docs/static-k
 - loop counts: along the longest path of one iteration of each time loop (innermost loop holding a
   MUFU.EX2), divided by the state updates one thread performs per iteration = (state elements per thread,
   from the kernel's state tile and warps) x (steps per iteration, max(1, EX2 on the path // elements per
-  thread), which detects unrolling). A kernel with several time loops (a backward) reports their sum.
+  thread), which detects unrolling). A kernel with several time loops (a backward) reports their sum, plus
+  the per-tile code of the loop enclosing them (all of it) divided by the updates of one tile.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class KernelReport:
     updates_per_iteration: float = 0.0
     per_update: dict[str, float] = field(default_factory=dict)  # instructions, mufu, ldg, stg per update
     per_iteration: dict[str, int] = field(default_factory=dict)  # bar, shfl, local (spills) per iteration
+    per_tile: dict[str, int] = field(default_factory=dict)  # the code around the time loops, per tile
     error: str = ""
     note: str = ""
 
@@ -74,8 +76,13 @@ class KernelReport:
         return self.warps_launched / H100_SMS
 
 
-def normalise(loops: list[sass.LoopCounts], elems_per_thread: float) -> tuple[float, dict, dict]:
-    """(updates per iteration of the first loop, per-update figures summed over loops, per-iteration sums)."""
+def normalise(loops: list[sass.LoopCounts], elems_per_thread: float, tile: sass.LoopCounts | None = None,
+              tile_steps: int = 0) -> tuple[float, dict, dict]:
+    """(updates per iteration of the first loop, per-update figures summed over loops, per-iteration sums).
+
+    `tile`: the per-tile code around the time loops, spread over the updates of one tile (`tile_steps`
+    positions); its BAR/SHFL are not per-iteration figures and are left out of those.
+    """
     per_update: dict[str, float] = {}
     per_iter: dict[str, int] = {}
     first = 0.0
@@ -87,6 +94,10 @@ def normalise(loops: list[sass.LoopCounts], elems_per_thread: float) -> tuple[fl
             per_update[key] = per_update.get(key, 0.0) + loop[key] / updates
         for key in ("bar", "shfl", "local", "lds", "sts", "atom"):
             per_iter[key] = per_iter.get(key, 0) + loop[key]
+    if tile is not None and tile_steps > 0:
+        for key in ("instructions", "mufu", "ex2", "ldg", "stg"):
+            per_update[key] = per_update.get(key, 0.0) + tile[key] / (elems_per_thread * tile_steps)
+        per_iter["local"] = per_iter.get("local", 0) + tile["local"]
     return first, per_update, per_iter
 
 
@@ -173,19 +184,30 @@ def inspect_triton_launch(launch: Launch, arch: str, dtype: str, shape: Shape) -
         report.registers = usage["registers"]
         report.spill_bytes = usage["spill_store_bytes"] + usage["spill_load_bytes"]
         report.blocks_per_sm = blocks_per_sm(arch, report.registers, report.shared_bytes, launch.num_warps)
-        _fill_loops(report, instrs, _state_elems_per_thread(launch))
+        _fill_loops(report, instrs, _state_elems_per_thread(launch), _tile_steps(launch))
     except Exception as exc:  # one kernel failing must not hide the others
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
         report.error = f"{type(exc).__name__}: {lines[-1] if lines else ''}"
     return report
 
 
-def _fill_loops(report: KernelReport, instrs: list[sass.Instr], elems_per_thread: float) -> None:
+def _tile_steps(launch: Launch) -> int:
+    """Positions per tile (the kernel's `chunk_len` argument), 0 for kernels without tiles."""
+    names = launch.kernel.compiled.arg_names
+    return int(launch.args[names.index("chunk_len")]) if "chunk_len" in names else 0
+
+
+def _fill_loops(report: KernelReport, instrs: list[sass.Instr], elems_per_thread: float,
+                tile_steps: int = 0) -> None:
     loops = sass.time_loops(instrs)
     report.time_loops = len(loops)
     if not sass.loops_well_nested(instrs):
         report.note = "backward branches overlap (out-of-line code): loop figures not comparable"
-    report.updates_per_iteration, report.per_update, report.per_iteration = normalise(loops, elems_per_thread)
+    tile = sass.tile_code(instrs) if tile_steps else None
+    if tile is not None:
+        report.per_tile = {"instructions": tile.instructions, **tile.counts}
+    report.updates_per_iteration, report.per_update, report.per_iteration = normalise(
+        loops, elems_per_thread, tile, tile_steps)
 
 
 def inspect_triton(arch: str, dtype: str, shape: Shape) -> list[KernelReport]:

@@ -192,6 +192,36 @@ def time_loops(instrs: list[Instr]) -> list[LoopCounts]:
     return result
 
 
+def tile_code(instrs: list[Instr]) -> LoopCounts | None:
+    """What the loop enclosing the time loops (a tile of positions) runs per iteration besides them.
+
+    A kernel that walks L in tiles does per-tile work there (load a saved state, reduce dB/dC over the
+    tile's steps, barriers); it is counted whole (every instruction of the enclosing loop outside its inner
+    loops), to be divided by the updates of one tile. None when the time loops have no enclosing loop.
+    """
+    loops = sorted(set(_loops(instrs)))
+    index = {ins.addr: k for k, ins in enumerate(instrs)}
+    chosen = {(index[lp.start], index[lp.end]) for lp in time_loops(instrs)}
+
+    def inside(a, b):
+        return a != b and b[0] <= a[0] and a[1] <= b[1]
+
+    parents = {min((o for o in loops if inside(lp, o)), key=lambda o: o[1] - o[0], default=None)
+               for lp in chosen} - {None}
+    if not parents:
+        return None
+    total, counts = 0, Counter()
+    for head, back in parents:
+        children = [o for o in loops if inside(o, (head, back))]
+        body = [ins for k, ins in enumerate(instrs[head:back + 1], head)
+                if not any(c[0] <= k <= c[1] for c in children)]
+        total += len(body)
+        counts += _categorise(body)
+    start = min(instrs[h].addr for h, _ in parents)
+    end = max(instrs[b].addr for _, b in parents)
+    return LoopCounts(start, end, total, dict(counts))
+
+
 def loops_well_nested(instrs: list[Instr]) -> bool:
     """False when two backward-branch ranges partly overlap: out-of-line code (e.g. nvcc's divergent
     atomic paths placed after the main body) jumps back: the ranges are not loops, the counts mislead."""
