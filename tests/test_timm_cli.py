@@ -17,7 +17,7 @@ pytestmark = [
     pytest.mark.timm,
     pytest.mark.skipif(not timm_available(), reason="timm is not installed (pip install 'vimbench[timm]')"),
 ]
-SCHEMA_2_RUN = Path(__file__).resolve().parents[1] / "results" / "cpu" / "xeon-2core-avx2-fig1"
+SCHEMA_2_RUN = Path(__file__).resolve().parents[1] / "results" / "cpu" / "xeon-2core-avx2-e2e-1thread"
 FAST = ["--iters", "1", "--repeats", "1", "--min-time", "0", "--warmup", "0", "--threads", "1", "--no-plots",
         "--device", "cpu"]
 

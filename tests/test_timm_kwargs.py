@@ -17,7 +17,7 @@ from vimbench.models.timm_family import TimmFamily, format_timm_kwargs, parse_ti
 from vimbench.results import ALL_COLUMNS, CORE_COLUMNS, SCHEMA_VERSION, Run, point_key
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA_2_RUN = REPO / "results" / "cpu" / "xeon-2core-avx2-fig1"  # committed, written with schema 2
+SCHEMA_2_RUN = REPO / "results" / "cpu" / "xeon-2core-avx2-e2e-1thread"  # committed, written with schema 2
 SCHEMA_1_RUN = REPO / "results" / "cpu" / "amd-epyc-2core-fig1"
 VIT = "timm:vit_tiny_patch16_224"
 
