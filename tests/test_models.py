@@ -224,5 +224,17 @@ def test_unknown_model_names_the_closest():
         get_spec("deit-tt")
 
 
+@pytest.mark.parametrize(("name", "message"), [
+    ("tim:vit_small_patch16_224", "unknown model family prefix 'tim:' in 'tim:vit_small_patch16_224'; "
+                                  "closest: timm:"),
+    ("foo:bar", "unknown model family prefix 'foo:' in 'foo:bar'; prefixes: timm:"),
+])
+def test_unknown_family_prefix_names_the_prefixes(cli, name: str, message: str):
+    with pytest.raises(ValueError, match=message):
+        get_spec(name)
+    result = cli(["sweep", "--models", name, "--res", "224"])
+    assert result.code == 2 and message in result.err and len(result.err.strip().splitlines()) == 1
+
+
 def test_paired_baselines_come_from_the_spec():
     assert get_spec("vim-s").baseline == "deit-s" and get_spec("vim-t-stride8").baseline is None

@@ -75,6 +75,13 @@ def get_spec(name: str) -> ModelSpec:
         return _REGISTRY[_ALIASES[_canon(name)]]
     except KeyError:
         pass
+    if ":" in name:  # a family prefix none of the families has
+        prefixes = [f.prefix for f in FAMILIES if f.prefix]
+        given = name.strip().split(":", 1)[0] + ":"
+        close = difflib.get_close_matches(given.lower(), prefixes, n=1, cutoff=0.5)
+        hint = f"closest: {close[0]}; " if close else ""
+        raise ValueError(f"unknown model family prefix {given!r} in {name.strip()!r}; {hint}"
+                         f"prefixes: {', '.join(prefixes)} (other models have no prefix: vimbench models)")
     close = difflib.get_close_matches(_canon(name), list(_REGISTRY), n=3, cutoff=0.5)
     hint = f"closest: {', '.join(close)}; " if close else ""
     opened = [f"{f.prefix}NAME" for f in FAMILIES if f.prefix]
