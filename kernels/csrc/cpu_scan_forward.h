@@ -184,8 +184,10 @@ void forward_tile(const ScanInputs<T>& in, int64_t b, int64_t e0, int64_t lanes,
   }
 }
 
-template <typename T>
-void forward_impl(const ScanInputs<T>& in, T* out, T* last_state) {
+// Every (batch, channel tile) of `in` across the thread pool, each worker with its own scratch:
+// body(scratch, b, e0, lanes) with lanes <= W channels starting at e0 (a group's last tile may be partial).
+template <typename T, typename Body>
+void parallel_over_tiles(const ScanInputs<T>& in, const Body& body) {
   constexpr int64_t W = kLanes<T>;
   const int64_t per_group = in.dim / in.groups;
   const int64_t tiles_per_group = (per_group + W - 1) / W;
@@ -196,8 +198,15 @@ void forward_impl(const ScanInputs<T>& in, T* out, T* last_state) {
         const int64_t bg = tile / tiles_per_group, k = tile % tiles_per_group;
         const int64_t b = bg / in.groups, g = bg % in.groups;
         const int64_t e0 = g * per_group + k * W;
-        forward_tile(in, b, e0, std::min(W, g * per_group + per_group - e0), scratch, out, last_state);
+        body(scratch, b, e0, std::min(W, g * per_group + per_group - e0));
       });
+}
+
+template <typename T>
+void forward_impl(const ScanInputs<T>& in, T* out, T* last_state) {
+  parallel_over_tiles(in, [&](TileScratch<T>& scratch, int64_t b, int64_t e0, int64_t lanes) {
+    forward_tile(in, b, e0, lanes, scratch, out, last_state);
+  });
 }
 
 // Both directions of a Vim mixer in one parallel region (inference): per tile the forward direction writes
@@ -205,20 +214,10 @@ void forward_impl(const ScanInputs<T>& in, T* out, T* last_state) {
 // fwd and bwd have the same shape and groups; no last states.
 template <typename T>
 void bidirectional_forward_impl(const ScanInputs<T>& fwd, const ScanInputs<T>& bwd, T scale, T* out) {
-  constexpr int64_t W = kLanes<T>;
-  const int64_t per_group = fwd.dim / fwd.groups;
-  const int64_t tiles_per_group = (per_group + W - 1) / W;
-  const int64_t tiles = fwd.batch * fwd.groups * tiles_per_group;
-  parallel_dynamic(
-      tiles, 1, [&] { return TileScratch<T>(fwd.nstate); },
-      [&](TileScratch<T>& scratch, int64_t tile, int64_t) {
-        const int64_t bg = tile / tiles_per_group, k = tile % tiles_per_group;
-        const int64_t b = bg / fwd.groups, g = bg % fwd.groups;
-        const int64_t e0 = g * per_group + k * W;
-        const int64_t lanes = std::min(W, g * per_group + per_group - e0);
-        forward_tile(fwd, b, e0, lanes, scratch, out, static_cast<T*>(nullptr), TileOut::kWriteUngated);
-        forward_tile(bwd, b, e0, lanes, scratch, out, static_cast<T*>(nullptr), TileOut::kAddGated, scale);
-      });
+  parallel_over_tiles(fwd, [&](TileScratch<T>& scratch, int64_t b, int64_t e0, int64_t lanes) {
+    forward_tile(fwd, b, e0, lanes, scratch, out, static_cast<T*>(nullptr), TileOut::kWriteUngated);
+    forward_tile(bwd, b, e0, lanes, scratch, out, static_cast<T*>(nullptr), TileOut::kAddGated, scale);
+  });
 }
 
 }  // namespace vimbench_cpu_scan
