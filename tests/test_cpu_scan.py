@@ -12,12 +12,13 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 
 import pytest
 import torch
 from vimbench.kernels import cpu_scan, resolve_backend, selective_scan, selective_scan_ref
 from vimbench.kernels.registry import get_backend
+
+from vimbench.kernelbench.check import single_threaded
 
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 FP32_TOL = 1e-5
@@ -76,32 +77,20 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return (x.double() - ref).abs().max().item() / (scale if scale > 0 else 1.0)
 
 
-@contextmanager
-def one_thread():
-    """The reference loop is thousands of tiny ops: on a busy 2-core runner each one waits on the other
-    thread, so it runs single-threaded (several times faster there; the numbers are the same)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def compare(backend, inputs: dict, softplus: bool, reverse: bool, tol: float = FP32_TOL) -> None:
     """Forward output, last state and all eight gradients of `backend` vs the float64 reference."""
     args = [inputs[k] for k in GRAD_NAMES]
     ref_backend = get_backend("reference")
     ref_args = [as_float64(inputs)[k] for k in GRAD_NAMES]
     out, last = backend.forward(*args, softplus, reverse)
-    with one_thread():
+    with single_threaded():  # the reference loop is thousands of tiny ops
         ref_out, ref_last = ref_backend.forward(*ref_args, softplus, reverse)
     assert out.dtype == inputs["u"].dtype and last.shape == ref_last.shape
     assert rel_err(out, ref_out) < tol
     assert rel_err(last, ref_last) < tol
     dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     grads = backend.backward(dout.to(out.dtype), *args, softplus, reverse)
-    with one_thread():
+    with single_threaded():  # the reference loop is thousands of tiny ops
         ref_grads = ref_backend.backward(dout, *ref_args, softplus, reverse)
     for name, given, grad, ref in zip(GRAD_NAMES, args, grads, ref_grads, strict=True):
         if given is None:

@@ -32,6 +32,10 @@ from .plan import Point
 from .rows import failure_row, identity_row, now_utc, resolved_options
 from .timing import time_steps
 
+# Set by run_point_subprocess to the sweep's pid: a worker whose sweep died before the worker could ask to die
+# with it (PR_SET_PDEATHSIG) sees a different parent and exits at once.
+PARENT_PID_ENV = "VIMBENCH_WORKER_PARENT_PID"
+
 
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name, "").strip()
@@ -78,7 +82,7 @@ def main() -> int:
 
 def _die_with_parent() -> None:
     """Workers run in their own session; if the sweep is killed, a worker must not keep holding a GPU."""
-    spawner = _env_int("VIMBENCH_WORKER_PARENT_PID")  # set by run_point_subprocess
+    spawner = _env_int(PARENT_PID_ENV)
     parent = os.getppid() if spawner is None else spawner
     with contextlib.suppress(Exception):
         import ctypes

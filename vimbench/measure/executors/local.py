@@ -18,11 +18,10 @@ from typing import Any
 
 from ..plan import Point
 from ..rows import failure_row, now_utc
+from ..worker import PARENT_PID_ENV
 from .base import OnRow, SkipCheck
 
 WORKER_MODULE = "vimbench.measure.worker"
-# The spawning pid, so a worker whose sweep died before the worker could ask to die with it exits at once.
-PARENT_PID_ENV = "VIMBENCH_WORKER_PARENT_PID"
 
 
 class LocalExecutor:
