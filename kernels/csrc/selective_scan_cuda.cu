@@ -24,30 +24,33 @@ constexpr int kMaxThreads = 128;
 
 VB_HD int64_t total_rows(const ScanParams& p) { return (int64_t)p.batch * p.dim; }
 
+// This thread's row (batch * dim < 2^31, checked by valid(): 32-bit divisions, no 64-bit division call).
+__device__ __forceinline__ int thread_row() { return (int)(blockIdx.x * blockDim.x + threadIdx.x); }
+
 // grid (row blocks, spans): blockIdx.y is the span (0 unless chunk-parallel)
 template <typename io_t, typename bc_t, int kN, bool kExact, int kMode>
 __global__ void __launch_bounds__(kMaxThreads) selective_scan_fwd_kernel(ScanParams p) {
-  const int64_t row = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const int row = thread_row();
   if (row >= total_rows(p)) return;
-  scan_row_forward<io_t, bc_t, kN, kExact, kMode>(p, (int)(row / p.dim), (int)(row % p.dim), blockIdx.y);
+  scan_row_forward<io_t, bc_t, kN, kExact, kMode>(p, row / p.dim, row % p.dim, blockIdx.y);
 }
 
 // One thread per row: the spans' summaries -> their start states (forward) or adjoint carries (backward).
 __global__ void __launch_bounds__(kMaxThreads) selective_scan_combine_kernel(ScanParams p, float* slots,
                                                                            int64_t slot_stride, bool reverse) {
-  const int64_t row = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const int row = thread_row();
   if (row >= total_rows(p)) return;
-  const int b = (int)(row / p.dim), e = (int)(row % p.dim);
+  const int b = row / p.dim, e = row % p.dim;
   const int64_t base = reverse ? carry_offset(p, b, e, 0) : tile_state_offset(p, b, e, 0);
-  float* last = reverse ? nullptr : p.last_state + row * p.dstate;
+  float* last = reverse ? nullptr : p.last_state + (int64_t)row * p.dstate;
   combine_row(p, e, slots + base, slot_stride, p.dt_sum + (int64_t)b * p.n_par * p.dim + e, last, reverse);
 }
 
 template <typename io_t, typename bc_t, int kN, bool kExact>
 __global__ void __launch_bounds__(kMaxThreads) selective_scan_bwd_summary_kernel(ScanBwdParams q) {
-  const int64_t row = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const int row = thread_row();
   if (row >= total_rows(q.fwd)) return;
-  bwd_summary_row<io_t, bc_t, kN, kExact>(q, (int)(row / q.fwd.dim), (int)(row % q.fwd.dim), blockIdx.y);
+  bwd_summary_row<io_t, bc_t, kN, kExact>(q, row / q.fwd.dim, row % q.fwd.dim, blockIdx.y);
 }
 
 // Block = kBwdThreads rows, blockIdx.y = span; see selective_scan_cuda_backward.cuh.
@@ -58,9 +61,9 @@ __global__ void __launch_bounds__(kBwdThreads) selective_scan_bwd_kernel(ScanBwd
   const int tid = threadIdx.x, par = blockIdx.y;
   const BwdBlock blk = bwd_block_init(q, (int64_t)blockIdx.x * kBwdThreads);
   const bool valid = tid < blk.nvalid;
-  const int64_t row = blk.row0 + (valid ? tid : 0);
+  const int row = (int)blk.row0 + (valid ? tid : 0);
   BwdRow<kN> w;
-  bwd_row_init<kN>(q, (int)(row / p.dim), (int)(row % p.dim), par, w);
+  bwd_row_init<kN>(q, row / p.dim, row % p.dim, par, w);
   float* slab = slab_slot<kN>(q, par, row);
   for (int c = span_hi(p, par) - 1; c >= span_lo(p, par); --c) {
     if (valid) bwd_tile_walk<io_t, bc_t, kN, kExact>(q, w, c, slab, sh, tid);
@@ -162,8 +165,8 @@ bool valid(const ScanParams& p) {
                       p.n_chunks >= 1 && (int64_t)p.n_chunks * p.chunk >= p.seqlen &&
                       (int64_t)p.span * p.n_par >= p.n_chunks && p.tile_states != nullptr &&
                       (p.n_par == 1 || p.dt_sum != nullptr) && (p.threads == 32 || p.threads == 128);
-  return config && p.batch >= 0 && p.dim >= 0 && p.seqlen >= 0 && p.dstate >= 1 &&
-         p.dstate <= kMaxDState && p.channels_per_group >= 1;
+  return config && total_rows(p) < (int64_t)INT32_MAX && p.batch >= 0 && p.dim >= 0 && p.seqlen >= 0 &&
+         p.dstate >= 1 && p.dstate <= kMaxDState && p.channels_per_group >= 1;
 }
 
 }  // namespace

@@ -30,14 +30,6 @@ namespace vimbench_scan {
 constexpr float kLn2 = 0.6931471805599453f;
 
 // dt = softplus(raw) (or raw) and d(dt)/d(raw), with one exp.
-VB_HD float fast_div(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fdividef(a, b);
-#else
-  return a / b;
-#endif
-}
-
 VB_HD void delta_and_slope(bool softplus_on, float raw, float& dt, float& slope) {
   dt = raw;
   slope = 1.f;
@@ -51,15 +43,6 @@ VB_HD void delta_and_slope(bool softplus_on, float raw, float& dt, float& slope)
 #endif
     slope = fast_div(ex, 1.f + ex);
   }
-}
-
-// sigmoid with a fast division on the device (2 ulp; the precise one's slow path sits in the time loop)
-VB_HD float sigmoid_fast(float x) {
-#if defined(__CUDA_ARCH__)
-  return fast_div(1.f, 1.f + __expf(-x));
-#else
-  return 1.f / (1.f + std::exp(-x));
-#endif
 }
 
 // What one thread keeps across tiles: its row's constants and its running sums.
@@ -160,7 +143,7 @@ VB_NO_UNROLL
     float dy = go;
     if (z) {
       const float zt = to_float(z[w.r.z + t * p.z_l_stride]);
-      const float sz = sigmoid_fast(zt);
+      const float sz = sigmoid(zt);
       float y = w.D * ut;
 VB_UNROLL
       for (int n = 0; n < kN; ++n) y += ht[n] * Cv[n];
@@ -190,7 +173,7 @@ VB_UNROLL
 }
 
 // (batch, group) of a row: consecutive rows have nondecreasing keys.
-VB_HD int64_t group_key(const ScanParams& p, int64_t row) {
+VB_HD int group_key(const ScanParams& p, int row) {  // rows < 2^31 (the launcher checks): 32-bit divisions
   return (row / p.dim) * (p.dim / p.channels_per_group) + (row % p.dim) / p.channels_per_group;
 }
 
@@ -202,9 +185,9 @@ struct BwdBlock {
   int64_t dC_off, dB_off;  // of that (batch, group), when uniform
 };
 
-VB_HD int64_t grad_offset(const ScanBwdParams& q, int64_t key, bool dB) {
+VB_HD int64_t grad_offset(const ScanBwdParams& q, int key, bool dB) {
   const int groups = q.fwd.dim / q.fwd.channels_per_group;
-  const int64_t b = key / groups, g = key % groups;
+  const int b = key / groups, g = key % groups;
   return dB ? b * q.dB_batch_stride + g * q.dB_group_stride : b * q.dC_batch_stride + g * q.dC_group_stride;
 }
 
@@ -213,8 +196,8 @@ VB_HD BwdBlock bwd_block_init(const ScanBwdParams& q, int64_t row0) {
   BwdBlock blk;
   blk.row0 = row0;
   blk.nvalid = rows - row0 < kBwdThreads ? (int)(rows - row0) : kBwdThreads;
-  const int64_t key = group_key(q.fwd, row0);
-  blk.uniform = blk.nvalid == kBwdThreads && group_key(q.fwd, row0 + blk.nvalid - 1) == key;
+  const int key = group_key(q.fwd, (int)row0);
+  blk.uniform = blk.nvalid == kBwdThreads && group_key(q.fwd, (int)row0 + blk.nvalid - 1) == key;
   blk.dC_off = grad_offset(q, key, false);
   blk.dB_off = grad_offset(q, key, true);
   return blk;
@@ -253,9 +236,9 @@ VB_HD void bwd_reduce_general(const ScanBwdParams& q, const BwdBlock& blk, int s
     const int k = job / kCols, col = job % kCols, sel = col * 4 >= kN ? 1 : 0, n0 = col * 4 - sel * kN;
     if (n0 >= q.fwd.dstate) continue;
     for (int lo = 0; lo < blk.nvalid;) {
-      const int64_t key = group_key(q.fwd, blk.row0 + lo);
+      const int key = group_key(q.fwd, (int)blk.row0 + lo);
       int hi = lo + 1;
-      while (hi < blk.nvalid && group_key(q.fwd, blk.row0 + hi) == key) ++hi;
+      while (hi < blk.nvalid && group_key(q.fwd, (int)blk.row0 + hi) == key) ++hi;
       float acc[4] = {0.f, 0.f, 0.f, 0.f};
       sum_channels<kN>(slab0 + k * 2 * kN + col * 4, sh + w_index(k, sel, 0), lo, hi, acc);
       flush_column(q, grad_offset(q, key, sel), sel, n0, s0 + k, acc);
