@@ -108,11 +108,15 @@ def _config_args(u: Tensor, A: Tensor) -> tuple[int, int, int, int, int]:
     return cfg.chunk, cfg.n_chunks, cfg.span, cfg.n_par, cfg.block_e
 
 
-def saved_like(u: Tensor, A: Tensor) -> Tensor:
-    """Shape of the forward's saved tile start states: (batch, n_chunks, E, d_state) float32."""
+def saved_shape(u: Tensor, A: Tensor) -> tuple[int, int, int, int]:
+    """The forward's saved tile start states: (batch, n_chunks, E, d_state) float32."""
     batch, dim, length = u.shape
-    cfg = launch_config(batch, dim, length, A.shape[1])
-    return u.new_empty((batch, cfg.n_chunks, dim, A.shape[1]), dtype=torch.float32)
+    return (batch, launch_config(batch, dim, length, A.shape[1]).n_chunks, dim, A.shape[1])
+
+
+def saved_like(u: Tensor, A: Tensor) -> Tensor:
+    """An empty tensor shaped like the forward's saved tile states (the custom op's fake returns it)."""
+    return u.new_empty(saved_shape(u, A), dtype=torch.float32)
 
 
 def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, save=False):
@@ -136,7 +140,7 @@ def _reduce_like(grad4: Tensor, X: Tensor) -> Tensor:
 
 def _backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, saved=None):
     """Gradients from the forward's saved tile states (`saved`); without them the forward runs once more."""
-    if saved is None or tuple(saved.shape) != tuple(saved_like(u, A).shape):
+    if saved is None or tuple(saved.shape) != saved_shape(u, A):
         saved = _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, save=True)[2]
     args = prepare(u, delta, A, B, C, D, z, delta_bias)
     du, ddelta, dA, dB, dC, dD, dz, dbias = _extension().bwd(

@@ -254,6 +254,56 @@ def test_host_run_of_kernel_code_matches_reference(host_lib, case) -> None:
         assert _rel(grads[name], ref) < 1e-4, name
 
 
+class _HostExtension:
+    """The torch binding's fwd/bwd, run by the host harness: the CUDA backend's Python side end to end."""
+
+    NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+    def __init__(self, lib):
+        self.lib, self.calls = lib, []
+
+    def fwd(self, *args):
+        *tensors, softplus, reverse, chunk, n_chunks, span, n_par, threads = args
+        self.calls.append(("fwd", n_par, threads))
+        inputs = dict(zip(self.NAMES, tensors, strict=True))
+        return _host_call(self.lib, inputs, softplus, reverse, config=(chunk, n_chunks, span, n_par))
+
+    def bwd(self, dout, *args):
+        *tensors, softplus, reverse, saved, chunk, n_chunks, span, n_par = args
+        self.calls.append(("bwd", tuple(saved.shape)))
+        g = _host_call(self.lib, dict(zip(self.NAMES, tensors, strict=True)), softplus, reverse, dout=dout,
+                       config=(chunk, n_chunks, span, n_par), saved=saved)
+        return [g[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_custom_op_hands_the_tile_states_to_the_backward(host_lib, monkeypatch, reverse) -> None:
+    """selective_scan(backend="cuda") through the custom op: one forward, whose tile states reach the backward
+    (no second forward), gradients equal to the float64 reference in the callers' B/C shapes."""
+    import dataclasses
+
+    from vimbench.kernels import cuda_scan, registry
+    from vimbench.kernels.scan import selective_scan
+
+    fake = _HostExtension(host_lib)
+    monkeypatch.setattr(cuda_scan, "load_extension", lambda: fake)
+    backend = registry.get_backend("cuda")
+    assert backend.saves_for_backward
+    monkeypatch.setitem(registry._BACKENDS, "cuda", dataclasses.replace(backend, is_available=lambda d: True))
+    args = _inputs(40, 16, 8, 1, True, True, True, True, True, False)
+    leaves = {k: v.clone().requires_grad_() for k, v in args.items()}
+    ref_leaves = {k: v.double().requires_grad_() for k, v in args.items()}
+    out = selective_scan(*leaves.values(), delta_softplus=True, reverse=reverse, backend="cuda")
+    ref = selective_scan_ref(*ref_leaves.values(), True, reverse=reverse)
+    assert _rel(out, ref) < 1e-5
+    dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
+    out.backward(dout)
+    ref.backward(dout.double())
+    assert fake.calls == [("fwd", 1, 32), ("bwd", (2, 3, 8, 16))]  # tiles of 16: 3 for L=40
+    for name, leaf in leaves.items():
+        assert leaf.grad.shape == leaf.shape and _rel(leaf.grad, ref_leaves[name].grad) < 1e-4, name
+
+
 @pytest.mark.gpu
 def test_cuda_backend_passes_quick_check() -> None:
     from vimbench.kernelbench.check import quick_cases, run_checks
