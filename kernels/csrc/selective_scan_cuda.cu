@@ -24,7 +24,8 @@ constexpr int kMaxThreads = 128;
 
 VB_HD int64_t total_rows(const ScanParams& p) { return (int64_t)p.batch * p.dim; }
 
-// This thread's row (batch * dim < 2^31, checked by valid(): 32-bit divisions, no 64-bit division call).
+// This thread's row (or (row, state): batch * dim * dstate < 2^31, checked by valid(): 32-bit divisions, no
+// 64-bit division call).
 __device__ __forceinline__ int thread_row() { return (int)(blockIdx.x * blockDim.x + threadIdx.x); }
 
 // grid (row blocks, spans): blockIdx.y is the span (0 unless chunk-parallel)
@@ -35,15 +36,16 @@ __global__ void __launch_bounds__(kMaxThreads) selective_scan_fwd_kernel(ScanPar
   scan_row_forward<io_t, bc_t, kN, kExact, kMode>(p, row / p.dim, row % p.dim, blockIdx.y);
 }
 
-// One thread per row: the spans' summaries -> their start states (forward) or adjoint carries (backward).
+// One thread per (row, state): the spans' summaries -> their start states (forward) or adjoint carries
+// (backward).
 __global__ void __launch_bounds__(kMaxThreads) selective_scan_combine_kernel(ScanParams p, float* slots,
                                                                            int64_t slot_stride, bool reverse) {
-  const int row = thread_row();
-  if (row >= total_rows(p)) return;
-  const int b = row / p.dim, e = row % p.dim;
+  const int i = thread_row();
+  if (i >= total_rows(p) * p.dstate) return;
+  const int row = i / p.dstate, n = i % p.dstate, b = row / p.dim, e = row % p.dim;
   const int64_t base = reverse ? carry_offset(p, b, e, 0) : tile_state_offset(p, b, e, 0);
   float* last = reverse ? nullptr : p.last_state + (int64_t)row * p.dstate;
-  combine_row(p, e, slots + base, slot_stride, p.dt_sum + (int64_t)b * p.n_par * p.dim + e, last, reverse);
+  combine_state(p, e, n, slots + base, slot_stride, p.dt_sum + (int64_t)b * p.n_par * p.dim + e, last, reverse);
 }
 
 template <typename io_t, typename bc_t, int kN, bool kExact>
@@ -80,8 +82,8 @@ dim3 grid_for(const ScanParams& p, int threads) {
   return dim3((unsigned)((total_rows(p) + threads - 1) / threads), (unsigned)p.n_par);
 }
 
-dim3 rows_grid(const ScanParams& p) {
-  return dim3((unsigned)((total_rows(p) + kMaxThreads - 1) / kMaxThreads));
+dim3 states_grid(const ScanParams& p) {
+  return dim3((unsigned)((total_rows(p) * p.dstate + kMaxThreads - 1) / kMaxThreads));
 }
 
 template <typename io_t, typename bc_t, int kN, bool kExact>
@@ -92,7 +94,7 @@ void launch_fwd(const ScanParams& p, cudaStream_t stream) {
     return;
   }
   selective_scan_fwd_kernel<io_t, bc_t, kN, kExact, kSummary><<<grid_for(p, threads), threads, 0, stream>>>(p);
-  selective_scan_combine_kernel<<<rows_grid(p), kMaxThreads, 0, stream>>>(
+  selective_scan_combine_kernel<<<states_grid(p), kMaxThreads, 0, stream>>>(
       p, p.tile_states, (int64_t)p.span * p.dim * p.dstate, false);
   selective_scan_fwd_kernel<io_t, bc_t, kN, kExact, kSpan><<<grid_for(p, threads), threads, 0, stream>>>(p);
 }
@@ -103,7 +105,7 @@ void launch_bwd(const ScanBwdParams& q, cudaStream_t stream) {
   if (p.n_par > 1) {
     selective_scan_bwd_summary_kernel<io_t, bc_t, kN, kExact><<<grid_for(p, kBwdThreads), kBwdThreads, 0,
                                                                 stream>>>(q);
-    selective_scan_combine_kernel<<<rows_grid(p), kMaxThreads, 0, stream>>>(
+    selective_scan_combine_kernel<<<states_grid(p), kMaxThreads, 0, stream>>>(
         p, q.carries, (int64_t)p.dim * p.dstate, true);
   }
   selective_scan_bwd_kernel<io_t, bc_t, kN, kExact><<<grid_for(p, kBwdThreads), kBwdThreads, 0, stream>>>(q);
@@ -165,8 +167,8 @@ bool valid(const ScanParams& p) {
                       p.n_chunks >= 1 && (int64_t)p.n_chunks * p.chunk >= p.seqlen &&
                       (int64_t)p.span * p.n_par >= p.n_chunks && p.tile_states != nullptr &&
                       (p.n_par == 1 || p.dt_sum != nullptr) && (p.threads == 32 || p.threads == 128);
-  return config && total_rows(p) < (int64_t)INT32_MAX && p.batch >= 0 && p.dim >= 0 && p.seqlen >= 0 &&
-         p.dstate >= 1 && p.dstate <= kMaxDState && p.channels_per_group >= 1;
+  return config && total_rows(p) * p.dstate < (int64_t)INT32_MAX && p.batch >= 0 && p.dim >= 0 &&
+         p.seqlen >= 0 && p.dstate >= 1 && p.dstate <= kMaxDState && p.channels_per_group >= 1;
 }
 
 }  // namespace

@@ -13,7 +13,7 @@
 //  phase 2 (bwd_tile_reduce, per block): dC[t, n] = sum_e dy[t, e] h[t, n, e] and dB[t, n] = sum_e dtu[t, e]
 //    g[t, n, e] over the block's channels, once per tile, then one atomic per (batch, group, n, t);
 //  barrier (the next tile reuses the slab and the buffer).
-// Chunk-parallel (n_par > 1): bwd_summary_row runs each span's adjoint carry from zero, combine_row
+// Chunk-parallel (n_par > 1): bwd_summary_row runs each span's adjoint carry from zero, combine_state
 // chains them from the last span, and each span's blocks start from their carry.
 #pragma once
 
@@ -84,7 +84,7 @@ VB_HD void bwd_row_init(const ScanBwdParams& q, int b, int e, int par, BwdRow<kN
   w.own_off = ((int64_t)b * p.dim + e) * p.seqlen;
   w.D = p.D ? p.D[e * p.D_stride] : 0.f;
   w.bias = p.delta_bias ? p.delta_bias[e * p.delta_bias_stride] : 0.f;
-  const bool carried = par + 1 < p.n_par;  // later spans' adjoint, chained by combine_row
+  const bool carried = par + 1 < p.n_par;  // later spans' adjoint, chained by combine_state
 VB_UNROLL
   for (int n = 0; n < kN; ++n) {
     w.A2[n] = n < N ? p.A[e * p.A_dim_stride + n * p.A_n_stride] * kLog2e : 0.f;
@@ -296,7 +296,7 @@ VB_UNROLL
 }
 
 // Chunk-parallel backward: span `par`'s adjoint carry from zero, exp(dt A) g at the span's first position,
-// and its sum(dt) (neither needs the states); combine_row then chains the spans from the last.
+// and its sum(dt) (neither needs the states); combine_state then chains the spans from the last.
 template <typename io_t, typename bc_t, int kN, bool kExact>
 VB_HD void bwd_summary_row(const ScanBwdParams& q, int b, int e, int par) {
   const ScanParams& p = q.fwd;

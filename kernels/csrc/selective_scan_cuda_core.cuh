@@ -179,7 +179,7 @@ VB_UNROLL
 
 // The forward's three modes (kernels/triton_scan_fwd.py has the same): kFull walks all tiles of a row;
 // kSummary scans one span from a zero state and stores its end state and sum(dt) (no output); kSpan scans
-// one span from its start state (written by combine_row) and stores the output.
+// one span from its start state (written by combine_state) and stores the output.
 enum FwdMode : int { kFull = 0, kSummary = 1, kSpan = 2 };
 
 // Positions [first, last) in scan order of tile c.
@@ -200,7 +200,7 @@ VB_HD int64_t tile_state_offset(const ScanParams& p, int b, int e, int c) {
 }
 
 // Forward for one row and span (see FwdMode): out (with D and the silu(z) gate), every tile's start state,
-// and the last state (kFull; combine_row writes it when chunk-parallel).
+// and the last state (kFull; combine_state writes it when chunk-parallel).
 // kExact: the caller checked d_state == kN and that B and C have unit stride over the states: no per-state
 // guards, the states of B_t/C_t at compile-time offsets from one pointer (no pointer walk, no predicates).
 template <typename io_t, typename bc_t, int kN, bool kExact, int kMode>
@@ -261,30 +261,27 @@ VB_UNROLL
     }
   }
   if (kMode == kFull) store_state<kN, false>(p.last_state + ((int64_t)b * p.dim + e) * N, h, N);
-  if (kMode == kSummary) {  // the span's end state from zero, in its first tile's slot (combine_row reads it)
+  if (kMode == kSummary) {  // the span's end state from zero, in its first tile's slot (combine_state reads it)
     store_state<kN, kExact>(H + c_lo * H_tile, h, N);
     p.dt_sum[((int64_t)b * p.n_par + par) * p.dim + e] = dt_sum;
   }
 }
 
-// Chains the spans of one row, state by state, in place: slot k (at slots + k * slot_stride) holds span k's
-// end state from zero (the forward's summary) and gets the state entering span k; x_next = exp(A sum(dt)) x +
-// S_k. `reverse` walks from the last span (the backward's adjoint carries). The final value goes to `last`.
-VB_HD void combine_row(const ScanParams& p, int e, float* slots, int64_t slot_stride, const float* dt_sums,
-                       float* last, bool reverse) {
-  const int N = p.dstate;
-  for (int n = 0; n < N; ++n) {
-    const float A2 = p.A[e * p.A_dim_stride + n * p.A_n_stride] * kLog2e;
-    float x = 0.f;
-    for (int k = 0; k < p.n_par; ++k) {
-      const int c = reverse ? p.n_par - 1 - k : k;
-      float* slot = slots + c * slot_stride + n;
-      const float s = *slot;
-      *slot = x;
-      x = fast_exp2(dt_sums[(int64_t)c * p.dim] * A2) * x + s;
-    }
-    if (last) last[n] = x;
+// Chains the spans of one row's state n, in place: slot k (at slots + k * slot_stride + n) holds span k's end
+// state from zero (the forward's summary) and gets the state entering span k; x_next = exp(A sum(dt)) x + S_k.
+// `reverse` walks from the last span (the backward's adjoint carries). The final value goes to `last[n]`.
+VB_HD void combine_state(const ScanParams& p, int e, int n, float* slots, int64_t slot_stride,
+                         const float* dt_sums, float* last, bool reverse) {
+  const float A2 = p.A[e * p.A_dim_stride + n * p.A_n_stride] * kLog2e;
+  float x = 0.f;
+  for (int k = 0; k < p.n_par; ++k) {
+    const int c = reverse ? p.n_par - 1 - k : k;
+    float* slot = slots + c * slot_stride + n;
+    const float s = *slot;
+    *slot = x;
+    x = fast_exp2(dt_sums[(int64_t)c * p.dim] * A2) * x + s;
   }
+  if (last) last[n] = x;
 }
 
 // kExact rows (see scan_row_forward): d_state == kN, unit state strides of B and C, and every row's B_t/C_t

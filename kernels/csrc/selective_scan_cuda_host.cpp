@@ -72,9 +72,10 @@ void run_fwd(ScanParams& p) {
   for (int par = 0; par < p.n_par; ++par)
     for_each_row(p, [&](int b, int e) { scan_row_forward<float, float, kN, kExact, kSummary>(p, b, e, par); });
   for_each_row(p, [&](int b, int e) {
-    combine_row(p, e, p.tile_states + tile_state_offset(p, b, e, 0), (int64_t)p.span * p.dim * p.dstate,
-                p.dt_sum + (int64_t)b * p.n_par * p.dim + e, p.last_state + ((int64_t)b * p.dim + e) * p.dstate,
-                false);
+    for (int n = 0; n < p.dstate; ++n)
+      combine_state(p, e, n, p.tile_states + tile_state_offset(p, b, e, 0), (int64_t)p.span * p.dim * p.dstate,
+                    p.dt_sum + (int64_t)b * p.n_par * p.dim + e,
+                    p.last_state + ((int64_t)b * p.dim + e) * p.dstate, false);
   });
   for (int par = 0; par < p.n_par; ++par)
     for_each_row(p, [&](int b, int e) { scan_row_forward<float, float, kN, kExact, kSpan>(p, b, e, par); });
@@ -94,8 +95,9 @@ void run_bwd(ScanBwdParams& q) {
     for (int par = 0; par < p.n_par; ++par)
       for_each_row(p, [&](int b, int e) { bwd_summary_row<float, float, kN, kExact>(q, b, e, par); });
     for_each_row(p, [&](int b, int e) {
-      combine_row(p, e, q.carries + carry_offset(p, b, e, 0), (int64_t)p.dim * p.dstate,
-                  p.dt_sum + (int64_t)b * p.n_par * p.dim + e, nullptr, true);
+      for (int n = 0; n < p.dstate; ++n)
+        combine_state(p, e, n, q.carries + carry_offset(p, b, e, 0), (int64_t)p.dim * p.dstate,
+                      p.dt_sum + (int64_t)b * p.n_par * p.dim + e, nullptr, true);
     });
   }
   std::vector<float> shared(kBwdSharedFloats);

@@ -112,7 +112,8 @@ def _cuda_launches(inputs, batch: int, dtype: str) -> list[Launch]:
     threads = cfg.block_e
     fwd_grid = (-(-rows // threads), cfg.n_par, 1)
     bwd_grid = (-(-rows // BWD_THREADS), cfg.n_par, 1)
-    combine = ("selective_scan_combine_kernel", (-(-rows // COMBINE_THREADS), 1, 1), COMBINE_THREADS, 1, "")
+    states = rows * inputs.d_state  # the combine: one thread per (row, state)
+    combine = ("selective_scan_combine_kernel", (-(-states // COMBINE_THREADS), 1, 1), COMBINE_THREADS, 1, "")
     label = f"kN{k_n}" + (" exact" if exact == "true" else "")
     fwd = f"selective_scan_fwd_kernel<{t},{t},{k_n},{exact},"
     found = []
