@@ -1,10 +1,14 @@
 """Backend "cuda": our own CUDA C++ selective scan (forward and backward), built on first use.
 
-The kernel (csrc/selective_scan_cuda.cu + selective_scan_cuda_core.cuh) is plain CUDA C++: one thread per
-(batch, channel) row walks the sequence with its d_state states in float32 registers, reads any strides
-(no copies for transposed inputs), runs `reverse` by walking from the end, and writes out * silu(z) and
-the last state. The backward recomputes states from per-chunk checkpoints and accumulates dA/dB/dC/dD/
-d(delta_bias) in float32 with atomics (so, like mamba's, it is not bitwise deterministic).
+The kernels (csrc/selective_scan_cuda.cu, selective_scan_cuda_core.cuh, selective_scan_cuda_backward.cuh)
+are plain CUDA C++: one thread per (batch, channel) row walks the sequence with its d_state states in float32
+registers, reads any strides (no copies for transposed inputs), runs `reverse` by walking from the end, and
+writes out * silu(z), the last state and every 16-position tile's start state. The launch config is the
+Triton backend's (`triton_common.pick_config`, keyed on (L, B*E)): when B*E channels cannot fill an H100 the
+sequence is cut into spans scanned in parallel (summary, combine, span pass). The tile states go to the
+backward through the custom op (`saves_for_backward`): it re-runs each tile from its saved start state (never
+the whole forward), walks it backwards, and sums dB/dC over a block's channels once per tile; dA/dB/dC/dD/
+d(delta_bias) are accumulated in float32 with atomics (so, like mamba's, it is not bitwise deterministic).
 
 Nothing is compiled at import: the first `is_available(cuda device)` or call builds the extension with
 torch.utils.cpp_extension (a minute or two, cached by torch afterwards). A failed build logs one line
@@ -23,6 +27,7 @@ from torch import Tensor
 
 from .dtypes import IO_DTYPES
 from .registry import ScanBackend, register_backend
+from .triton_common import ScanConfig, pick_config
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +97,34 @@ def _extension() -> ModuleType:
     return ext
 
 
-def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+def launch_config(batch: int, dim: int, length: int, d_state: int) -> ScanConfig:
+    """The Triton backend's rule (one channel per thread, 1 or 4 warps per block, chunk-parallel spans when
+    B*E cannot fill an H100); our kernels take it as is, d_state unpadded."""
+    return pick_config(batch, dim, length, d_state)
+
+
+def _config_args(u: Tensor, A: Tensor) -> tuple[int, int, int, int, int]:
+    cfg = launch_config(u.shape[0], u.shape[1], u.shape[2], A.shape[1])
+    return cfg.chunk, cfg.n_chunks, cfg.span, cfg.n_par, cfg.block_e
+
+
+def saved_shape(u: Tensor, A: Tensor) -> tuple[int, int, int, int]:
+    """The forward's saved tile start states: (batch, n_chunks, E, d_state) float32."""
+    batch, dim, length = u.shape
+    return (batch, launch_config(batch, dim, length, A.shape[1]).n_chunks, dim, A.shape[1])
+
+
+def saved_like(u: Tensor, A: Tensor) -> Tensor:
+    """An empty tensor shaped like the forward's saved tile states (the custom op's fake returns it)."""
+    return u.new_empty(saved_shape(u, A), dtype=torch.float32)
+
+
+def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, save=False):
     args = prepare(u, delta, A, B, C, D, z, delta_bias)
-    out, last_state = _extension().fwd(*args, bool(delta_softplus), bool(reverse))
-    return out, last_state
+    out, last_state, tiles = _extension().fwd(
+        *args, bool(delta_softplus), bool(reverse), *_config_args(u, A)
+    )
+    return (out, last_state, tiles) if save else (out, last_state)
 
 
 def _reduce_like(grad4: Tensor, X: Tensor) -> Tensor:
@@ -109,10 +138,13 @@ def _reduce_like(grad4: Tensor, X: Tensor) -> Tensor:
     return grad.to(X.dtype)
 
 
-def _backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+def _backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, saved=None):
+    """Gradients from the forward's saved tile states (`saved`); without them the forward runs once more."""
+    if saved is None or tuple(saved.shape) != saved_shape(u, A):
+        saved = _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, save=True)[2]
     args = prepare(u, delta, A, B, C, D, z, delta_bias)
     du, ddelta, dA, dB, dC, dD, dz, dbias = _extension().bwd(
-        dout.to(args[0].dtype), *args, bool(delta_softplus), bool(reverse)
+        dout.to(args[0].dtype), *args, bool(delta_softplus), bool(reverse), saved, *_config_args(u, A)[:4]
     )
     return (
         du.to(u.dtype),
@@ -129,10 +161,13 @@ def _backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse
 register_backend(
     ScanBackend(
         name="cuda",
-        description="our CUDA C++ kernel: thread per (batch, channel), fp32 states, forward + backward",
+        description="our CUDA C++ kernels: a channel per thread with fp32 states in registers, "
+        "chunk-parallel over L when the batch is small; backward from saved tile states",
         forward=_forward,
         backward=_backward,
         is_available=is_available,
         priority=30,
+        saves_for_backward=True,
+        saved_like=saved_like,
     )
 )

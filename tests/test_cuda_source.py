@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from vimbench.kernels.cuda_scan import CSRC, prepare
+from vimbench.kernels.cuda_scan import CSRC, launch_config, prepare
 from vimbench.kernels.reference import selective_scan_ref
 
 
@@ -71,16 +71,25 @@ def _strides(t: torch.Tensor | None, n: int) -> list[int]:
     return list(t.stride()) if t is not None else [0] * n
 
 
-def _host_call(lib, args: dict, softplus: bool, reverse: bool, dout: torch.Tensor | None = None):
-    """Run the kernels' per-row code on the host through the same `prepare` the CUDA backend uses."""
+def _host_call(lib, args: dict, softplus: bool, reverse: bool, dout: torch.Tensor | None = None,
+               config: tuple[int, int, int, int] | None = None, saved: torch.Tensor | None = None):
+    """Run the kernels' code on the host through the same `prepare` and launch config the CUDA backend uses.
+
+    config: (chunk, n_chunks, span, n_par), else `launch_config`'s; saved: the forward's tile states (the
+    backward's input). Forward: (out, last, tile states); backward: the gradients.
+    """
     u, delta, A, B4, C4, D, z, bias = prepare(
         *(args[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias"))
     )
     batch, dim, length = u.shape
+    if config is None:
+        cfg = launch_config(batch, dim, length, A.shape[1])
+        config = (cfg.chunk, cfg.n_chunks, cfg.span, cfg.n_par)
     out = torch.empty(batch, dim, length)
     last = torch.empty(batch, dim, A.shape[1])
-    sizes = (ctypes.c_int * 7)(
-        batch, dim, length, A.shape[1], dim // B4.shape[1], int(softplus), int(reverse)
+    tiles = saved if saved is not None else torch.empty(batch, config[1], dim, A.shape[1])
+    sizes = (ctypes.c_int * 11)(
+        batch, dim, length, A.shape[1], dim // B4.shape[1], int(softplus), int(reverse), *config
     )
     strides = (ctypes.c_int64 * 24)(
         *_strides(u, 3),
@@ -93,10 +102,10 @@ def _host_call(lib, args: dict, softplus: bool, reverse: bool, dout: torch.Tenso
         *_strides(D, 1),
         *_strides(bias, 1),
     )
-    ptrs = (ctypes.c_void_p * 10)(*map(_ptr, (u, delta, A, B4, C4, D, z, bias, out, last)))
+    ptrs = (ctypes.c_void_p * 11)(*map(_ptr, (u, delta, A, B4, C4, D, z, bias, out, last, tiles)))
     if dout is None:
         assert lib.vb_scan_fwd_host(sizes, strides, ptrs) == 0
-        return out, last
+        return out, last, tiles
     grads = {
         "u": torch.empty_like(out),
         "delta": torch.empty_like(out),
@@ -131,20 +140,37 @@ def _host_call(lib, args: dict, softplus: bool, reverse: bool, dout: torch.Tenso
     return grads
 
 
-CASES = [  # (L, N, groups, z, D, bias, softplus, reverse, strided, constant_bc)
-    (1, 16, 1, True, True, True, True, False, False, False),
-    (7, 1, 1, False, False, False, False, True, False, False),
-    (40, 16, 2, True, True, True, True, True, True, False),  # crosses backward chunk boundaries
-    (197, 16, 1, True, True, True, True, False, False, False),
-    (19, 16, 1, True, True, True, True, True, True, False),  # contiguous states: the exact-N path
-    (33, 64, 2, True, False, True, True, False, False, False),
-    (16, 8, 1, True, True, False, False, True, False, True),  # constant (E, N) B and C
+# (L, N, E, groups, z, D, bias, softplus, reverse, strided, constant_bc, config): config (chunk, span)
+# forces a launch config (n_chunks and n_par follow); None takes launch_config's (one span at these sizes).
+CASES = [
+    (1, 16, 4, 1, True, True, True, True, False, False, False, None),
+    (7, 1, 4, 1, False, False, False, False, True, False, False, None),
+    (15, 16, 64, 1, True, True, True, True, False, True, False, None),  # full 32-row blocks: unrolled sums
+    (16, 16, 64, 2, True, True, True, True, True, True, False, (16, 1)),  # one tile, one span
+    (17, 16, 48, 1, True, True, True, True, False, True, False, (16, 1)),  # blocks straddle batches; 2 spans
+    (40, 16, 4, 2, True, True, True, True, True, True, False, None),
+    (70, 16, 64, 4, True, True, True, True, False, True, False, (16, 2)),  # 16-channel groups; 3 spans
+    (70, 24, 8, 1, False, True, False, True, True, False, False, (4, 3)),  # N > 16; tiles of 4, 6 spans
+    (197, 16, 4, 1, True, True, True, True, False, False, False, None),
+    (197, 16, 32, 1, True, False, True, True, True, True, False, (16, 2)),  # chunk-parallel, reverse
+    (19, 16, 4, 1, True, True, True, True, True, True, False, None),  # contiguous states: the exact-N path
+    (33, 64, 4, 2, True, False, True, True, False, False, False, None),
+    (33, 64, 4, 2, False, True, True, True, True, True, False, (8, 1)),  # exact path at N = 64, 5 spans
+    (16, 8, 4, 1, True, True, False, False, True, False, True, None),  # constant (E, N) B and C
 ]
 
 
-def _inputs(L, N, groups, with_z, with_D, with_bias, softplus, strided, constant_bc):
-    gen = torch.Generator().manual_seed(L * 131 + N)
-    b, e = 2, 4
+def _config(L: int, config: tuple[int, int] | None) -> tuple[int, int, int, int] | None:
+    if config is None:
+        return None
+    chunk, span = config
+    n_chunks = -(-L // chunk)
+    return chunk, n_chunks, span, -(-n_chunks // span)
+
+
+def _inputs(L, N, e, groups, with_z, with_D, with_bias, softplus, strided, constant_bc):
+    gen = torch.Generator().manual_seed(L * 131 + N + e)
+    b = 2
 
     def randn(*shape):
         return torch.randn(*shape, generator=gen)
@@ -175,15 +201,30 @@ def _inputs(L, N, groups, with_z, with_D, with_bias, softplus, strided, constant
     }
 
 
+def _first_positions(x: torch.Tensor | None, n: int, reverse: bool, name: str) -> torch.Tensor | None:
+    """The first n positions in scan order of a per-position input (the last n when reverse)."""
+    if x is None or name in ("A", "D", "delta_bias") or x.dim() == 2:
+        return x
+    return x[..., -n:] if reverse else x[..., :n]
+
+
 def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
     x, ref = x.detach().double(), ref.detach()
     return float((x - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"L{c[0]}-N{c[1]}-G{c[2]}{'-rev' if c[7] else ''}")
+def _case_id(c) -> str:
+    par = f"-tile{c[11][0]}x{c[11][1]}" if c[11] else ""
+    return f"L{c[0]}-N{c[1]}-E{c[2]}-G{c[3]}{'-rev' if c[8] else ''}{par}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_host_run_of_kernel_code_matches_reference(host_lib, case) -> None:
-    L, N, groups, with_z, with_D, with_bias, softplus, reverse, strided, constant_bc = case
-    args = _inputs(L, N, groups, with_z, with_D, with_bias, softplus, strided, constant_bc)
+    """Forward (all modes: full, or summary -> combine -> span pass) and the backward from the forward's
+    saved tile states (blocks of 32 rows, dB/dC summed per tile; chunk-parallel carries) vs float64."""
+    L, N, e, groups, with_z, with_D, with_bias, softplus, reverse, strided, constant_bc, config = case
+    args = _inputs(L, N, e, groups, with_z, with_D, with_bias, softplus, strided, constant_bc)
+    config = _config(L, config)
     leaves = {k: v.double().requires_grad_() if v is not None else None for k, v in args.items()}
     ref_out, ref_last = selective_scan_ref(
         *(leaves[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")),
@@ -191,19 +232,76 @@ def test_host_run_of_kernel_code_matches_reference(host_lib, case) -> None:
         return_last_state=True,
         reverse=reverse,
     )
-    out, last = _host_call(host_lib, args, softplus, reverse)
+    out, last, tiles = _host_call(host_lib, args, softplus, reverse, config=config)
     assert _rel(out, ref_out) < 1e-5
     assert _rel(last, ref_last) < 1e-5
+    chunk = config[0] if config else min(16, L)
+    if chunk < L:  # tile 1's start state is the state after the first tile (scan order)
+        _, ref_tile1 = selective_scan_ref(
+            *(_first_positions(leaves[k], chunk, reverse, k) for k in
+              ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")),
+            softplus, return_last_state=True, reverse=reverse)
+        assert _rel(tiles[:, 1], ref_tile1) < 1e-5
 
     dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(7))
     wanted = {k: v for k, v in leaves.items() if v is not None}
     ref_grads = dict(
         zip(wanted, torch.autograd.grad(ref_out, list(wanted.values()), dout.double()), strict=True)
     )
-    grads = _host_call(host_lib, args, softplus, reverse, dout=dout)
+    grads = _host_call(host_lib, args, softplus, reverse, dout=dout, config=config, saved=tiles)
     for name, ref in ref_grads.items():
         assert grads[name].shape == ref.shape, name
         assert _rel(grads[name], ref) < 1e-4, name
+
+
+class _HostExtension:
+    """The torch binding's fwd/bwd, run by the host harness: the CUDA backend's Python side end to end."""
+
+    NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+    def __init__(self, lib):
+        self.lib, self.calls = lib, []
+
+    def fwd(self, *args):
+        *tensors, softplus, reverse, chunk, n_chunks, span, n_par, threads = args
+        self.calls.append(("fwd", n_par, threads))
+        inputs = dict(zip(self.NAMES, tensors, strict=True))
+        return _host_call(self.lib, inputs, softplus, reverse, config=(chunk, n_chunks, span, n_par))
+
+    def bwd(self, dout, *args):
+        *tensors, softplus, reverse, saved, chunk, n_chunks, span, n_par = args
+        self.calls.append(("bwd", tuple(saved.shape)))
+        g = _host_call(self.lib, dict(zip(self.NAMES, tensors, strict=True)), softplus, reverse, dout=dout,
+                       config=(chunk, n_chunks, span, n_par), saved=saved)
+        return [g[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_custom_op_hands_the_tile_states_to_the_backward(host_lib, monkeypatch, reverse) -> None:
+    """selective_scan(backend="cuda") through the custom op: one forward, whose tile states reach the backward
+    (no second forward), gradients equal to the float64 reference in the callers' B/C shapes."""
+    import dataclasses
+
+    from vimbench.kernels import cuda_scan, registry
+    from vimbench.kernels.scan import selective_scan
+
+    fake = _HostExtension(host_lib)
+    monkeypatch.setattr(cuda_scan, "load_extension", lambda: fake)
+    backend = registry.get_backend("cuda")
+    assert backend.saves_for_backward
+    monkeypatch.setitem(registry._BACKENDS, "cuda", dataclasses.replace(backend, is_available=lambda d: True))
+    args = _inputs(40, 16, 8, 1, True, True, True, True, True, False)
+    leaves = {k: v.clone().requires_grad_() for k, v in args.items()}
+    ref_leaves = {k: v.double().requires_grad_() for k, v in args.items()}
+    out = selective_scan(*leaves.values(), delta_softplus=True, reverse=reverse, backend="cuda")
+    ref = selective_scan_ref(*ref_leaves.values(), True, reverse=reverse)
+    assert _rel(out, ref) < 1e-5
+    dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
+    out.backward(dout)
+    ref.backward(dout.double())
+    assert fake.calls == [("fwd", 1, 32), ("bwd", (2, 3, 8, 16))]  # tiles of 16: 3 for L=40
+    for name, leaf in leaves.items():
+        assert leaf.grad.shape == leaf.shape and _rel(leaf.grad, ref_leaves[name].grad) < 1e-4, name
 
 
 @pytest.mark.gpu

@@ -16,38 +16,99 @@ __device__ __forceinline__ void store(__nv_bfloat16* p, float x) { *p = __float2
 
 }  // namespace vimbench_scan
 
-#include "selective_scan_cuda_core.cuh"
+#include "selective_scan_cuda_backward.cuh"
 
 namespace vimbench_scan {
 
-constexpr int kThreads = 128;
+constexpr int kMaxThreads = 128;
 
-template <typename io_t, typename bc_t, int kN, bool kExact>
-__global__ void __launch_bounds__(kThreads) selective_scan_fwd_kernel(ScanParams p) {
-  const int64_t row = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (row >= (int64_t)p.batch * p.dim) return;
-  scan_row_forward<io_t, bc_t, kN, kExact>(p, (int)(row / p.dim), (int)(row % p.dim));
+VB_HD int64_t total_rows(const ScanParams& p) { return (int64_t)p.batch * p.dim; }
+
+// This thread's row (or (row, state): batch * dim * dstate < 2^31, checked by valid(): 32-bit divisions, no
+// 64-bit division call).
+__device__ __forceinline__ int thread_row() { return (int)(blockIdx.x * blockDim.x + threadIdx.x); }
+
+// grid (row blocks, spans): blockIdx.y is the span (0 unless chunk-parallel)
+template <typename io_t, typename bc_t, int kN, bool kExact, int kMode>
+__global__ void __launch_bounds__(kMaxThreads) selective_scan_fwd_kernel(ScanParams p) {
+  const int row = thread_row();
+  if (row >= total_rows(p)) return;
+  scan_row_forward<io_t, bc_t, kN, kExact, kMode>(p, row / p.dim, row % p.dim, blockIdx.y);
 }
 
-template <typename io_t, typename bc_t, int kN>
-__global__ void __launch_bounds__(kThreads) selective_scan_bwd_kernel(ScanBwdParams q) {
-  const int64_t row = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  const int64_t rows = (int64_t)q.fwd.batch * q.fwd.dim;
-  if (row >= rows) return;
-  // blocks are whole warps, so a warp holds rows first..first+31; it may reduce dB/dC over its lanes when
-  // all 32 rows exist and share one batch index and one B/C group
-  const int64_t first = row - (threadIdx.x & 31), last = first + 31;
-  const int dim = q.fwd.dim, cpg = q.fwd.channels_per_group;
-  const bool warp_uniform = last < rows && first / dim == last / dim &&
-                            (int)(first % dim) / cpg == (int)(last % dim) / cpg;
-  scan_row_backward<io_t, bc_t, kN>(q, (int)(row / dim), (int)(row % dim), warp_uniform);
+// One thread per (row, state): the spans' summaries -> their start states (forward) or adjoint carries
+// (backward).
+__global__ void __launch_bounds__(kMaxThreads) selective_scan_combine_kernel(ScanParams p, float* slots,
+                                                                           int64_t slot_stride, bool reverse) {
+  const int i = thread_row();
+  if (i >= total_rows(p) * p.dstate) return;
+  const int row = i / p.dstate, n = i % p.dstate, b = row / p.dim, e = row % p.dim;
+  const int64_t base = reverse ? carry_offset(p, b, e, 0) : tile_state_offset(p, b, e, 0);
+  float* last = reverse ? nullptr : p.last_state + (int64_t)row * p.dstate;
+  combine_state(p, e, n, slots + base, slot_stride, p.dt_sum + (int64_t)b * p.n_par * p.dim + e, last, reverse);
+}
+
+template <typename io_t, typename bc_t, int kN, bool kExact>
+__global__ void __launch_bounds__(kMaxThreads) selective_scan_bwd_summary_kernel(ScanBwdParams q) {
+  const int row = thread_row();
+  if (row >= total_rows(q.fwd)) return;
+  bwd_summary_row<io_t, bc_t, kN, kExact>(q, row / q.fwd.dim, row % q.fwd.dim, blockIdx.y);
+}
+
+// Block = kBwdThreads rows, blockIdx.y = span; see selective_scan_cuda_backward.cuh.
+template <typename io_t, typename bc_t, int kN, bool kExact>
+__global__ void __launch_bounds__(kBwdThreads) selective_scan_bwd_kernel(ScanBwdParams q) {
+  __shared__ float sh[kBwdSharedFloats];
+  const ScanParams& p = q.fwd;
+  const int tid = threadIdx.x, par = blockIdx.y;
+  const BwdBlock blk = bwd_block_init(q, (int64_t)blockIdx.x * kBwdThreads);
+  const bool valid = tid < blk.nvalid;
+  const int row = (int)blk.row0 + (valid ? tid : 0);
+  BwdRow<kN> w;
+  bwd_row_init<kN>(q, row / p.dim, row % p.dim, par, w);
+  float* slab = slab_slot<kN>(q, par, row);
+  for (int c = span_hi(p, par) - 1; c >= span_lo(p, par); --c) {
+    if (valid) bwd_tile_walk<io_t, bc_t, kN, kExact>(q, w, c, slab, sh, tid);
+    __syncthreads();
+    bwd_tile_reduce<kN>(q, blk, c, par, sh, tid);
+    __syncthreads();
+  }
+  if (valid) bwd_row_finish<kN>(q, w);
 }
 
 namespace {
 
-dim3 grid_for(const ScanParams& p) {
-  const int64_t rows = (int64_t)p.batch * p.dim;
-  return dim3((unsigned)((rows + kThreads - 1) / kThreads));
+dim3 grid_for(const ScanParams& p, int threads) {
+  return dim3((unsigned)((total_rows(p) + threads - 1) / threads), (unsigned)p.n_par);
+}
+
+dim3 states_grid(const ScanParams& p) {
+  return dim3((unsigned)((total_rows(p) * p.dstate + kMaxThreads - 1) / kMaxThreads));
+}
+
+template <typename io_t, typename bc_t, int kN, bool kExact>
+void launch_fwd(const ScanParams& p, cudaStream_t stream) {
+  const int threads = p.threads;
+  if (p.n_par <= 1) {
+    selective_scan_fwd_kernel<io_t, bc_t, kN, kExact, kFull><<<grid_for(p, threads), threads, 0, stream>>>(p);
+    return;
+  }
+  selective_scan_fwd_kernel<io_t, bc_t, kN, kExact, kSummary><<<grid_for(p, threads), threads, 0, stream>>>(p);
+  selective_scan_combine_kernel<<<states_grid(p), kMaxThreads, 0, stream>>>(
+      p, p.tile_states, (int64_t)p.span * p.dim * p.dstate, false);
+  selective_scan_fwd_kernel<io_t, bc_t, kN, kExact, kSpan><<<grid_for(p, threads), threads, 0, stream>>>(p);
+}
+
+template <typename io_t, typename bc_t, int kN, bool kExact>
+void launch_bwd(const ScanBwdParams& q, cudaStream_t stream) {
+  const ScanParams& p = q.fwd;
+  if (p.n_par > 1) {
+    selective_scan_bwd_summary_kernel<io_t, bc_t, kN, kExact><<<grid_for(p, kBwdThreads), kBwdThreads, 0,
+                                                                stream>>>(q);
+    selective_scan_combine_kernel<<<states_grid(p), kMaxThreads, 0, stream>>>(
+        p, q.carries, (int64_t)p.dim * p.dstate, true);
+  }
+  selective_scan_bwd_kernel<io_t, bc_t, kN, kExact><<<grid_for(p, kBwdThreads), kBwdThreads, 0, stream>>>(q);
 }
 
 struct FwdLaunch {
@@ -56,9 +117,9 @@ struct FwdLaunch {
   template <typename io_t, typename bc_t, int kN>
   void run() const {
     if (exact_states(p, kN, (int)sizeof(bc_t))) {
-      selective_scan_fwd_kernel<io_t, bc_t, kN, true><<<grid_for(p), kThreads, 0, stream>>>(p);
+      launch_fwd<io_t, bc_t, kN, true>(p, stream);
     } else {
-      selective_scan_fwd_kernel<io_t, bc_t, kN, false><<<grid_for(p), kThreads, 0, stream>>>(p);
+      launch_fwd<io_t, bc_t, kN, false>(p, stream);
     }
   }
 };
@@ -68,7 +129,11 @@ struct BwdLaunch {
   cudaStream_t stream;
   template <typename io_t, typename bc_t, int kN>
   void run() const {
-    selective_scan_bwd_kernel<io_t, bc_t, kN><<<grid_for(q.fwd), kThreads, 0, stream>>>(q);
+    if (exact_states(q.fwd, kN, (int)sizeof(bc_t))) {
+      launch_bwd<io_t, bc_t, kN, true>(q, stream);
+    } else {
+      launch_bwd<io_t, bc_t, kN, false>(q, stream);
+    }
   }
 };
 
@@ -88,22 +153,29 @@ bool dispatch(DType io, DType bc, int dstate, const F& f) {
   };
   switch (io) {
     case DType::kFloat32: return with_n(float{});
+#if !defined(VB_FP32_ONLY)  // a quicker build for looking at the fp32 kernels' code
     case DType::kFloat16: return with_n(__half{});
     case DType::kBFloat16: return with_n(__nv_bfloat16{});
+#endif
+    default: break;
   }
   return false;
 }
 
 bool valid(const ScanParams& p) {
-  return p.batch >= 0 && p.dim >= 0 && p.seqlen >= 0 && p.dstate >= 1 && p.dstate <= kMaxDState &&
-         p.channels_per_group >= 1;
+  const bool config = p.chunk >= 1 && p.chunk <= kTile && p.span >= 1 && p.n_par >= 1 &&
+                      p.n_chunks >= 1 && (int64_t)p.n_chunks * p.chunk >= p.seqlen &&
+                      (int64_t)p.span * p.n_par >= p.n_chunks && p.tile_states != nullptr &&
+                      (p.n_par == 1 || p.dt_sum != nullptr) && (p.threads == 32 || p.threads == 128);
+  return config && total_rows(p) * p.dstate < (int64_t)INT32_MAX && p.batch >= 0 && p.dim >= 0 &&
+         p.seqlen >= 0 && p.dstate >= 1 && p.dstate <= kMaxDState && p.channels_per_group >= 1;
 }
 
 }  // namespace
 
 int launch_selective_scan_fwd(const ScanParams& p, DType io, DType bc, void* stream) {
   if (!valid(p)) return -1;
-  if ((int64_t)p.batch * p.dim == 0) return 0;
+  if (total_rows(p) == 0) return 0;
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   const bool ok = dispatch(io, bc, p.dstate, FwdLaunch{p, s});
   if (!ok) return -1;
@@ -111,8 +183,8 @@ int launch_selective_scan_fwd(const ScanParams& p, DType io, DType bc, void* str
 }
 
 int launch_selective_scan_bwd(const ScanBwdParams& q, DType io, DType bc, void* stream) {
-  if (!valid(q.fwd) || q.scratch == nullptr) return -1;
-  if ((int64_t)q.fwd.batch * q.fwd.dim == 0) return 0;
+  if (!valid(q.fwd) || q.scratch == nullptr || (q.fwd.n_par > 1 && q.carries == nullptr)) return -1;
+  if (total_rows(q.fwd) == 0) return 0;
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   const bool ok = dispatch(io, bc, q.fwd.dstate, BwdLaunch{q, s});
   if (!ok) return -1;

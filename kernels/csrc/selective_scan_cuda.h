@@ -11,8 +11,11 @@ enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
 // Largest d_state the kernels keep in registers.
 constexpr int kMaxDState = 64;
-// Positions per recompute chunk of the backward pass.
-constexpr int kBwdChunk = 16;
+// Most positions per tile: the forward saves every tile's start state, the backward works tile by tile
+// (the launch config's `chunk` is min(kTile, L)).
+constexpr int kTile = 16;
+// Threads per block of the backward (one warp: its dB/dC reduction runs over 32 channels).
+constexpr int kBwdThreads = 32;
 
 // Strides are in elements, so any layout (transposed, sliced) runs without a copy.
 struct ScanParams {
@@ -31,6 +34,13 @@ struct ScanParams {
   const float* delta_bias = nullptr;  // optional
   void* out = nullptr;
   float* last_state = nullptr;  // (batch, dim, dstate) contiguous
+
+  // Launch config (kernels/triton_common.pick_config, shared with the Triton backend): tiles of `chunk`
+  // positions; each program scans `span` tiles, `n_par` spans side by side (chunk-parallel when > 1).
+  int chunk = kTile, n_chunks = 1, span = 1, n_par = 1;
+  int threads = 128;  // forward threads per block (one channel each)
+  float* tile_states = nullptr;  // (batch, n_chunks, dim, dstate) float32: every tile's start state
+  float* dt_sum = nullptr;       // (batch, n_par, dim) float32: sum(dt) per span (chunk-parallel only)
 
   int64_t u_batch_stride = 0, u_dim_stride = 0, u_l_stride = 0;
   int64_t delta_batch_stride = 0, delta_dim_stride = 0, delta_l_stride = 0;
@@ -58,13 +68,17 @@ struct ScanBwdParams {
   int64_t dC_batch_stride = 0, dC_group_stride = 0, dC_n_stride = 0, dC_l_stride = 0;
   float* dD = nullptr;          // (dim,), when D is given
   float* ddelta_bias = nullptr;  // (dim,), when delta_bias is given
-  float* scratch = nullptr;      // checkpoints and the current chunk's states
+  // fwd.tile_states: the forward's saved tile start states (read only here)
+  float* scratch = nullptr;  // slab: per (span, row) one tile of states and decays/adjoints
+  float* carries = nullptr;  // (batch, n_par, dim, dstate): adjoint carry entering each span (n_par > 1)
 };
 
-// Floats of scratch the backward needs: a checkpoint per chunk and one chunk of states, per row.
-inline int64_t scan_bwd_scratch_floats(int batch, int dim, int seqlen, int dstate) {
-  const int64_t chunks = (seqlen + kBwdChunk - 1) / kBwdChunk;
-  return (chunks + kBwdChunk) * dstate * (int64_t)batch * dim;
+// Register budget (states per thread) of the instantiation that runs `dstate` states.
+inline int state_slots(int dstate) { return dstate <= 16 ? 16 : kMaxDState; }
+
+// Floats of the backward's slab: per (span, row) kTile steps x (h | decay, then adjoint) x state slots.
+inline int64_t scan_bwd_scratch_floats(int batch, int dim, int dstate, int n_par) {
+  return (int64_t)batch * dim * n_par * kTile * 2 * state_slots(dstate);
 }
 
 // Launch on `stream` (a cudaStream_t, passed as void* to keep CUDA types out of this header).

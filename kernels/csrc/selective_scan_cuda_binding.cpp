@@ -79,6 +79,17 @@ vs::ScanParams make_params(const at::Tensor& u, const at::Tensor& delta, const a
   return p;
 }
 
+// The launch config (kernels/cuda_scan.launch_config): positions per tile, tiles, tiles per span, spans.
+void set_config(vs::ScanParams& p, int64_t chunk, int64_t n_chunks, int64_t span, int64_t n_par) {
+  TORCH_CHECK(chunk >= 1 && chunk <= vs::kTile && n_chunks >= 1 && span >= 1 && n_par >= 1 &&
+                  n_chunks * chunk >= p.seqlen && span * n_par >= n_chunks,
+              "selective scan (cuda): bad launch config");
+  p.chunk = chunk;
+  p.n_chunks = n_chunks;
+  p.span = span;
+  p.n_par = n_par;
+}
+
 void check_launch(int rc, const char* what) {
   TORCH_CHECK(rc == 0, "selective scan (cuda) ", what, " failed: ",
               rc < 0 ? "unsupported arguments" : cudaGetErrorString(static_cast<cudaError_t>(rc)));
@@ -87,28 +98,44 @@ void check_launch(int rc, const char* what) {
 std::vector<at::Tensor> fwd(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                             const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
                             const std::optional<at::Tensor>& z, const std::optional<at::Tensor>& delta_bias,
-                            bool softplus, bool reverse) {
+                            bool softplus, bool reverse, int64_t chunk, int64_t n_chunks, int64_t span,
+                            int64_t n_par, int64_t threads) {
   const c10::cuda::CUDAGuard guard(u.device());
   vs::ScanParams p = make_params(u, delta, A, B, C, D, z, delta_bias, softplus, reverse);
+  set_config(p, chunk, n_chunks, span, n_par);
+  TORCH_CHECK(threads == 32 || threads == 128, "selective scan (cuda): 32 or 128 threads per block");
+  p.threads = threads;
+  auto f32 = u.options().dtype(at::kFloat);
   at::Tensor out = at::empty_like(u, u.options().memory_format(at::MemoryFormat::Contiguous));
-  at::Tensor last = at::empty({u.size(0), u.size(1), A.size(1)}, u.options().dtype(at::kFloat));
+  at::Tensor last = at::empty({u.size(0), u.size(1), A.size(1)}, f32);  // fully written: no zero-fill
+  at::Tensor tiles = at::empty({u.size(0), n_chunks, u.size(1), A.size(1)}, f32);
+  at::Tensor dt_sum = n_par > 1 ? at::empty({u.size(0), n_par, u.size(1)}, f32) : at::Tensor();
   p.out = out.data_ptr();
   p.last_state = last.data_ptr<float>();
+  p.tile_states = tiles.data_ptr<float>();
+  p.dt_sum = dt_sum.defined() ? dt_sum.data_ptr<float>() : nullptr;
   p.out_batch_stride = out.stride(0), p.out_dim_stride = out.stride(1), p.out_l_stride = out.stride(2);
   check_launch(vs::launch_selective_scan_fwd(p, dtype_of(u), dtype_of(B), c10::cuda::getCurrentCUDAStream().stream()),
                "forward");
-  return {out, last};
+  return {out, last, tiles};
 }
 
 // Returns du, ddelta, dA, dB, dC (float32, B's 4-D shape), dD, dz, ddelta_bias (undefined when absent).
 std::vector<at::Tensor> bwd(const at::Tensor& dout, const at::Tensor& u, const at::Tensor& delta,
                             const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
                             const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,
-                            const std::optional<at::Tensor>& delta_bias, bool softplus, bool reverse) {
+                            const std::optional<at::Tensor>& delta_bias, bool softplus, bool reverse,
+                            const at::Tensor& saved, int64_t chunk, int64_t n_chunks, int64_t span,
+                            int64_t n_par) {
   const c10::cuda::CUDAGuard guard(u.device());
   vs::ScanBwdParams q;
   q.fwd = make_params(u, delta, A, B, C, D, z, delta_bias, softplus, reverse);
-  const vs::ScanParams& p = q.fwd;
+  vs::ScanParams& p = q.fwd;
+  set_config(p, chunk, n_chunks, span, n_par);
+  TORCH_CHECK(saved.scalar_type() == at::kFloat && saved.is_contiguous() &&
+                  saved.sizes() == at::IntArrayRef({p.batch, n_chunks, p.dim, p.dstate}),
+              "selective scan (cuda): saved tile states must be the forward's (batch, n_chunks, dim, dstate)");
+  p.tile_states = saved.data_ptr<float>();
   TORCH_CHECK(dout.sizes() == u.sizes() && dout.scalar_type() == u.scalar_type(), "dout must match u");
   auto contiguous = u.options().memory_format(at::MemoryFormat::Contiguous);
   auto f32 = u.options().dtype(at::kFloat);
@@ -118,7 +145,11 @@ std::vector<at::Tensor> bwd(const at::Tensor& dout, const at::Tensor& u, const a
   at::Tensor dB = at::zeros(B.sizes(), f32), dC = at::zeros(C.sizes(), f32);
   at::Tensor dD = D.has_value() ? at::zeros({p.dim}, f32) : at::Tensor();
   at::Tensor dbias = delta_bias.has_value() ? at::zeros({p.dim}, f32) : at::Tensor();
-  at::Tensor scratch = at::empty({vs::scan_bwd_scratch_floats(p.batch, p.dim, p.seqlen, p.dstate)}, f32);
+  at::Tensor scratch = at::empty({vs::scan_bwd_scratch_floats(p.batch, p.dim, p.dstate, n_par)}, f32);
+  at::Tensor carries = n_par > 1 ? at::empty({p.batch, n_par, p.dim, p.dstate}, f32) : at::Tensor();
+  at::Tensor dt_sum = n_par > 1 ? at::empty({p.batch, n_par, p.dim}, f32) : at::Tensor();
+  q.carries = carries.defined() ? carries.data_ptr<float>() : nullptr;
+  p.dt_sum = dt_sum.defined() ? dt_sum.data_ptr<float>() : nullptr;
   q.dout = dout.data_ptr();
   q.dout_batch_stride = dout.stride(0), q.dout_dim_stride = dout.stride(1), q.dout_l_stride = dout.stride(2);
   q.du = du.data_ptr();
@@ -142,6 +173,6 @@ std::vector<at::Tensor> bwd(const at::Tensor& dout, const at::Tensor& u, const a
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("fwd", &fwd, "selective scan forward (out, last_state)");
+  m.def("fwd", &fwd, "selective scan forward (out, last_state, tile_states)");
   m.def("bwd", &bwd, "selective scan backward (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)");
 }

@@ -1,10 +1,11 @@
 // The per-channel work of the selective-scan kernels, as __host__ __device__ code.
 //
-// One CUDA thread owns one (batch, channel) row: it walks the sequence (forwards, or backwards for
-// `reverse`) with all d_state states in registers, in float32. Because a thread's work depends on nothing
-// but its (b, e) index, the same functions run on the host for every row: the host harness
-// (selective_scan_cuda_host.cpp) compiles this file with a plain C++ compiler, so the indexing and the
-// math of the kernels are tested on machines without a GPU.
+// One CUDA thread owns one (batch, channel) row and one span of its tiles: it walks the positions
+// (forwards, or backwards for `reverse`) with all d_state states in registers, in float32. A thread's work
+// depends on nothing but its (b, e, span) index, so the same functions run on the host for every row: the
+// host harness (selective_scan_cuda_host.cpp) compiles this file with a plain C++ compiler, so the indexing
+// and the math of the kernels are tested on machines without a GPU. The backward's block-level part (the
+// dB/dC reduction over a block's channels) is in selective_scan_cuda_backward.cuh, written the same way.
 #pragma once
 
 #include <cmath>
@@ -48,9 +49,19 @@ VB_HD float softplus(float x) {  // torch's threshold of 20
 #endif
 }
 
+// Fast division on the device (__fdividef, 2 ulp): the precise one's slow path is a subroutine call in the
+// time loop (an ABI call: registers saved around it, spills).
+VB_HD float fast_div(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fdividef(a, b);
+#else
+  return a / b;
+#endif
+}
+
 VB_HD float sigmoid(float x) {
 #if defined(__CUDA_ARCH__)
-  return 1.f / (1.f + expf(-x));
+  return fast_div(1.f, 1.f + __expf(-x));  // x < -88: 1 / inf = 0, as it should
 #else
   return 1.f / (1.f + std::exp(-x));
 #endif
@@ -61,23 +72,6 @@ VB_HD void atomic_add(float* p, float v) {
   atomicAdd(p, v);
 #else
   *p += v;  // the host harness runs rows one after another
-#endif
-}
-
-// dB/dC are sums over the channels of a group. When every lane of a warp shares (batch, group), the warp
-// sums its 32 contributions with shuffles and one lane does the atomic: 32x fewer atomics. The flag must
-// be the same on all lanes of the warp (the kernel derives it from the warp's first and last rows).
-VB_HD void atomic_add_group(float* p, float v, bool warp_uniform) {
-#if defined(__CUDA_ARCH__)
-  if (warp_uniform) {
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    if ((threadIdx.x & 31) == 0) atomicAdd(p, v);
-    return;
-  }
-  atomicAdd(p, v);
-#else
-  (void)warp_uniform;
-  *p += v;
 #endif
 }
 
@@ -124,11 +118,93 @@ VB_UNROLL
   }
 }
 
-// Forward for one row: out (with D and the silu(z) gate) and the final state.
+// 16 bytes at a time (LDG/STG.128 on the device) for float arrays whose address is 16-byte aligned.
+template <int kN>
+VB_HD void load_f32x4(const float* p, float (&out)[kN]) {
+  static_assert(kN % 4 == 0, "whole 16-byte chunks");
+VB_UNROLL
+  for (int q = 0; q < kN / 4; ++q) {
+    Raw16 chunk = reinterpret_cast<const Raw16*>(p)[q];
+    memcpy(&out[4 * q], &chunk, sizeof(chunk));
+  }
+}
+
+template <int kN>
+VB_HD void store_f32x4(float* p, const float (&v)[kN]) {
+  static_assert(kN % 4 == 0, "whole 16-byte chunks");
+VB_UNROLL
+  for (int q = 0; q < kN / 4; ++q) {
+    Raw16 chunk;
+    memcpy(&chunk, &v[4 * q], sizeof(chunk));
+    reinterpret_cast<Raw16*>(p)[q] = chunk;
+  }
+}
+
+// A row's N states at p (contiguous): 16-byte accesses when N == kN (the caller checked alignment).
+template <int kN, bool kExact>
+VB_HD void store_state(float* p, const float (&h)[kN], int N) {
+  if constexpr (kExact) {
+    store_f32x4<kN>(p, h);
+  } else {
+VB_UNROLL
+    for (int n = 0; n < kN; ++n) {
+      if (n < N) p[n] = h[n];
+    }
+  }
+}
+
+template <int kN, bool kExact>
+VB_HD void load_state(const float* p, float (&h)[kN], int N) {
+  if constexpr (kExact) {
+    load_f32x4<kN>(p, h);
+  } else {
+VB_UNROLL
+    for (int n = 0; n < kN; ++n) h[n] = n < N ? p[n] : 0.f;
+  }
+}
+
+// B_t (or C_t) of a row: kExact reads kN contiguous states in 16-byte loads, else N strided ones (0 past N).
+template <typename bc_t, int kN, bool kExact>
+VB_HD void load_bc(const bc_t* p, int64_t n_stride, int N, float (&out)[kN]) {
+  if constexpr (kExact) {
+    load_states16<bc_t, kN>(p, out);
+  } else {
+VB_UNROLL
+    for (int n = 0; n < kN; ++n) {
+      out[n] = n < N ? to_float(*p) : 0.f;
+      if (n < N) p += n_stride;
+    }
+  }
+}
+
+// The forward's three modes (kernels/triton_scan_fwd.py has the same): kFull walks all tiles of a row;
+// kSummary scans one span from a zero state and stores its end state and sum(dt) (no output); kSpan scans
+// one span from its start state (written by combine_state) and stores the output.
+enum FwdMode : int { kFull = 0, kSummary = 1, kSpan = 2 };
+
+// Positions [first, last) in scan order of tile c.
+VB_HD int tile_first(const ScanParams& p, int c) { return c * p.chunk; }
+VB_HD int tile_end(const ScanParams& p, int c) {
+  const int e = (c + 1) * p.chunk;
+  return e < p.seqlen ? e : p.seqlen;
+}
+// Tiles [lo, hi) of span `par` (all tiles when not chunk-parallel).
+VB_HD int span_lo(const ScanParams& p, int par) { return par * p.span; }
+VB_HD int span_hi(const ScanParams& p, int par) {
+  const int h = (par + 1) * p.span;
+  return h < p.n_chunks ? h : p.n_chunks;
+}
+// Row (b, e)'s start state of tile c in the saved (batch, n_chunks, dim, dstate) tile states.
+VB_HD int64_t tile_state_offset(const ScanParams& p, int b, int e, int c) {
+  return (((int64_t)b * p.n_chunks + c) * p.dim + e) * p.dstate;
+}
+
+// Forward for one row and span (see FwdMode): out (with D and the silu(z) gate), every tile's start state,
+// and the last state (kFull; combine_state writes it when chunk-parallel).
 // kExact: the caller checked d_state == kN and that B and C have unit stride over the states: no per-state
 // guards, the states of B_t/C_t at compile-time offsets from one pointer (no pointer walk, no predicates).
-template <typename io_t, typename bc_t, int kN, bool kExact = false>
-VB_HD void scan_row_forward(const ScanParams& p, int b, int e) {
+template <typename io_t, typename bc_t, int kN, bool kExact, int kMode>
+VB_HD void scan_row_forward(const ScanParams& p, int b, int e, int par) {
   const io_t* u = static_cast<const io_t*>(p.u);
   const io_t* delta = static_cast<const io_t*>(p.delta);
   const io_t* z = static_cast<const io_t*>(p.z);
@@ -139,6 +215,10 @@ VB_HD void scan_row_forward(const ScanParams& p, int b, int e) {
   const int N = kExact ? kN : p.dstate;
   const float D = p.D ? p.D[e * p.D_stride] : 0.f;
   const float bias = p.delta_bias ? p.delta_bias[e * p.delta_bias_stride] : 0.f;
+  const int c_lo = kMode == kFull ? 0 : span_lo(p, par);
+  const int c_hi = kMode == kFull ? p.n_chunks : span_hi(p, par);
+  float* H = p.tile_states + tile_state_offset(p, b, e, 0);
+  const int64_t H_tile = (int64_t)p.dim * N;
 
   float A2[kN], h[kN];
 VB_UNROLL
@@ -146,46 +226,62 @@ VB_UNROLL
     A2[n] = n < N ? p.A[e * p.A_dim_stride + n * p.A_n_stride] * kLog2e : 0.f;
     h[n] = 0.f;
   }
-  for (int s = 0; s < p.seqlen; ++s) {
-    const int t = p.reverse ? p.seqlen - 1 - s : s;
-    const float ut = to_float(u[r.u + t * p.u_l_stride]);
-    const float dt = row_delta(p, to_float(delta[r.delta + t * p.delta_l_stride]), bias);
-    const float du = dt * ut;
-    float y = 0.f;
-    const bc_t* Bt = Bp + r.B + t * p.B_l_stride;  // walk the states by pointer: fewer live registers
-    const bc_t* Ct = Cp + r.C + t * p.C_l_stride;
-    if (kExact) {  // exact_states() checked 16-byte alignment: B_t and C_t in 16-byte loads
-      float Bv[kN], Cv[kN];
-      load_states16<bc_t, kN>(Bt, Bv);
-      load_states16<bc_t, kN>(Ct, Cv);
+  if (kMode == kSpan) load_state<kN, kExact>(H + c_lo * H_tile, h, N);
+  float dt_sum = 0.f;
+  for (int c = c_lo; c < c_hi; ++c) {
+    if (kMode != kSummary) store_state<kN, kExact>(H + c * H_tile, h, N);
+    const int s1 = tile_end(p, c);
+    for (int s = tile_first(p, c); s < s1; ++s) {
+      const int t = p.reverse ? p.seqlen - 1 - s : s;
+      const float ut = to_float(u[r.u + t * p.u_l_stride]);
+      const float dt = row_delta(p, to_float(delta[r.delta + t * p.delta_l_stride]), bias);
+      const float du = dt * ut;
+      float Bv[kN];
+      load_bc<bc_t, kN, kExact>(Bp + r.B + t * p.B_l_stride, p.B_n_stride, N, Bv);
+      if (kMode == kSummary) {
+VB_UNROLL
+        for (int n = 0; n < kN; ++n) h[n] = fast_exp2(dt * A2[n]) * h[n] + du * Bv[n];
+        dt_sum += dt;
+        continue;
+      }
+      float Cv[kN];
+      load_bc<bc_t, kN, kExact>(Cp + r.C + t * p.C_l_stride, p.C_n_stride, N, Cv);
+      float y = 0.f;
 VB_UNROLL
       for (int n = 0; n < kN; ++n) {
         h[n] = fast_exp2(dt * A2[n]) * h[n] + du * Bv[n];
         y += h[n] * Cv[n];
       }
-    } else {
-VB_UNROLL
-      for (int n = 0; n < kN; ++n) {
-        if (n < N) {
-          h[n] = fast_exp2(dt * A2[n]) * h[n] + du * to_float(*Bt);
-          y += h[n] * to_float(*Ct);
-          Bt += p.B_n_stride;
-          Ct += p.C_n_stride;
-        }
+      y += D * ut;
+      if (z) {
+        const float zt = to_float(z[r.z + t * p.z_l_stride]);
+        y *= zt * sigmoid(zt);
       }
+      store(&out[r.out + t * p.out_l_stride], y);
     }
-    y += D * ut;
-    if (z) {
-      const float zt = to_float(z[r.z + t * p.z_l_stride]);
-      y *= zt * sigmoid(zt);
-    }
-    store(&out[r.out + t * p.out_l_stride], y);
   }
-  float* last = p.last_state + ((int64_t)b * p.dim + e) * N;
-VB_UNROLL
-  for (int n = 0; n < kN; ++n) {
-    if (n < N) last[n] = h[n];
+  if (kMode == kFull) store_state<kN, false>(p.last_state + ((int64_t)b * p.dim + e) * N, h, N);
+  if (kMode == kSummary) {  // the span's end state from zero, in its first tile's slot (combine_state reads it)
+    store_state<kN, kExact>(H + c_lo * H_tile, h, N);
+    p.dt_sum[((int64_t)b * p.n_par + par) * p.dim + e] = dt_sum;
   }
+}
+
+// Chains the spans of one row's state n, in place: slot k (at slots + k * slot_stride + n) holds span k's end
+// state from zero (the forward's summary) and gets the state entering span k; x_next = exp(A sum(dt)) x + S_k.
+// `reverse` walks from the last span (the backward's adjoint carries). The final value goes to `last[n]`.
+VB_HD void combine_state(const ScanParams& p, int e, int n, float* slots, int64_t slot_stride,
+                         const float* dt_sums, float* last, bool reverse) {
+  const float A2 = p.A[e * p.A_dim_stride + n * p.A_n_stride] * kLog2e;
+  float x = 0.f;
+  for (int k = 0; k < p.n_par; ++k) {
+    const int c = reverse ? p.n_par - 1 - k : k;
+    float* slot = slots + c * slot_stride + n;
+    const float s = *slot;
+    *slot = x;
+    x = fast_exp2(dt_sums[(int64_t)c * p.dim] * A2) * x + s;
+  }
+  if (last) last[n] = x;
 }
 
 // kExact rows (see scan_row_forward): d_state == kN, unit state strides of B and C, and every row's B_t/C_t
@@ -197,143 +293,8 @@ VB_HD bool exact_states(const ScanParams& p, int kN, int elem_bytes) {
   };
   return p.dstate == kN && (kN * elem_bytes) % 16 == 0 && p.B_n_stride == 1 && p.C_n_stride == 1 &&
          aligned(p.B, p.B_batch_stride, p.B_group_stride, p.B_l_stride) &&
-         aligned(p.C, p.C_batch_stride, p.C_group_stride, p.C_l_stride);
-}
-
-// Scratch layout (float32), interleaved over rows so neighbouring threads touch neighbouring words:
-// checkpoints [chunk][n][row] (state before each chunk), then the chunk's states [step][n][row].
-VB_HD int64_t bwd_chunks(int seqlen) { return (seqlen + kBwdChunk - 1) / kBwdChunk; }
-
-// Backward for one row: recompute states chunk by chunk from checkpoints, then walk the chunk backwards.
-template <typename io_t, typename bc_t, int kN>
-VB_HD void scan_row_backward(const ScanBwdParams& q, int b, int e, bool warp_uniform) {
-  const ScanParams& p = q.fwd;
-  const io_t* u = static_cast<const io_t*>(p.u);
-  const io_t* delta = static_cast<const io_t*>(p.delta);
-  const io_t* z = static_cast<const io_t*>(p.z);
-  const io_t* dout = static_cast<const io_t*>(q.dout);
-  const bc_t* Bp = static_cast<const bc_t*>(p.B);
-  const bc_t* Cp = static_cast<const bc_t*>(p.C);
-  io_t* du_out = static_cast<io_t*>(q.du);
-  io_t* ddelta_out = static_cast<io_t*>(q.ddelta);
-  io_t* dz_out = static_cast<io_t*>(q.dz);
-  const Row r = row_offsets(p, b, e);
-  const int N = p.dstate, L = p.seqlen;
-  const int64_t rows = (int64_t)p.batch * p.dim, row = (int64_t)b * p.dim + e;
-  const int64_t dout_off = b * q.dout_batch_stride + e * q.dout_dim_stride;
-  const int64_t own_off = row * L;  // du, ddelta, dz are contiguous
-  const int g = e / p.channels_per_group;
-  const int64_t dB_off = b * q.dB_batch_stride + g * q.dB_group_stride;
-  const int64_t dC_off = b * q.dC_batch_stride + g * q.dC_group_stride;
-  const float D = p.D ? p.D[e * p.D_stride] : 0.f;
-  const float bias = p.delta_bias ? p.delta_bias[e * p.delta_bias_stride] : 0.f;
-  float* ckpt = q.scratch;
-  float* chunk_states = q.scratch + bwd_chunks(L) * N * rows;
-
-  float A[kN], h[kN];
-VB_UNROLL
-  for (int n = 0; n < kN; ++n) {
-    A[n] = n < N ? p.A[e * p.A_dim_stride + n * p.A_n_stride] : 0.f;
-    h[n] = 0.f;
-  }
-  // pass 1: states at chunk starts
-  for (int s = 0; s < L; ++s) {
-    const int t = p.reverse ? L - 1 - s : s;
-    if (s % kBwdChunk == 0) {
-VB_UNROLL
-      for (int n = 0; n < kN; ++n) {
-        if (n < N) ckpt[((s / kBwdChunk) * N + n) * rows + row] = h[n];
-      }
-    }
-    const float dt = row_delta(p, to_float(delta[r.delta + t * p.delta_l_stride]), bias);
-    const float dtu = dt * to_float(u[r.u + t * p.u_l_stride]);
-    const bc_t* Bt = Bp + r.B + t * p.B_l_stride;
-VB_UNROLL
-    for (int n = 0; n < kN; ++n) {
-      if (n < N) {
-        h[n] = fast_exp2(dt * A[n] * kLog2e) * h[n] + dtu * to_float(*Bt);
-        Bt += p.B_n_stride;
-      }
-    }
-  }
-  // pass 2: chunks from the last scanned to the first; dh carries dL/dh across positions
-  float dh[kN], dA_acc[kN];
-VB_UNROLL
-  for (int n = 0; n < kN; ++n) dh[n] = dA_acc[n] = 0.f;
-  float dD_acc = 0.f, dbias_acc = 0.f;
-  for (int c = (int)bwd_chunks(L) - 1; c >= 0; --c) {
-    const int s0 = c * kBwdChunk, s1 = s0 + kBwdChunk < L ? s0 + kBwdChunk : L;
-VB_UNROLL
-    for (int n = 0; n < kN; ++n) {
-      if (n < N) h[n] = ckpt[(c * N + n) * rows + row];
-    }
-    for (int s = s0; s < s1; ++s) {
-      const int t = p.reverse ? L - 1 - s : s;
-      const float dt = row_delta(p, to_float(delta[r.delta + t * p.delta_l_stride]), bias);
-      const float dtu = dt * to_float(u[r.u + t * p.u_l_stride]);
-      const bc_t* Bt = Bp + r.B + t * p.B_l_stride;
-      float* saved = chunk_states + (int64_t)(s - s0) * N * rows + row;
-VB_UNROLL
-      for (int n = 0; n < kN; ++n) {
-        if (n < N) {
-          h[n] = fast_exp2(dt * A[n] * kLog2e) * h[n] + dtu * to_float(*Bt);
-          saved[n * rows] = h[n];
-          Bt += p.B_n_stride;
-        }
-      }
-    }
-    for (int s = s1 - 1; s >= s0; --s) {
-      const int t = p.reverse ? L - 1 - s : s;
-      const float ut = to_float(u[r.u + t * p.u_l_stride]);
-      const float raw = to_float(delta[r.delta + t * p.delta_l_stride]) + bias;
-      const float dt = p.delta_softplus ? softplus(raw) : raw;
-      const float go = to_float(dout[dout_off + t * q.dout_l_stride]);
-      const bc_t* Bt = Bp + r.B + t * p.B_l_stride;
-      const bc_t* Ct = Cp + r.C + t * p.C_l_stride;
-      const float* h_now = chunk_states + (int64_t)(s - s0) * N * rows + row;
-      // state before position s: the previous saved one, or the chunk's checkpoint
-      const float* h_before = s > s0 ? h_now - N * rows : ckpt + (int64_t)c * N * rows + row;
-      float y = D * ut;
-      for (int n = 0; n < kN && n < N; ++n) y += h_now[n * rows] * to_float(Ct[n * p.C_n_stride]);
-      float dy = go;
-      if (z) {
-        const float zt = to_float(z[r.z + t * p.z_l_stride]);
-        const float sz = sigmoid(zt);
-        dy = go * zt * sz;
-        store(&dz_out[own_off + t], go * y * sz * (1.f + zt * (1.f - sz)));
-      }
-      dD_acc += dy * ut;
-      float du = dy * D, ddt = 0.f;
-VB_UNROLL
-      for (int n = 0; n < kN; ++n) {
-        if (n < N) {
-          const float ht = h_now[n * rows], hp = h_before[n * rows];
-          const float Bn = to_float(*Bt), Cn = to_float(*Ct);
-          Bt += p.B_n_stride;
-          Ct += p.C_n_stride;
-          const float a = fast_exp2(dt * A[n] * kLog2e);
-          dh[n] += dy * Cn;
-          atomic_add_group(&q.dC[dC_off + n * q.dC_n_stride + t * q.dC_l_stride], dy * ht, warp_uniform);
-          atomic_add_group(&q.dB[dB_off + n * q.dB_n_stride + t * q.dB_l_stride], dh[n] * dt * ut,
-                           warp_uniform);
-          ddt += dh[n] * (A[n] * a * hp + ut * Bn);
-          dA_acc[n] += dh[n] * dt * a * hp;
-          du += dh[n] * dt * Bn;
-          dh[n] *= a;
-        }
-      }
-      const float dpre = p.delta_softplus && raw <= 20.f ? ddt * sigmoid(raw) : ddt;
-      dbias_acc += dpre;
-      store(&du_out[own_off + t], du);
-      store(&ddelta_out[own_off + t], dpre);
-    }
-  }
-VB_UNROLL
-  for (int n = 0; n < kN; ++n) {
-    if (n < N) atomic_add(&q.dA[e * N + n], dA_acc[n]);
-  }
-  if (q.dD) atomic_add(&q.dD[e], dD_acc);
-  if (q.ddelta_bias) atomic_add(&q.ddelta_bias[e], dbias_acc);
+         aligned(p.C, p.C_batch_stride, p.C_group_stride, p.C_l_stride) &&
+         reinterpret_cast<uintptr_t>(p.tile_states) % 16 == 0;
 }
 
 }  // namespace vimbench_scan

@@ -1,10 +1,13 @@
-// Host harness for the CUDA scan kernels' per-row code (float32 only): runs scan_row_forward /
-// scan_row_backward for every (batch, channel) row, exactly as the kernels' threads do, so tests on a
-// machine without a GPU check the kernels' indexing, strides, reverse order, chunked recompute and math.
+// Host harness for the CUDA scan kernels' code (float32 only): runs the per-row functions for every
+// (batch, channel) row and span, and the backward's blocks as loops over their kBwdThreads rows with a plain
+// buffer for the block's shared memory (each barrier a boundary between two loops over the rows), exactly
+// in the kernels' order, so tests on a machine without a GPU check the kernels' indexing, strides, reverse
+// order, tiles, spans, the combine and the block reductions.
 // Build: g++ -O2 -shared -fPIC selective_scan_cuda_host.cpp -o libscan_host.so; call through ctypes.
+#include <type_traits>
 #include <vector>
 
-#include "selective_scan_cuda_core.cuh"
+#include "selective_scan_cuda_backward.cuh"
 
 using namespace vimbench_scan;
 
@@ -20,6 +23,10 @@ ScanParams make_params(const int* sizes, const int64_t* s, const void* const* pt
   p.channels_per_group = sizes[4];
   p.delta_softplus = sizes[5] != 0;
   p.reverse = sizes[6] != 0;
+  p.chunk = sizes[7];
+  p.n_chunks = sizes[8];
+  p.span = sizes[9];
+  p.n_par = sizes[10];
   p.u = ptrs[0];
   p.delta = ptrs[1];
   p.A = static_cast<const float*>(ptrs[2]);
@@ -30,6 +37,7 @@ ScanParams make_params(const int* sizes, const int64_t* s, const void* const* pt
   p.delta_bias = static_cast<const float*>(ptrs[7]);
   p.out = const_cast<void*>(ptrs[8]);
   p.last_state = static_cast<float*>(const_cast<void*>(ptrs[9]));
+  p.tile_states = static_cast<float*>(const_cast<void*>(ptrs[10]));
   p.u_batch_stride = s[0], p.u_dim_stride = s[1], p.u_l_stride = s[2];
   p.delta_batch_stride = s[3], p.delta_dim_stride = s[4], p.delta_l_stride = s[5];
   p.z_batch_stride = s[6], p.z_dim_stride = s[7], p.z_l_stride = s[8];
@@ -47,33 +55,106 @@ void for_each_row(const ScanParams& p, Row&& row) {
     for (int e = 0; e < p.dim; ++e) row(b, e);
 }
 
+bool config_ok(const ScanParams& p) {
+  return p.dstate >= 1 && p.dstate <= kMaxDState && p.chunk >= 1 && p.chunk <= kTile && p.span >= 1 &&
+         p.n_par >= 1 && (int64_t)p.n_chunks * p.chunk >= p.seqlen && (int64_t)p.span * p.n_par >= p.n_chunks;
+}
+
+// launch_fwd's sequence: one full pass, or summary -> combine -> span pass.
+template <int kN, bool kExact>
+void run_fwd(ScanParams& p) {
+  if (p.n_par == 1) {
+    for_each_row(p, [&](int b, int e) { scan_row_forward<float, float, kN, kExact, kFull>(p, b, e, 0); });
+    return;
+  }
+  std::vector<float> dt_sum((size_t)p.batch * p.n_par * p.dim);
+  p.dt_sum = dt_sum.data();
+  for (int par = 0; par < p.n_par; ++par)
+    for_each_row(p, [&](int b, int e) { scan_row_forward<float, float, kN, kExact, kSummary>(p, b, e, par); });
+  for_each_row(p, [&](int b, int e) {
+    for (int n = 0; n < p.dstate; ++n)
+      combine_state(p, e, n, p.tile_states + tile_state_offset(p, b, e, 0), (int64_t)p.span * p.dim * p.dstate,
+                    p.dt_sum + (int64_t)b * p.n_par * p.dim + e,
+                    p.last_state + ((int64_t)b * p.dim + e) * p.dstate, false);
+  });
+  for (int par = 0; par < p.n_par; ++par)
+    for_each_row(p, [&](int b, int e) { scan_row_forward<float, float, kN, kExact, kSpan>(p, b, e, par); });
+  p.dt_sum = nullptr;
+}
+
+// launch_bwd's sequence; each block of the backward kernel as loops over its threads between barriers.
+template <int kN, bool kExact>
+void run_bwd(ScanBwdParams& q) {
+  ScanParams& p = q.fwd;
+  std::vector<float> scratch(scan_bwd_scratch_floats(p.batch, p.dim, p.dstate, p.n_par));
+  std::vector<float> carries((size_t)p.batch * p.n_par * p.dim * p.dstate), dt_sum((size_t)p.batch * p.n_par * p.dim);
+  q.scratch = scratch.data();
+  q.carries = carries.data();
+  p.dt_sum = dt_sum.data();
+  if (p.n_par > 1) {
+    for (int par = 0; par < p.n_par; ++par)
+      for_each_row(p, [&](int b, int e) { bwd_summary_row<float, float, kN, kExact>(q, b, e, par); });
+    for_each_row(p, [&](int b, int e) {
+      for (int n = 0; n < p.dstate; ++n)
+        combine_state(p, e, n, q.carries + carry_offset(p, b, e, 0), (int64_t)p.dim * p.dstate,
+                      p.dt_sum + (int64_t)b * p.n_par * p.dim + e, nullptr, true);
+    });
+  }
+  std::vector<float> shared(kBwdSharedFloats);
+  std::vector<BwdRow<kN>> threads(kBwdThreads);
+  const int64_t rows = (int64_t)p.batch * p.dim;
+  for (int64_t row0 = 0; row0 < rows; row0 += kBwdThreads) {
+    for (int par = 0; par < p.n_par; ++par) {
+      const BwdBlock blk = bwd_block_init(q, row0);
+      for (int tid = 0; tid < blk.nvalid; ++tid)
+        bwd_row_init<kN>(q, (int)((row0 + tid) / p.dim), (int)((row0 + tid) % p.dim), par, threads[tid]);
+      for (int c = span_hi(p, par) - 1; c >= span_lo(p, par); --c) {
+        for (int tid = 0; tid < blk.nvalid; ++tid)
+          bwd_tile_walk<float, float, kN, kExact>(q, threads[tid], c, slab_slot<kN>(q, par, row0 + tid),
+                                                  shared.data(), tid);
+        // __syncthreads()
+        for (int tid = 0; tid < kBwdThreads; ++tid) bwd_tile_reduce<kN>(q, blk, c, par, shared.data(), tid);
+        // __syncthreads()
+      }
+      for (int tid = 0; tid < blk.nvalid; ++tid) bwd_row_finish<kN>(q, threads[tid]);
+    }
+  }
+  q.scratch = q.carries = p.dt_sum = nullptr;
+}
+
+template <typename Run>
+void dispatch(const ScanParams& p, Run&& run) {
+  if (exact_states(p, 16, (int)sizeof(float))) {
+    run(std::integral_constant<int, 16>{}, std::true_type{});
+  } else if (p.dstate <= 16) {
+    run(std::integral_constant<int, 16>{}, std::false_type{});
+  } else if (exact_states(p, kMaxDState, (int)sizeof(float))) {
+    run(std::integral_constant<int, kMaxDState>{}, std::true_type{});
+  } else {
+    run(std::integral_constant<int, kMaxDState>{}, std::false_type{});
+  }
+}
+
 }  // namespace
 
 extern "C" {
 
-// sizes: batch, dim, seqlen, dstate, channels_per_group, softplus, reverse. Returns 0, or -1 if d_state > 64.
+// sizes: batch, dim, seqlen, dstate, channels_per_group, softplus, reverse, chunk, n_chunks, span, n_par.
+// ptrs: u, delta, A, B, C, D, z, delta_bias, out, last_state, tile_states. Returns 0, or -1 if unsupported.
 int vb_scan_fwd_host(const int* sizes, const int64_t* strides, const void* const* ptrs) {
-  const ScanParams p = make_params(sizes, strides, ptrs);
-  if (p.dstate < 1 || p.dstate > kMaxDState) return -1;
-  for_each_row(p, [&](int b, int e) {
-    if (exact_states(p, 16, (int)sizeof(float))) {
-      scan_row_forward<float, float, 16, true>(p, b, e);
-    } else if (p.dstate <= 16) {
-      scan_row_forward<float, float, 16>(p, b, e);
-    } else {
-      scan_row_forward<float, float, kMaxDState>(p, b, e);
-    }
-  });
+  ScanParams p = make_params(sizes, strides, ptrs);
+  if (!config_ok(p)) return -1;
+  dispatch(p, [&](auto n, auto exact) { run_fwd<decltype(n)::value, decltype(exact)::value>(p); });
   return 0;
 }
 
-// bwd_ptrs: dout, du, ddelta, dz, dA, dB, dC, dD, ddelta_bias; bwd_strides: dout (3), dB (4), dC (4).
+// As vb_scan_fwd_host, tile_states being the forward's; bwd_ptrs: dout, du, ddelta, dz, dA, dB, dC, dD,
+// ddelta_bias; bwd_strides: dout (3), dB (4), dC (4).
 int vb_scan_bwd_host(const int* sizes, const int64_t* strides, const void* const* ptrs,
                      const int64_t* bwd_strides, const void* const* bwd_ptrs) {
   ScanBwdParams q;
   q.fwd = make_params(sizes, strides, ptrs);
-  const ScanParams& p = q.fwd;
-  if (p.dstate < 1 || p.dstate > kMaxDState) return -1;
+  if (!config_ok(q.fwd)) return -1;
   q.dout = bwd_ptrs[0];
   q.du = const_cast<void*>(bwd_ptrs[1]);
   q.ddelta = const_cast<void*>(bwd_ptrs[2]);
@@ -87,15 +168,7 @@ int vb_scan_bwd_host(const int* sizes, const int64_t* strides, const void* const
   q.dout_batch_stride = s[0], q.dout_dim_stride = s[1], q.dout_l_stride = s[2];
   q.dB_batch_stride = s[3], q.dB_group_stride = s[4], q.dB_n_stride = s[5], q.dB_l_stride = s[6];
   q.dC_batch_stride = s[7], q.dC_group_stride = s[8], q.dC_n_stride = s[9], q.dC_l_stride = s[10];
-  std::vector<float> scratch(scan_bwd_scratch_floats(p.batch, p.dim, p.seqlen, p.dstate));
-  q.scratch = scratch.data();
-  for_each_row(p, [&](int b, int e) {
-    if (p.dstate <= 16) {
-      scan_row_backward<float, float, 16>(q, b, e, false);
-    } else {
-      scan_row_backward<float, float, kMaxDState>(q, b, e, false);
-    }
-  });
+  dispatch(q.fwd, [&](auto n, auto exact) { run_bwd<decltype(n)::value, decltype(exact)::value>(q); });
   return 0;
 }
 

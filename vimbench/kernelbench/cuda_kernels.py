@@ -3,7 +3,8 @@
 Ours: kernels/csrc/selective_scan_cuda.cu compiled to a cubin by nvcc for the arch (no torch headers needed),
 cached per arch and source hash. The official forward: compiled by scripts/fetch_official_mamba.sh into
 OFFICIAL_DIR/official_<arch>_<dtype>.cubin from the mamba-ssm sdist (never committed). Resources come from
-`cuobjdump -res-usage`, the loop counts from the same SASS analysis as the Triton kernels.
+`cuobjdump -res-usage` (spill bytes: the thread's stack frame plus local memory, i.e. spills and any local
+array), the loop counts from the same SASS analysis as the Triton kernels.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from .launches import Shape
 
 _CPP_TYPE = {"fp32": "float", "fp16": "__half", "bf16": "__nv_bfloat16"}
 _RES = re.compile(r"Function (\S+):\s*\n?\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
-THREADS = 128  # kThreads in selective_scan_cuda.cu
+BWD_THREADS = 32  # kBwdThreads in selective_scan_cuda.h
+COMBINE_THREADS = 128  # kMaxThreads in selective_scan_cuda.cu
 
 
 def _demangle(names: list[str]) -> dict[str, str]:
@@ -42,8 +44,9 @@ def resource_usage(cubin: Path) -> dict[str, dict[str, int]]:
 
 
 @functools.cache
-def our_cubin(arch: str) -> Path:
-    """Our kernels' cubin for `arch` (nvcc, cached in the temp dir by arch and source hash)."""
+def our_cubin(arch: str, dtype: str = "") -> Path:
+    """Our kernels' cubin for `arch` (nvcc, cached in the temp dir by arch and source hash); for "fp32" only
+    the float32 instantiations (VB_FP32_ONLY: a quarter of the build time)."""
     from vimbench.kernels.cuda_scan import CSRC
 
     nvcc = shutil.which("nvcc")
@@ -51,11 +54,13 @@ def our_cubin(arch: str) -> Path:
         raise RuntimeError("nvcc not found: the CUDA kernels cannot be compiled here")
     sources = sorted(CSRC.glob("selective_scan_cuda*"))
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
-    out = Path(tempfile.gettempdir()) / f"vimbench-cuda-{arch}-{digest}.cubin"
+    only = "-fp32" if dtype == "fp32" else ""
+    out = Path(tempfile.gettempdir()) / f"vimbench-cuda-{arch}{only}-{digest}.cubin"
     if not out.exists():
         cc = arch.split("_")[1]
         cmd = [nvcc, "-std=c++17", "-O3", "-cubin", f"-arch=sm_{cc}", "-lineinfo",
-               str(CSRC / "selective_scan_cuda.cu"), "-o", str(out) + ".tmp"]
+               *(["-DVB_FP32_ONLY"] if only else []), str(CSRC / "selective_scan_cuda.cu"),
+               "-o", str(out) + ".tmp"]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         if proc.returncode:
             raise RuntimeError(f"nvcc failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -65,7 +70,7 @@ def our_cubin(arch: str) -> Path:
 
 def _report_kernel(cubin: Path, want: str, backend: str, phase: str, arch: str, dtype: str, shape: Shape,
                    grid: tuple[int, int, int], warps: int, elems_per_thread: float,
-                   config: str) -> KernelReport:
+                   config: str, tile_steps: int = 0) -> KernelReport:
     report = KernelReport(backend, phase, "", arch, dtype, shape.label, config, warps_per_block=warps,
                           grid=grid, warps_launched=grid[0] * grid[1] * grid[2] * warps)
     try:
@@ -78,38 +83,72 @@ def _report_kernel(cubin: Path, want: str, backend: str, phase: str, arch: str, 
         report.kernel = names[mangled].split("(")[0].replace("vimbench_scan::", "").removeprefix("void ")
         usage = resource_usage(cubin).get(mangled, {})
         report.registers = usage.get("registers")
-        report.spill_bytes = usage.get("local")
+        if usage:
+            report.spill_bytes = usage["local"] + usage["stack"]
         report.shared_bytes = usage.get("shared")
         if report.registers is not None:
             report.blocks_per_sm = blocks_per_sm(arch, report.registers, report.shared_bytes or 0, warps)
-        _fill_loops(report, kernels[mangled], elems_per_thread)
+        _fill_loops(report, kernels[mangled], elems_per_thread, tile_steps)
     except Exception as exc:
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
         report.error = f"{type(exc).__name__}: {lines[-1] if lines else ''}"
     return report
 
 
+Launch = tuple[str, str, tuple[int, int, int], int, int, str]
+
+
+def _cuda_launches(inputs, batch: int, dtype: str) -> list[Launch]:
+    """(phase, kernel, grid, threads per block, states per thread, config) of every launch the CUDA backend
+    makes for one direction, forward and backward, as selective_scan_cuda.cu's launch_fwd / launch_bwd."""
+    from vimbench.kernels.cuda_scan import launch_config
+
+    cfg = launch_config(batch, inputs.d_inner, inputs.length, inputs.d_state)
+    k_n = 16 if inputs.d_state <= 16 else 64
+    rows = batch * inputs.d_inner
+    t = _CPP_TYPE[dtype]
+    # Vim's B/C are views of x_dbl with contiguous states: with d_state == kN the kernels run their exact path
+    exact = "true" if inputs.d_state == k_n and inputs.fwd.B.stride(-2) == 1 else "false"
+    threads = cfg.block_e
+    fwd_grid = (-(-rows // threads), cfg.n_par, 1)
+    bwd_grid = (-(-rows // BWD_THREADS), cfg.n_par, 1)
+    states = rows * inputs.d_state  # the combine: one thread per (row, state)
+    combine = ("selective_scan_combine_kernel", (-(-states // COMBINE_THREADS), 1, 1), COMBINE_THREADS, 1, "")
+    label = f"kN{k_n}" + (" exact" if exact == "true" else "")
+    fwd = f"selective_scan_fwd_kernel<{t},{t},{k_n},{exact},"
+    found = []
+    if cfg.parallel:
+        found += [("fwd", fwd + "1>", fwd_grid, threads, k_n, f"{label} summary span{cfg.span}"),
+                  ("fwd", *combine[:4], f"spans{cfg.n_par}"),
+                  ("fwd", fwd + "2>", fwd_grid, threads, k_n, f"{label} span pass span{cfg.span}"),
+                  ("bwd", f"selective_scan_bwd_summary_kernel<{t},{t},{k_n},{exact}>", bwd_grid, BWD_THREADS,
+                   k_n, f"{label} carry summary span{cfg.span}"),
+                  ("bwd", *combine[:4], f"spans{cfg.n_par} reverse")]
+    else:
+        found.append(("fwd", fwd + "0>", fwd_grid, threads, k_n, label))
+    found.append(("bwd", f"selective_scan_bwd_kernel<{t},{t},{k_n},{exact}>", bwd_grid, BWD_THREADS, k_n,
+                  label + (f" span{cfg.span}" if cfg.parallel else "")))
+    return found
+
+
 def inspect_cuda(arch: str, dtype: str, shape: Shape) -> list[KernelReport]:
-    """Our CUDA forward and backward at `shape`: one thread per (batch, channel) row, kN states each."""
+    """Our CUDA kernels at `shape` as the backend launches them for one direction (launch config keyed on
+    (L, B*E), shared with Triton): one thread per (batch, channel) row and span, kN states each."""
+    from vimbench.kernels.cuda_scan import launch_config
+
     from .launches import model_scan_inputs
 
     inputs = model_scan_inputs(shape, dtype)
-    k_n = 16 if inputs.d_state <= 16 else 64
-    rows = shape.batch * inputs.d_inner
-    grid = ((rows + THREADS - 1) // THREADS, 1, 1)
-    t = _CPP_TYPE[dtype]
+    launches = _cuda_launches(inputs, shape.batch, dtype)
     try:
-        cubin = our_cubin(arch)
+        cubin = our_cubin(arch, dtype)
     except Exception as exc:
         return [KernelReport("cuda", phase, "", arch, dtype, shape.label, error=str(exc))
-                for phase in ("fwd", "bwd")]
-    # Vim's B/C are views of x_dbl with contiguous states: with d_state == kN the forward runs its exact path
-    exact = "true" if inputs.d_state == k_n and inputs.fwd.B.stride(-2) == 1 else "false"
-    kernels = (("fwd", f"selective_scan_fwd_kernel<{t},{t},{k_n},{exact}>"),
-               ("bwd", f"selective_scan_bwd_kernel<{t},{t},{k_n}>"))
-    return [_report_kernel(cubin, want, "cuda", phase, arch, dtype, shape, grid, THREADS // 32, k_n,
-                           f"kN{k_n} t{THREADS}" + (" exact" if phase == "fwd" and exact == "true" else ""))
-            for phase, want in kernels]
+                for phase in dict.fromkeys(lc[0] for lc in launches)]
+    chunk = launch_config(shape.batch, inputs.d_inner, inputs.length, inputs.d_state).chunk
+    return [_report_kernel(cubin, want, "cuda", phase, arch, dtype, shape, grid, threads // 32, elems,
+                           f"{config} t{threads}".strip(), chunk)
+            for phase, want, grid, threads, elems, config in launches]
 
 
 def official_config(length: int) -> tuple[int, int]:
