@@ -90,7 +90,7 @@ def check_parallel_fused(length, chunk, min_span, dtype, groups, extras, has_z):
 
     # batch 1 at the longer lengths (the regime this path is for; the interpreter is slow); grouped B/C: 2
     # channels per group (the backward's channel blocks are then 2 wide)
-    batch, dim = (1 if length >= 70 else 2), (2 * groups if groups else 5)
+    batch, dim = (1 if length >= 30 else 2), (2 * groups if groups else 5)
     pair = make_pair(length, dtype, groups, extras, has_z, dim=dim, batch=batch)
     *directions, z, dout = pair
     with spans(chunk, min_span):
@@ -123,11 +123,11 @@ CASES = [  # (length, chunk, min_span, dtype, groups, extras, has_z): span W = c
     (1, 4, 8, torch.float32, 0, True, True),  # too short for spans: the one-launch kernel
     (17, 4, 8, torch.float32, 0, True, True),  # W=8: spans 8, 8, 1; reverse tiles straddle span ends
     (33, 3, 3, torch.float32, 0, True, True),  # W=3 (odd), L a multiple of the tile: tiles align
-    (70, 3, 3, torch.float32, 2, True, True),  # grouped B/C, W=3: 24 spans, the last one 1
-    (97, 3, 6, torch.float32, 0, False, False),  # no z, D, bias; W=6, last span 1
+    (33, 3, 6, torch.float32, 2, True, True),  # grouped B/C, W=6 (two tiles), L a multiple of W
+    (97, 3, 6, torch.float32, 0, False, False),  # no z, D, bias; last span 1
     (33, 4, 12, torch.bfloat16, 0, True, True),  # W=12, last span 9 (odd)
-    (70, 4, 8, torch.bfloat16, 2, False, True),
-    (19, 4, 8, torch.float32, 0, False, True),  # z without D / bias
+    (70, 4, 8, torch.bfloat16, 0, False, True),  # z without D / bias, last span 6
+    (19, 4, 8, torch.float32, 2, False, True),  # grouped B/C, last span 3
 ]
 for _case in CASES:
     _name = "L{}-chunk{}-span{}-{}-G{}-extras{}-z{}".format(*_case[:3], str(_case[3])[6:], *_case[4:])
