@@ -108,24 +108,37 @@ def _bidir_fwd_kernel(
         tl.store(dts + tl.num_programs(1) * n_par * E, dtb_sum, mask=mask_e)
     else:
         half = n_pos // 2
+        SEGMENTS: tl.constexpr = 1 if MODE == 0 else 2
         # tile starts: the forward direction's at i = 0 mod chunk_len (spans are whole tiles), the reverse
         # direction's (reverse index L-1-q a multiple of chunk_len) at i = off mod chunk_len; the walk is cut
         # at both into segments (even: from a forward tile start, odd: from a reverse one), and a tile is
         # saved by the one program in which it starts
         off = (chunk_len - (L - hi) % chunk_len) % chunk_len
-        for s in range(2 * tl.cdiv(n_pos, chunk_len)):
-            odd = s % 2
-            a = (s // 2) * chunk_len + odd * off
-            b = tl.minimum(n_pos, (s // 2) * chunk_len + off + odd * (chunk_len - off))
-            if a < n_pos:
-                if odd == 0:
-                    c_f = (lo + a) // chunk_len
-                    tl.store(Hf_ptr + H_off + c_f * E * N_PAD, tl.reshape(hf, (N_PAD // VEC, VEC, BLOCK_E)),
-                             mask=H_mask)
-                else:
-                    c_b = (L - hi + a) // chunk_len
-                    tl.store(Hb_ptr + H_off + c_b * E * N_PAD, tl.reshape(hb, (N_PAD // VEC, VEC, BLOCK_E)),
-                             mask=H_mask)
+        c_f = pid_c * span  # the next forward tile to start here, and the next reverse one
+        c_b = (L - hi + off) // chunk_len
+        a = 0
+        for s in range(SEGMENTS * tl.cdiv(n_pos, chunk_len)):
+            if SEGMENTS == 1:  # all of L: both directions' tiles start together (off = 0)
+                seg = chunk_len
+                b = tl.minimum(n_pos, a + seg)
+                tl.store(Hf_ptr + H_off + c_f * E * N_PAD, tl.reshape(hf, (N_PAD // VEC, VEC, BLOCK_E)),
+                         mask=H_mask)
+                tl.store(Hb_ptr + H_off + c_f * E * N_PAD, tl.reshape(hb, (N_PAD // VEC, VEC, BLOCK_E)),
+                         mask=H_mask)
+                c_f += 1
+            else:
+                odd = s & 1
+                seg = off + odd * (chunk_len - 2 * off)  # even segments: off steps, odd ones: chunk_len - off
+                b = tl.minimum(n_pos, a + seg)
+                # predicated stores, not a branch (the compiler would merge the two with selects of h)
+                # (a and odd splat: the interpreter's scalar compares give no tensor masks)
+                live = H_mask & (n_idx * 0 + a < n_pos)
+                tl.store(Hf_ptr + H_off + c_f * E * N_PAD, tl.reshape(hf, (N_PAD // VEC, VEC, BLOCK_E)),
+                         mask=live & (n_idx * 0 + odd == 0))
+                tl.store(Hb_ptr + H_off + c_b * E * N_PAD, tl.reshape(hb, (N_PAD // VEC, VEC, BLOCK_E)),
+                         mask=live & (n_idx * 0 + odd == 1))
+                c_f += 1 - odd
+                c_b += odd
             for i in range(a, b):
                 p = lo + i  # the forward direction's position
                 q = hi - 1 - i  # the reverse direction's position
@@ -158,10 +171,13 @@ def _bidir_fwd_kernel(
                         yb = yb * zq * tl.sigmoid(zq)
                     tl.store(o_row + p * so_l, yf.to(out_ptr.dtype.element_ty), mask=mask_e)
                     tl.store(o_row + q * so_l, yb.to(out_ptr.dtype.element_ty), mask=mask_e)
+            a += seg
 
 
 MODE_FULL, MODE_SUMMARY, MODE_SPANS = 0, 1, 2
-bidir_fwd_kernel = TritonKernel(_bidir_fwd_kernel, state_elems=lambda c: 2 * c["BLOCK_E"] * c["N_PAD"])
+# the span pass runs its per-tile code twice per tile (a segment from each direction's tile start)
+bidir_fwd_kernel = TritonKernel(_bidir_fwd_kernel, state_elems=lambda c: 2 * c["BLOCK_E"] * c["N_PAD"],
+                                tile_passes=lambda c: 2 if c.get("MODE") == MODE_SPANS else 1)
 
 
 def _prepare_pair(uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb, Cb, Db, biasb):
