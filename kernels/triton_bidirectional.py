@@ -5,12 +5,25 @@ at position i and the backward scan at position L-1-i, two independent dependenc
 other's latency. In the first half of the sequence each direction stores its ungated output (y + D*u); in
 the second half a position's other half is already in `out` (written by the same thread: one channel per
 thread, so no barrier), so the program adds it, applies silu(z) once and stores the final `y_fwd + y_bwd`.
-Both directions' chunk start states are saved for the backward. When the batch is too small to fill the GPU,
-the two directions run as two chunk-parallel scans instead (see triton_scan_fwd.py).
+Both directions' tile start states are saved for the backward (the reverse one's in its own index space:
+tile c starts at position L-1-c*chunk), one MODE of the kernel per pass:
+- 0 FULL: a program walks all of L, as above;
+- 1 SUMMARY (small batches, chunk-parallel): a program takes one span of positions [k*W, (k+1)*W) (W = span
+  tiles * chunk) and runs both directions over it from zero, the forward one upwards, the reverse one
+  downwards, storing their end states and sum(dt); ONE combine launch chains both directions' spans (the
+  forward's first to last, the reverse's last to first: the state entering position (k+1)*W-1 from above);
+- 2 SPANS: the same program runs both directions over the same span again from those states, interleaved and
+  gated exactly as FULL (first half parks, second half adds and gates once; odd spans meet in the middle), so
+  `out` is written once per position and nothing is added after. The walk is cut into two segments per tile,
+  one from each direction's tile start (they differ unless L is a multiple of the tile), and a tile's state
+  is saved by the one program in which the tile starts.
+So the fused forward is 1 launch, or 3 at batch 1 and high resolution (summary, combine, span pass).
 
 `vimbench::bidirectional_selective_scan` is a custom op (torch.compile / FlopCounterMode see one op, counted
 as two scan directions); its backward is ONE launch of the backward kernel with a direction grid axis: the
-reverse direction's inputs are reached by element offsets from the forward direction's (same strides).
+reverse direction's inputs are reached by element offsets from the forward direction's (same strides); at
+small batches 3 (one summary of both directions' adjoint carries per span, one combine, the backward over
+(direction, span)). Two single-direction backwards only when the directions' strides differ.
 """
 
 from __future__ import annotations

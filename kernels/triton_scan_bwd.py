@@ -15,7 +15,8 @@ atomics: bitwise reproducible). Every output element is written exactly once: no
 
 Chunk-parallel (small batches): `_bwd_summary_kernel` runs the adjoint carry of each span from zero (its own
 exp per update), the forward's combine kernel chains the spans from the last, and each program of the main
-kernel starts from its span's incoming carry.
+kernel starts from its span's incoming carry. Both kernels take DIRS=2 (Vim's two directions in one launch,
+the reverse one's inputs by element offsets).
 """
 
 from __future__ import annotations
