@@ -28,7 +28,7 @@ DTYPES = dtypes.DTYPES
 _FP32_POINTERS = {
     "A_ptr", "D_ptr", "bias_ptr", "last_ptr", "Af_ptr", "Df_ptr", "biasf_ptr", "Ab_ptr", "Db_ptr",
     "biasb_ptr", "dA_ptr", "dD_ptr", "dbias_ptr", "dCB_ptr", "H_ptr", "Hf_ptr", "Hb_ptr",
-    "dtsum_ptr", "slab_ptr", "Gin_ptr", "Gs_ptr", "w_ptr", "res_in_ptr", "res_out_ptr",
+    "dtsum_ptr", "slab_ptr", "Gin_ptr", "Gs_ptr", "S_ptr", "w_ptr", "res_in_ptr", "res_out_ptr",
 }
 # buffers the launchers allocate themselves (torch.empty: at least 16-byte aligned on every device), so every
 # real launch specialises them as such; the generic build assumes only that, nothing about the caller's views
@@ -100,8 +100,9 @@ def kernel_names() -> list[str]:
 def scan_jobs(name: str, dtype: str, n_pads: list[int]) -> list[CompileJob]:
     """The configurations the scan launchers pick (see triton_common.pick_config), per padded state size:
     forward 4 warps (full scan) and 1 warp (full, summary and span passes); backward and its chunk-parallel
-    summary 1 warp, one or both directions; fused bidirectional forward 4 or 1 warps; with and without z;
-    B/C read 4 states at a time (aligned, contiguous states) or not."""
+    summary 1 warp, one or both directions; fused bidirectional forward 4 or 1 warps (full) and 1 warp
+    (summary and span passes); with and without z; B/C read 4 states at a time (aligned, contiguous) or
+    not."""
     from .triton_common import CHUNK
 
     jobs = []
@@ -119,9 +120,9 @@ def scan_jobs(name: str, dtype: str, n_pads: list[int]) -> list[CompileJob]:
                 elif name == "scan_bwd":
                     variants = [(1, (("DIRS", d), ("CHUNK", CHUNK))) for d in (1, 2)]
                 elif name == "scan_bwd_summary":
-                    variants = [(1, ())]
-                else:
-                    variants = [(4, ()), (1, ())]
+                    variants = [(1, (("DIRS", d),)) for d in (1, 2)]
+                else:  # fused bidirectional: full scan 4 or 1 warps, summary and span passes 1 warp
+                    variants = [(4, (("MODE", 0),)), *((1, (("MODE", m),)) for m in (0, 1, 2))]
                 for warps, extra in variants:
                     jobs.append(CompileJob(name, dtype, (*base, ("BLOCK_E", 32 * warps), *extra), warps))
     return jobs

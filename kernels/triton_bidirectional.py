@@ -5,12 +5,25 @@ at position i and the backward scan at position L-1-i, two independent dependenc
 other's latency. In the first half of the sequence each direction stores its ungated output (y + D*u); in
 the second half a position's other half is already in `out` (written by the same thread: one channel per
 thread, so no barrier), so the program adds it, applies silu(z) once and stores the final `y_fwd + y_bwd`.
-Both directions' chunk start states are saved for the backward. When the batch is too small to fill the GPU,
-the two directions run as two chunk-parallel scans instead (see triton_scan_fwd.py).
+Both directions' tile start states are saved for the backward (the reverse one's in its own index space:
+tile c starts at position L-1-c*chunk), one MODE of the kernel per pass:
+- 0 FULL: a program walks all of L, as above;
+- 1 SUMMARY (small batches, chunk-parallel): a program takes one span of positions [k*W, (k+1)*W) (W = span
+  tiles * chunk) and runs both directions over it from zero, the forward one upwards, the reverse one
+  downwards, storing their end states and sum(dt); ONE combine launch chains both directions' spans (the
+  forward's first to last, the reverse's last to first: the state entering position (k+1)*W-1 from above);
+- 2 SPANS: the same program runs both directions over the same span again from those states, interleaved and
+  gated exactly as FULL (first half parks, second half adds and gates once; odd spans meet in the middle), so
+  `out` is written once per position and nothing is added after. The walk is cut into two segments per tile,
+  one from each direction's tile start (they differ unless L is a multiple of the tile), and a tile's state
+  is saved by the one program in which the tile starts.
+So the fused forward is 1 launch, or 3 at batch 1 and high resolution (summary, combine, span pass).
 
 `vimbench::bidirectional_selective_scan` is a custom op (torch.compile / FlopCounterMode see one op, counted
 as two scan directions); its backward is ONE launch of the backward kernel with a direction grid axis: the
-reverse direction's inputs are reached by element offsets from the forward direction's (same strides).
+reverse direction's inputs are reached by element offsets from the forward direction's (same strides); at
+small batches 3 (one summary of both directions' adjoint carries per span, one combine, the backward over
+(direction, span)). Two single-direction backwards only when the directions' strides differ.
 """
 
 from __future__ import annotations
@@ -37,15 +50,17 @@ from .triton_scan_parts import (
 def _bidir_fwd_kernel(
     uf_ptr, df_ptr, Af_ptr, Bf_ptr, Cf_ptr, Df_ptr, biasf_ptr,
     ub_ptr, db_ptr, Ab_ptr, Bb_ptr, Cb_ptr, Db_ptr, biasb_ptr, z_ptr, out_ptr, Hf_ptr, Hb_ptr,
-    E, L, N, ch_per_group, softplus, chunk_len, n_chunks,
+    S_ptr, dtsum_ptr,
+    E, L, N, ch_per_group, softplus, chunk_len, n_chunks, span,
     suf_b, suf_e, suf_l, sdf_b, sdf_e, sdf_l, sBf_b, sBf_g, sBf_n, sBf_l, sCf_b, sCf_g, sCf_n, sCf_l,
     sub_b, sub_e, sub_l, sdb_b, sdb_e, sdb_l, sBb_b, sBb_g, sBb_n, sBb_l, sCb_b, sCb_g, sCb_n, sCb_l,
     sz_b, sz_e, sz_l, so_b, so_e, so_l,
     HAS_Z: tl.constexpr, BLOCK_E: tl.constexpr, N_PAD: tl.constexpr, EVEN_N: tl.constexpr,
-    VEC: tl.constexpr, BC_ALIGNED: tl.constexpr,
+    VEC: tl.constexpr, BC_ALIGNED: tl.constexpr, MODE: tl.constexpr,
 ):
     pid_e = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
+    pid_c = tl.program_id(2)
     offs_e, mask_e, e_ld, grp, A2f, Dvf, biasf = channel_block(
         pid_e, E, ch_per_group, Af_ptr, Df_ptr, biasf_ptr, N, N_PAD, BLOCK_E, VEC, EVEN_N)
     _, _, _, _, A2b, Dvb, biasb = channel_block(
@@ -67,48 +82,115 @@ def _bidir_fwd_kernel(
     sCb_l = aligned_stride(sCb_l, BC_ALIGNED)
     H_off = (pid_b * n_chunks * E + offs_e[None, None, :]) * N_PAD + n_idx
     H_mask = offs_e[None, None, :] < E
-    half = L // 2
+    # the positions this program covers: all of L (FULL), or span pid_c's [lo, hi) for BOTH directions
+    lo = pid_c * span * chunk_len
+    hi = tl.minimum(L, lo + span * chunk_len)
+    n_pos = hi - lo
+    # span states (2 directions, batch, spans, E, N_PAD): the summary's end states, then (after the combine)
+    # the state entering the span: the forward one at lo, the reverse one at hi - 1 (from above)
+    n_par = tl.num_programs(2)
+    S_f = ((pid_b * n_par + pid_c) * E + e_ld[None, None, :]) * N_PAD + n_idx
+    S_b = S_f + tl.num_programs(1) * n_par * E * N_PAD
     hf = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
     hb = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
-    for c in range(n_chunks):
-        # tile start states for the backward
-        tl.store(Hf_ptr + H_off + c * E * N_PAD, tl.reshape(hf, (N_PAD // VEC, VEC, BLOCK_E)), mask=H_mask)
-        tl.store(Hb_ptr + H_off + c * E * N_PAD, tl.reshape(hb, (N_PAD // VEC, VEC, BLOCK_E)), mask=H_mask)
-        for i in range(c * chunk_len, tl.minimum(L, (c + 1) * chunk_len)):
-            p = i  # the forward direction's position
-            q = L - 1 - i  # the reverse direction's position
+    if MODE == 2:
+        hf = load_states(S_ptr + S_f, N, N_PAD, BLOCK_E, VEC, True)
+        hb = load_states(S_ptr + S_b, N, N_PAD, BLOCK_E, VEC, True)
+    if MODE == 1:  # span summary: both directions from zero over the same positions, end states and sum(dt)
+        dtf_sum = tl.zeros((BLOCK_E,), dtype=tl.float32)
+        dtb_sum = tl.zeros((BLOCK_E,), dtype=tl.float32)
+        for i in range(n_pos):
+            p = lo + i
+            q = hi - 1 - i
             uf = tl.load(uf_row + p * suf_l).to(tl.float32)
             dtf = softplus_dt(tl.load(df_row + p * sdf_l).to(tl.float32) + biasf, softplus)
             ub = tl.load(ub_row + q * sub_l).to(tl.float32)
             dtb = softplus_dt(tl.load(db_row + q * sdb_l).to(tl.float32) + biasb, softplus)
             Bf = load_states(Bf_base + (Bf_off + p * sBf_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
-            Cf = load_states(Cf_base + (Cf_off + p * sCf_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
             Bb = load_states(Bb_base + (Bb_off + q * sBb_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
-            Cb = load_states(Cb_base + (Cb_off + q * sCb_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
             hf = tl.exp2(dtf[None, :] * A2f) * hf + (dtf * uf)[None, :] * Bf
             hb = tl.exp2(dtb[None, :] * A2b) * hb + (dtb * ub)[None, :] * Bb
-            yf = sum_products(hf, Cf, N_PAD) + Dvf * uf
-            yb = sum_products(hb, Cb, N_PAD) + Dvb * ub
-            if i < half:  # first half: each direction parks its ungated output (its own thread reads it back)
-                tl.store(o_row + p * so_l, yf.to(out_ptr.dtype.element_ty), mask=mask_e)
-                tl.store(o_row + q * so_l, yb.to(out_ptr.dtype.element_ty), mask=mask_e)
-            else:  # second half: the other direction's output is parked there; sum, gate once, store
-                if p == q:  # odd L: both directions meet in the middle
-                    yf = yf + yb
-                    yb = yf
-                else:
-                    yf += tl.load(o_row + p * so_l, mask=mask_e, other=0.0).to(tl.float32)
-                    yb += tl.load(o_row + q * so_l, mask=mask_e, other=0.0).to(tl.float32)
-                if HAS_Z:
-                    zp = tl.load(z_row + p * sz_l).to(tl.float32)
-                    zq = tl.load(z_row + q * sz_l).to(tl.float32)
-                    yf = yf * zp * tl.sigmoid(zp)
-                    yb = yb * zq * tl.sigmoid(zq)
-                tl.store(o_row + p * so_l, yf.to(out_ptr.dtype.element_ty), mask=mask_e)
-                tl.store(o_row + q * so_l, yb.to(out_ptr.dtype.element_ty), mask=mask_e)
+            dtf_sum += dtf
+            dtb_sum += dtb
+        S_st = (pid_b * n_par + pid_c) * E * N_PAD + offs_e[None, None, :] * N_PAD + n_idx
+        S_bst = S_st + tl.num_programs(1) * n_par * E * N_PAD
+        tl.store(S_ptr + S_st, tl.reshape(hf, (N_PAD // VEC, VEC, BLOCK_E)), mask=H_mask)
+        tl.store(S_ptr + S_bst, tl.reshape(hb, (N_PAD // VEC, VEC, BLOCK_E)), mask=H_mask)
+        dts = dtsum_ptr + (pid_b * n_par + pid_c) * E + offs_e
+        tl.store(dts, dtf_sum, mask=mask_e)
+        tl.store(dts + tl.num_programs(1) * n_par * E, dtb_sum, mask=mask_e)
+    else:
+        half = n_pos // 2
+        SEGMENTS: tl.constexpr = 1 if MODE == 0 else 2
+        # tile starts: the forward direction's at i = 0 mod chunk_len (spans are whole tiles), the reverse
+        # direction's (reverse index L-1-q a multiple of chunk_len) at i = off mod chunk_len; the walk is cut
+        # at both into segments (even: from a forward tile start, odd: from a reverse one), and a tile is
+        # saved by the one program in which it starts
+        off = (chunk_len - (L - hi) % chunk_len) % chunk_len
+        c_f = pid_c * span  # the next forward tile to start here, and the next reverse one
+        c_b = (L - hi + off) // chunk_len
+        a = 0
+        for s in range(SEGMENTS * tl.cdiv(n_pos, chunk_len)):
+            if SEGMENTS == 1:  # all of L: both directions' tiles start together (off = 0)
+                seg = chunk_len
+                b = tl.minimum(n_pos, a + seg)
+                tl.store(Hf_ptr + H_off + c_f * E * N_PAD, tl.reshape(hf, (N_PAD // VEC, VEC, BLOCK_E)),
+                         mask=H_mask)
+                tl.store(Hb_ptr + H_off + c_f * E * N_PAD, tl.reshape(hb, (N_PAD // VEC, VEC, BLOCK_E)),
+                         mask=H_mask)
+                c_f += 1
+            else:
+                odd = s & 1
+                seg = off + odd * (chunk_len - 2 * off)  # even segments: off steps, odd ones: chunk_len - off
+                b = tl.minimum(n_pos, a + seg)
+                # predicated stores, not a branch (the compiler would merge the two with selects of h)
+                # (a and odd splat: the interpreter's scalar compares give no tensor masks)
+                live = H_mask & (n_idx * 0 + a < n_pos)
+                tl.store(Hf_ptr + H_off + c_f * E * N_PAD, tl.reshape(hf, (N_PAD // VEC, VEC, BLOCK_E)),
+                         mask=live & (n_idx * 0 + odd == 0))
+                tl.store(Hb_ptr + H_off + c_b * E * N_PAD, tl.reshape(hb, (N_PAD // VEC, VEC, BLOCK_E)),
+                         mask=live & (n_idx * 0 + odd == 1))
+                c_f += 1 - odd
+                c_b += odd
+            for i in range(a, b):
+                p = lo + i  # the forward direction's position
+                q = hi - 1 - i  # the reverse direction's position
+                uf = tl.load(uf_row + p * suf_l).to(tl.float32)
+                dtf = softplus_dt(tl.load(df_row + p * sdf_l).to(tl.float32) + biasf, softplus)
+                ub = tl.load(ub_row + q * sub_l).to(tl.float32)
+                dtb = softplus_dt(tl.load(db_row + q * sdb_l).to(tl.float32) + biasb, softplus)
+                Bf = load_states(Bf_base + (Bf_off + p * sBf_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
+                Cf = load_states(Cf_base + (Cf_off + p * sCf_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
+                Bb = load_states(Bb_base + (Bb_off + q * sBb_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
+                Cb = load_states(Cb_base + (Cb_off + q * sCb_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
+                hf = tl.exp2(dtf[None, :] * A2f) * hf + (dtf * uf)[None, :] * Bf
+                hb = tl.exp2(dtb[None, :] * A2b) * hb + (dtb * ub)[None, :] * Bb
+                yf = sum_products(hf, Cf, N_PAD) + Dvf * uf
+                yb = sum_products(hb, Cb, N_PAD) + Dvb * ub
+                if i < half:  # first half: each direction parks its ungated output (its own thread reads it)
+                    tl.store(o_row + p * so_l, yf.to(out_ptr.dtype.element_ty), mask=mask_e)
+                    tl.store(o_row + q * so_l, yb.to(out_ptr.dtype.element_ty), mask=mask_e)
+                else:  # second half: the other direction's output is parked there; sum, gate once, store
+                    if p == q:  # odd length: both directions meet in the middle
+                        yf = yf + yb
+                        yb = yf
+                    else:
+                        yf += tl.load(o_row + p * so_l, mask=mask_e, other=0.0).to(tl.float32)
+                        yb += tl.load(o_row + q * so_l, mask=mask_e, other=0.0).to(tl.float32)
+                    if HAS_Z:
+                        zp = tl.load(z_row + p * sz_l).to(tl.float32)
+                        zq = tl.load(z_row + q * sz_l).to(tl.float32)
+                        yf = yf * zp * tl.sigmoid(zp)
+                        yb = yb * zq * tl.sigmoid(zq)
+                    tl.store(o_row + p * so_l, yf.to(out_ptr.dtype.element_ty), mask=mask_e)
+                    tl.store(o_row + q * so_l, yb.to(out_ptr.dtype.element_ty), mask=mask_e)
+            a += seg
 
 
-bidir_fwd_kernel = TritonKernel(_bidir_fwd_kernel, state_elems=lambda c: 2 * c["BLOCK_E"] * c["N_PAD"])
+MODE_FULL, MODE_SUMMARY, MODE_SPANS = 0, 1, 2
+# the span pass runs its per-tile code twice per tile (a segment from each direction's tile start)
+bidir_fwd_kernel = TritonKernel(_bidir_fwd_kernel, state_elems=lambda c: 2 * c["BLOCK_E"] * c["N_PAD"],
+                                tile_passes=lambda c: 2 if c.get("MODE") == MODE_SPANS else 1)
 
 
 def _prepare_pair(uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb, Cb, Db, biasb):
@@ -130,29 +212,37 @@ def _launch_bidirectional(
 ) -> tuple[Tensor, Tensor]:
     """(y_fwd + y_bwd gated by silu(z), both directions' chunk start states stacked (2, B, chunks, E, N_PAD)).
 
-    When the batch is too small to fill the GPU the two directions run as two chunk-parallel scans instead.
+    One launch; when the batch is too small to fill the GPU, three: a summary of both directions per span of
+    positions, one combine for both, and the span pass (both directions over the same positions again).
     """
-    from .triton_scan import triton_scan_forward
+    from .triton_scan import _combine
 
     pf, pb = _prepare_pair(uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb, Cb, Db, biasb)
     H = torch.empty((2, *pf.saved_shape()), device=uf.device, dtype=torch.float32)
-    if pf.cfg.parallel:
-        out_f, _, H[0] = triton_scan_forward(uf, df, Af, Bf, Cf, Df, z, biasf, delta_softplus, False, True)
-        out_b, _, H[1] = triton_scan_forward(ub, db, Ab, Bb, Cb, Db, z, biasb, delta_softplus, True, True)
-        return out_f + out_b, H
     out = torch.empty(uf.shape, device=uf.device, dtype=uf.dtype)
     if out.numel() == 0:
         return out, H
+    cfg = pf.cfg
+    spans = (2, pf.batch, cfg.n_par, pf.dim)
+    S = torch.empty((*spans, cfg.n_pad), device=uf.device, dtype=torch.float32) if cfg.parallel else H
+    dtsum = torch.empty(spans, device=uf.device, dtype=torch.float32) if cfg.parallel else H
     zz = z if z is not None else uf
     consts = {**pf.constexprs(z is not None), "BC_ALIGNED": pf.bc_aligned and pb.bc_aligned}
-    bidir_fwd_kernel.on(uf.device)[pf.grid()](
-        uf, df, pf.A, pf.B4, pf.C4, pf.D, pf.bias, ub, db, pb.A, pb.B4, pb.C4, pb.D, pb.bias, zz, out,
-        H[0], H[1],
-        pf.dim, pf.length, pf.d_state, max(pf.ch_per_group, 1), int(delta_softplus), pf.cfg.chunk,
-        pf.cfg.n_chunks,
-        *uf.stride(), *df.stride(), *pf.bc_strides(), *ub.stride(), *db.stride(), *pb.bc_strides(),
-        *zz.stride(), *out.stride(), **consts,
-    )
+    args = (uf, df, pf.A, pf.B4, pf.C4, pf.D, pf.bias, ub, db, pb.A, pb.B4, pb.C4, pb.D, pb.bias, zz, out,
+            H[0], H[1], S, dtsum,
+            pf.dim, pf.length, pf.d_state, max(pf.ch_per_group, 1), int(delta_softplus), cfg.chunk,
+            cfg.n_chunks, cfg.span,
+            *uf.stride(), *df.stride(), *pf.bc_strides(), *ub.stride(), *db.stride(), *pb.bc_strides(),
+            *zz.stride(), *out.stride())
+    kernel = bidir_fwd_kernel.on(uf.device)
+    if not cfg.parallel:
+        kernel[pf.grid()](*args, **consts, MODE=MODE_FULL)
+        return out, H
+    kernel[pf.grid(cfg.n_par)](*args, **consts, MODE=MODE_SUMMARY)
+    # forward direction's spans chained first to last, the reverse direction's last to first
+    spare = torch.empty(2, pf.batch, pf.dim, pf.d_state, device=uf.device, dtype=torch.float32)
+    _combine(pf, S, dtsum, spare, cfg.n_par, 1, False, dirs=2, flip=1, off_A=_offset(pb.A, pf.A))
+    kernel[pf.grid(cfg.n_par)](*args, **consts, MODE=MODE_SPANS)
     return out, H
 
 
@@ -165,15 +255,17 @@ def _offset(b: Tensor, f: Tensor) -> int:
 
 def _backward_bidirectional(dout, uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb, Cb, Db, biasb, z,
                             delta_softplus, H):
-    """Both directions' gradients from one launch of the backward kernel (grid axis 2 = direction)."""
-    from .triton_scan import _reduce_state_grad, triton_scan_backward
+    """Both directions' gradients from one launch of the backward kernel (grid axis 2 = direction); when the
+    batch is small, chunk-parallel: one summary launch and one combine for both directions' adjoint carries,
+    then that one launch over (direction, span)."""
+    from .triton_scan import _reduce_state_grad, adjoint_carries, triton_scan_backward
 
     pf, pb = _prepare_pair(uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb, Cb, Db, biasb)
     same = (uf.stride() == ub.stride() and df.stride() == db.stride() and pf.bc_strides() == pb.bc_strides()
             and uf.dtype == ub.dtype and df.dtype == db.dtype and pf.B4.dtype == pb.B4.dtype
             and pf.bc_aligned == pb.bc_aligned)
-    # two launches when the strides differ, and when each direction runs chunk-parallel (small batches)
-    if not same or pf.cfg.parallel or pf.length * pf.batch * pf.dim == 0:
+    # two launchers when the strides differ (the reverse direction is reached by offsets at the same strides)
+    if not same or pf.length * pf.batch * pf.dim == 0:
         gf = triton_scan_backward(dout, uf, df, Af, Bf, Cf, Df, z, biasf, delta_softplus, False, H[0])
         gb = triton_scan_backward(dout, ub, db, Ab, Bb, Cb, Db, z, biasb, delta_softplus, True, H[1])
         return gf, gb
@@ -183,19 +275,21 @@ def _backward_bidirectional(dout, uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb,
     du = torch.empty((2, *uf.shape), device=dev, dtype=uf.dtype)
     ddelta = torch.empty((2, *df.shape), device=dev, dtype=df.dtype)
     dz = torch.empty((2, *z.shape), device=dev, dtype=z.dtype) if z is not None else None
-    dA_part = torch.empty(2, bsz, 1, dim, n, device=dev, dtype=f32)
-    dD_part = torch.empty(2, bsz, 1, dim, device=dev, dtype=f32)
-    dbias_part = torch.empty(2, bsz, 1, dim, device=dev, dtype=f32)
+    dA_part = torch.empty(2, bsz, cfg.n_par, dim, n, device=dev, dtype=f32)
+    dD_part = torch.empty(2, bsz, cfg.n_par, dim, device=dev, dtype=f32)
+    dbias_part = torch.empty(2, bsz, cfg.n_par, dim, device=dev, dtype=f32)
     dCB_part = torch.empty(2, bsz, pf.bwd_n_eblk, 2, n, length, device=dev, dtype=f32)
     slab = torch.empty(2 * pf.slab_numel(), device=dev, dtype=f32)
     zz = z if z is not None else uf
     offsets = [_offset(b, f) for b, f in ((ub, uf), (db, df), (pb.A, pf.A), (pb.B4, pf.B4), (pb.C4, pf.C4),
                                           (pb.D, pf.D), (pb.bias, pf.bias))]
-    triton_scan_bwd.scan_bwd_kernel.on(dev)[(pf.bwd_n_eblk, bsz, 2)](
-        uf, df, pf.A, pf.B4, pf.C4, pf.D, zz, pf.bias, dout, H, H,
+    Gin = adjoint_carries(pf, dout, uf, df, z, delta_softplus, False, 2,
+                          (offsets[1], offsets[2], offsets[4], offsets[5], offsets[6]))
+    triton_scan_bwd.scan_bwd_kernel.on(dev)[(pf.bwd_n_eblk, bsz, 2 * cfg.n_par)](
+        uf, df, pf.A, pf.B4, pf.C4, pf.D, zz, pf.bias, dout, H, Gin,
         du, ddelta, dz if dz is not None else du, dA_part, dD_part, dbias_part, dCB_part,
         slab, dim, length, n, max(pf.ch_per_group, 1), int(delta_softplus), 0, cfg.chunk,
-        cfg.n_chunks, cfg.span, 1, *offsets,
+        cfg.n_chunks, cfg.span, cfg.n_par, *offsets,
         *uf.stride(), *df.stride(), *pf.bc_strides(), *zz.stride(), *dout.stride(),
         **pf.bwd_constexprs(z is not None, 2),
     )

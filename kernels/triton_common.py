@@ -45,13 +45,16 @@ def triton_available(device: torch.device) -> bool:
 class TritonKernel:
     """A kernel body with both a compiled and an interpreted form, chosen by the tensors' device.
 
-    `state_elems(constexprs)`: state updates one program performs per time step (for `kernels inspect`).
+    `state_elems(constexprs)`: state updates one program performs per time step (for `kernels inspect`);
+    `tile_passes(constexprs)`: how often the code around its time loop runs per tile of positions (default 1).
     """
 
-    def __init__(self, fn, state_elems: Callable[[dict], int] | None = None):
+    def __init__(self, fn, state_elems: Callable[[dict], int] | None = None,
+                 tile_passes: Callable[[dict], int] | None = None):
         self.fn = fn
         self.__name__ = fn.__name__
         self.state_elems = state_elems
+        self.tile_passes = tile_passes
         self._compiled = None
         self._interpreted = None
 

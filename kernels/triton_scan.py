@@ -125,11 +125,12 @@ def saved_like(u: Tensor, A: Tensor) -> Tensor:
 
 
 def _combine(p: _Prepared, H: Tensor, dtsum: Tensor, last: Tensor, n_slots: int, slot_stride: int,
-             reverse: bool) -> None:
-    """Chain the spans' summaries (see triton_scan_fwd._combine_kernel)."""
+             reverse: bool, dirs: int = 1, flip: int = 0, off_A: int = 0) -> None:
+    """Chain the spans' summaries (see triton_scan_fwd._combine_kernel); `dirs=2`: both directions, stacked,
+    the second one's A `off_A` elements from p.A and walked the other way when `flip`."""
     block = 128
-    combine_kernel.on(H.device)[(triton.cdiv(p.dim * p.cfg.n_pad, block), p.batch)](
-        p.A, H, dtsum, last, p.dim, p.d_state, p.cfg.n_par, n_slots, slot_stride, int(reverse),
+    combine_kernel.on(H.device)[(triton.cdiv(p.dim * p.cfg.n_pad, block), p.batch, dirs)](
+        p.A, H, dtsum, last, p.dim, p.d_state, p.cfg.n_par, n_slots, slot_stride, int(reverse), off_A, flip,
         BLOCK=block, N_PAD=p.cfg.n_pad, num_warps=4, **FP_FUSION)
 
 
@@ -174,23 +175,25 @@ def _reduce_state_grad(part: Tensor, p: _Prepared, X: Tensor) -> Tensor:
     return full.to(X.dtype)
 
 
-def adjoint_carries(p: _Prepared, dout, u, delta, z, delta_softplus: bool, reverse: bool) -> Tensor:
-    """Chunk-parallel backward: the adjoint carry entering each span from the later ones (batch, n_par, E,
-    N_PAD); summary kernel per span, then the combine walks the spans from the last."""
+def adjoint_carries(p: _Prepared, dout, u, delta, z, delta_softplus: bool, reverse: bool, dirs: int = 1,
+                    offsets: tuple[int, ...] = (0,) * 5) -> Tensor:
+    """Chunk-parallel backward: the adjoint carry entering each span from the later ones (dirs, batch, n_par,
+    E, N_PAD); summary kernel per span, then the combine walks the spans from the last. `dirs=2`: both of
+    Vim's directions in one launch of each, the reverse one's delta, A, C, D, bias `offsets` elements away."""
     dev, cfg = u.device, p.cfg
-    Gs = torch.empty(p.batch, cfg.n_par, p.dim, cfg.n_pad, device=dev, dtype=torch.float32)
+    Gs = torch.empty(dirs, p.batch, cfg.n_par, p.dim, cfg.n_pad, device=dev, dtype=torch.float32)
     if not cfg.parallel:
         return Gs
-    dtsum = torch.empty(p.batch, cfg.n_par, p.dim, device=dev, dtype=torch.float32)
+    dtsum = torch.empty(dirs, p.batch, cfg.n_par, p.dim, device=dev, dtype=torch.float32)
     zz = z if z is not None else u
-    consts = {k: v for k, v in p.bwd_constexprs(z is not None, 1).items() if k not in ("DIRS", "CHUNK")}
-    triton_scan_bwd.bwd_summary_kernel.on(dev)[(p.bwd_n_eblk, p.batch, cfg.n_par)](
+    consts = {k: v for k, v in p.bwd_constexprs(z is not None, dirs).items() if k != "CHUNK"}
+    triton_scan_bwd.bwd_summary_kernel.on(dev)[(p.bwd_n_eblk, p.batch, dirs * cfg.n_par)](
         u, delta, p.A, p.C4, p.D, zz, p.bias, dout, Gs, dtsum,
         p.dim, p.length, p.d_state, max(p.ch_per_group, 1), int(delta_softplus), int(reverse),
-        cfg.chunk, cfg.n_chunks, cfg.span, cfg.n_par,
+        cfg.chunk, cfg.n_chunks, cfg.span, cfg.n_par, *offsets,
         *u.stride(), *delta.stride(), *p.C4.stride(), *zz.stride(), *dout.stride(), **consts)
-    spare = torch.empty(p.batch, p.dim, p.d_state, device=dev, dtype=torch.float32)
-    _combine(p, Gs, dtsum, spare, cfg.n_par, 1, True)
+    spare = torch.empty(dirs, p.batch, p.dim, p.d_state, device=dev, dtype=torch.float32)
+    _combine(p, Gs, dtsum, spare, cfg.n_par, 1, True, dirs=dirs, off_A=offsets[1])
     return Gs
 
 

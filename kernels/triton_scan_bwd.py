@@ -15,7 +15,8 @@ atomics: bitwise reproducible). Every output element is written exactly once: no
 
 Chunk-parallel (small batches): `_bwd_summary_kernel` runs the adjoint carry of each span from zero (its own
 exp per update), the forward's combine kernel chains the spans from the last, and each program of the main
-kernel starts from its span's incoming carry.
+kernel starts from its span's incoming carry. Both kernels take DIRS=2 (Vim's two directions in one launch,
+the reverse one's inputs by element offsets).
 """
 
 from __future__ import annotations
@@ -189,18 +190,30 @@ def _scan_bwd_kernel(
 def _bwd_summary_kernel(
     u_ptr, delta_ptr, A_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, Gs_ptr, dtsum_ptr,
     E, L, N, ch_per_group, softplus, reverse, chunk_len, n_chunks, span, n_par,
+    off_d, off_A, off_C, off_D, off_bias,
     su_b, su_e, su_l, sd_b, sd_e, sd_l, sC_b, sC_g, sC_n, sC_l, sz_b, sz_e, sz_l, sg_b, sg_e, sg_l,
     HAS_Z: tl.constexpr, BLOCK_E: tl.constexpr, N_PAD: tl.constexpr, EVEN_N: tl.constexpr,
-    VEC: tl.constexpr, BC_ALIGNED: tl.constexpr,
+    VEC: tl.constexpr, BC_ALIGNED: tl.constexpr, DIRS: tl.constexpr,
 ):
     """The adjoint carry of one span from zero, exp(dt A) * g at the span's first position, and sum(dt).
 
     The adjoint carry does not depend on the states, so this needs neither h nor the saved tile states; the
-    combine kernel then chains the spans from the last one (see triton_scan_fwd._combine_kernel).
+    combine kernel then chains the spans from the last one (see triton_scan_fwd._combine_kernel). DIRS=2:
+    both of Vim's directions in one launch, as `_scan_bwd_kernel` (grid axis 2 = direction * n_par + span).
     """
     pid_e = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
-    par = tl.program_id(2)
+    par = tl.program_id(2) % n_par
+    if DIRS == 2:
+        reverse = tl.program_id(2) // n_par
+        d1 = reverse.to(tl.int64)
+        delta_ptr += d1 * off_d
+        A_ptr += d1 * off_A
+        C_ptr += d1 * off_C
+        D_ptr += d1 * off_D
+        bias_ptr += d1 * off_bias
+        Gs_ptr += d1 * tl.num_programs(1) * n_par * E * N_PAD
+        dtsum_ptr += d1 * tl.num_programs(1) * n_par * E
     sC_l = aligned_stride(sC_l, BC_ALIGNED)
     offs_e, mask_e, e_ld, grp, A2, _, bias = channel_block(
         pid_e, E, ch_per_group, A_ptr, D_ptr, bias_ptr, N, N_PAD, BLOCK_E, VEC, EVEN_N)

@@ -105,15 +105,25 @@ def _scan_fwd_kernel(
 
 
 def _combine_kernel(A_ptr, H_ptr, dtsum_ptr, last_ptr, E, N, n_spans, n_slots, slot_stride, reverse,
-                    BLOCK: tl.constexpr, N_PAD: tl.constexpr):
+                    off_A, flip, BLOCK: tl.constexpr, N_PAD: tl.constexpr):
     """Span end states (from zero) -> span start states, in place; the state after the last span to last_ptr.
 
     One thread per (channel, state): x_{next} = exp(A * sum(dt over the span)) * x + S_span, a walk over the
     spans (first to last, or last to first with `reverse`: the backward's adjoint carry). Span k's value sits
-    in slot k * slot_stride of the batch's (n_slots, E, N_PAD) states.
+    in slot k * slot_stride of the batch's (n_slots, E, N_PAD) states. Grid axis 2 is the direction (both of
+    Vim's in one launch): direction d reads A at d * off_A elements, walks the other way when `flip`, and its
+    states, sums and last state sit in the d-th block of stacked buffers.
     """
     pid = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
+    d = tl.program_id(2)
+    d64 = d.to(tl.int64)
+    n_batch = tl.num_programs(1)
+    A_ptr += d64 * off_A
+    H_ptr += d64 * n_batch * n_slots * E * N_PAD
+    dtsum_ptr += d64 * n_batch * n_spans * E
+    last_ptr += d64 * n_batch * E * N
+    reverse = reverse ^ (d * flip)
     offs = pid * BLOCK + tl.arange(0, BLOCK)  # flat (e, n_pad) index
     e = offs // N_PAD
     n = offs % N_PAD

@@ -84,9 +84,9 @@ def _launches(shape: str, phase_calls) -> list:
 def test_batch1_1248px_forward_fills_an_h100():
     """Vim-S at 1248 px (L=6085), batch 1: the chunk-parallel scan launches >= 8 warps per SM of 132 SMs."""
     launches = _launches("vim-s@1248:b1", {"fwd", "bidir fwd"})
-    scans = [lc for lc in launches if lc.kernel.__name__ == "_scan_fwd_kernel"]
+    scans = [lc for lc in launches if lc.kernel.__name__ in ("_scan_fwd_kernel", "_bidir_fwd_kernel")]
     assert scans and all(lc.warps >= 8 * 132 for lc in scans), [(lc.grid, lc.warps) for lc in scans]
-    assert {lc.constexprs["MODE"] for lc in scans} == {1, 2}  # summary + chunk passes
+    assert [lc.constexprs["MODE"] for lc in scans] == [1, 2, 1, 2]  # summary + span passes
     tile, span = launches[0].args[18], launches[0].args[20]  # chunk_len (positions per tile), tiles per span
     assert tile == 16 and 32 <= tile * span <= 6085 // 44 + 1
 
@@ -96,12 +96,54 @@ def test_batch1_1248px_backward_fills_an_h100():
     for phase in ("bwd", "bidir bwd"):
         launches = _launches("vim-s@1248:b1", {phase})
         names = [lc.kernel.__name__ for lc in launches]
-        assert names.count("_scan_bwd_kernel") == (1 if phase == "bwd" else 2), names
+        assert names == ["_bwd_summary_kernel", "_combine_kernel", "_scan_bwd_kernel"], names
         for lc in launches:
             if lc.kernel.__name__ in ("_scan_bwd_kernel", "_bwd_summary_kernel"):
                 assert lc.warps >= 8 * 132 and lc.num_warps == 1, (lc.kernel.__name__, lc.grid)
         bwd = next(lc for lc in launches if lc.kernel.__name__ == "_scan_bwd_kernel")
-        assert bwd.grid == (24, 1, 48)
+        assert bwd.grid == ((24, 1, 48) if phase == "bwd" else (24, 1, 96))  # (span, direction) on axis 2
+
+
+def test_batch1_1248px_fused_bidirectional_is_three_shared_launches_each_way():
+    """The fused op at batch 1, 1248 px: forward = one summary of both directions per span of positions, one
+    combine of both, one span pass running both directions over the same positions (out written once, no
+    add after); backward = one summary, one combine, one backward launch, each for both directions."""
+    fwd = _launches("vim-s@1248:b1", {"bidir fwd"})
+    assert [(lc.kernel.__name__, lc.grid) for lc in fwd] == [("_bidir_fwd_kernel", (24, 1, 48)),
+                                                             ("_combine_kernel", (96, 1, 2)),
+                                                             ("_bidir_fwd_kernel", (24, 1, 48))]
+    bwd = _launches("vim-s@1248:b1", {"bidir bwd"})
+    assert [(lc.kernel.__name__, lc.grid) for lc in bwd] == [("_bwd_summary_kernel", (24, 1, 96)),
+                                                             ("_combine_kernel", (96, 1, 2)),
+                                                             ("_scan_bwd_kernel", (24, 1, 96))]
+
+
+@pytest.fixture(scope="module")
+def vim_s_1248_b1() -> dict[str, list[kinspect.KernelReport]]:
+    """phase -> reports of the chunk-parallel launches at Vim-S, 1248 px, batch 1, fp32, sm_90 (the single
+    direction's forward for comparison, and the fused op's forward and backward)."""
+    shape = Shape.parse("vim-s@1248:b1")
+    reports: dict[str, list] = {}
+    for launch in _launches(shape.label, {"fwd", "bidir fwd", "bidir bwd"}):
+        report = kinspect.inspect_triton_launch(launch, "sm_90", "fp32", shape)
+        reports.setdefault(launch.phase, []).append(report)
+    return reports
+
+
+def test_batch1_1248px_fused_launches_are_lean(vim_s_1248_b1):
+    """No spills, no barrier or shuffle in any time loop, and the fused span pass costs no more per update
+    than one direction's span pass (its per-tile code runs twice per tile and is counted so)."""
+    for phase, reports in vim_s_1248_b1.items():
+        for r in reports:
+            assert not r.error and r.spill_bytes == 0, (phase, r.kernel, r.error, r.spill_bytes)
+            assert r.per_iteration.get("bar", 0) == 0, (phase, r.kernel)
+            assert r.per_iteration.get("shfl", 0) == 0, (phase, r.kernel)
+    single_span = vim_s_1248_b1["fwd"][2]
+    fused_span = vim_s_1248_b1["bidir fwd"][2]
+    assert fused_span.kernel == "bidir_fwd_kernel" and "mode2" in fused_span.config
+    assert fused_span.updates_per_iteration == 32  # both directions' channel, 16 states each, per step
+    assert fused_span.per_update["instructions"] <= single_span.per_update["instructions"], (
+        fused_span.per_update, single_span.per_update)
 
 
 def test_backward_scratch_at_batch128_224px():

@@ -28,7 +28,8 @@ state elements per thread (state tile / threads) x steps per iteration (unrollin
 A kernel with several time loops (the backward) reports their sum. A kernel that walks L in tiles also
 runs code per tile around its time loops (saved-state loads, the backward's dB/dC reduction, barriers):
 every instruction of the enclosing loop outside its inner loops, divided by the updates of one tile
-(tile positions x state elements per thread), is added. instr, MUFU, LDG, STG: per update;
+(tile positions x state elements per thread), is added; twice that where it runs twice per tile (the fused
+bidirectional span pass: one segment from each direction's tile start). instr, MUFU, LDG, STG: per update;
 BAR, SHFL: per time-loop iteration (they should be 0 in a scan's time loop; per-tile ones are in the JSON's
 per_tile).
 

@@ -77,7 +77,7 @@ class KernelReport:
 
 
 def normalise(loops: list[sass.LoopCounts], elems_per_thread: float, tile: sass.LoopCounts | None = None,
-              tile_steps: int = 0) -> tuple[float, dict, dict]:
+              tile_steps: float = 0) -> tuple[float, dict, dict]:
     """(updates per iteration of the first loop, per-update figures summed over loops, per-iteration sums).
 
     `tile`: the per-tile code around the time loops, spread over the updates of one tile (`tile_steps`
@@ -191,14 +191,18 @@ def inspect_triton_launch(launch: Launch, arch: str, dtype: str, shape: Shape) -
     return report
 
 
-def _tile_steps(launch: Launch) -> int:
-    """Positions per tile (the kernel's `chunk_len` argument), 0 for kernels without tiles."""
+def _tile_steps(launch: Launch) -> float:
+    """Positions per pass of the code around the time loop: the kernel's `chunk_len` argument (a tile), over
+    the passes per tile its `tile_passes` declares; 0 for kernels without tiles."""
     names = launch.kernel.compiled.arg_names
-    return int(launch.args[names.index("chunk_len")]) if "chunk_len" in names else 0
+    if "chunk_len" not in names:
+        return 0
+    passes = getattr(launch.kernel, "tile_passes", None)
+    return int(launch.args[names.index("chunk_len")]) / (passes(launch.constexprs) if passes else 1)
 
 
 def _fill_loops(report: KernelReport, instrs: list[sass.Instr], elems_per_thread: float,
-                tile_steps: int = 0) -> None:
+                tile_steps: float = 0) -> None:
     loops = sass.time_loops(instrs)
     report.time_loops = len(loops)
     if not sass.loops_well_nested(instrs):
