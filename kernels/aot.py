@@ -40,7 +40,7 @@ _FLOAT_SCALARS = {"eps"}
 _INT64_SCALARS = {"off_u", "off_d", "off_A", "off_B", "off_C", "off_D", "off_bias"}
 _SHORT = {"HAS_Z": "z", "BLOCK_E": "E", "N_PAD": "N", "BLOCK_L": "L", "HAS_RESIDUAL": "res",
           "BLOCK_D": "D", "EVEN_N": "even", "MODE": "mode", "DIRS": "dirs", "BLOCK": "B", "VEC": "v",
-          "BC_ALIGNED": "al", "CHUNK": "T"}
+          "BC_ALIGNED": "al", "CHUNK": "T", "GROUP": "G"}
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,12 @@ def scan_jobs(name: str, dtype: str, n_pads: list[int]) -> list[CompileJob]:
     """The configurations the scan launchers pick (see triton_common.pick_config), per padded state size:
     forward 4 warps (full scan) and 1 warp (full, summary and span passes); backward and its chunk-parallel
     summary 1 warp, one or both directions; fused bidirectional forward 4 or 1 warps; with and without z;
-    B/C read 4 states at a time (aligned, contiguous states) or not."""
-    from .triton_common import CHUNK
+    B/C read 4 states at a time (aligned, contiguous states) or not; states per thread (GROUP) as the
+    launchers split them (triton_common.state_groups)."""
+    from .triton_common import CHUNK, state_groups
+
+    group_kind = {"scan_fwd": "fwd", "scan_bwd": "bwd", "scan_bwd_summary": "bwd_summary",
+                  "bidirectional_fwd": "bidir_fwd"}
 
     jobs = []
     for n_pad in n_pads:
@@ -112,8 +116,9 @@ def scan_jobs(name: str, dtype: str, n_pads: list[int]) -> list[CompileJob]:
         vec = min(4, n_pad)
         for aligned in ((True, False) if vec == 4 else (False,)):
             for has_z in (True, False):
+                group = state_groups(n_pad, group_kind[name])[0]
                 base = (("HAS_Z", has_z), ("N_PAD", n_pad), ("EVEN_N", True), ("VEC", vec),
-                        ("BC_ALIGNED", aligned))
+                        ("BC_ALIGNED", aligned), ("GROUP", group))
                 if name == "scan_fwd":
                     variants = [(4, (("MODE", 0),)), *((1, (("MODE", m),)) for m in (0, 1, 2))]
                 elif name == "scan_bwd":

@@ -20,12 +20,13 @@ import triton.language as tl
 from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
 
-from . import triton_scan_bwd
+from . import triton_common, triton_scan_bwd
 from .bidirectional import ScanDirection, register_fused_bidirectional
 from .triton_scan_fwd import TritonKernel, triton_available
 from .triton_scan_parts import (
     aligned_stride,
     channel_block,
+    group_A2,
     load_states,
     softplus_dt,
     state_index,
@@ -42,25 +43,43 @@ def _bidir_fwd_kernel(
     sub_b, sub_e, sub_l, sdb_b, sdb_e, sdb_l, sBb_b, sBb_g, sBb_n, sBb_l, sCb_b, sCb_g, sCb_n, sCb_l,
     sz_b, sz_e, sz_l, so_b, so_e, so_l,
     HAS_Z: tl.constexpr, BLOCK_E: tl.constexpr, N_PAD: tl.constexpr, EVEN_N: tl.constexpr,
-    VEC: tl.constexpr, BC_ALIGNED: tl.constexpr,
+    VEC: tl.constexpr, BC_ALIGNED: tl.constexpr, GROUP: tl.constexpr,
 ):
     pid_e = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
+    n_left = N  # states from the program's first one (all of them unless grouped)
+    if GROUP < N_PAD:  # one group of GROUP states per program: its own states, its own fp32 output plane
+        n_grp = tl.cdiv(N, GROUP)
+        sgrp = pid_e % n_grp
+        pid_e = pid_e // n_grp
+        n_left = N - sgrp * GROUP
+        Bf_ptr += sgrp * GROUP * sBf_n
+        Cf_ptr += sgrp * GROUP * sCf_n
+        Bb_ptr += sgrp * GROUP * sBb_n
+        Cb_ptr += sgrp * GROUP * sCb_n
+        Hf_ptr += sgrp * GROUP
+        Hb_ptr += sgrp * GROUP
+        out_ptr += sgrp.to(tl.int64) * tl.num_programs(1) * E * L
     offs_e, mask_e, e_ld, grp, A2f, Dvf, biasf = channel_block(
-        pid_e, E, ch_per_group, Af_ptr, Df_ptr, biasf_ptr, N, N_PAD, BLOCK_E, VEC, EVEN_N)
+        pid_e, E, ch_per_group, Af_ptr, Df_ptr, biasf_ptr, N, GROUP, BLOCK_E, VEC, EVEN_N)
     _, _, _, _, A2b, Dvb, biasb = channel_block(
-        pid_e, E, ch_per_group, Ab_ptr, Db_ptr, biasb_ptr, N, N_PAD, BLOCK_E, VEC, EVEN_N)
-    n_idx = state_index(N_PAD, VEC)
+        pid_e, E, ch_per_group, Ab_ptr, Db_ptr, biasb_ptr, N, GROUP, BLOCK_E, VEC, EVEN_N)
+    if GROUP < N_PAD:
+        A2f = group_A2(Af_ptr, e_ld, N, sgrp * GROUP, GROUP, BLOCK_E, VEC, EVEN_N)
+        A2b = group_A2(Ab_ptr, e_ld, N, sgrp * GROUP, GROUP, BLOCK_E, VEC, EVEN_N)
+        Dvf = tl.where(sgrp == 0, Dvf, 0.0)  # the D-skips enter the first group's partial only
+        Dvb = tl.where(sgrp == 0, Dvb, 0.0)
+    n_idx = state_index(GROUP, VEC)
     uf_row = uf_ptr + pid_b * suf_b + e_ld * suf_e
     df_row = df_ptr + pid_b * sdf_b + e_ld * sdf_e
     ub_row = ub_ptr + pid_b * sub_b + e_ld * sub_e
     db_row = db_ptr + pid_b * sdb_b + e_ld * sdb_e
     z_row = z_ptr + pid_b * sz_b + e_ld * sz_e
     o_row = out_ptr + pid_b * so_b + offs_e * so_e
-    Bf_base, Bf_off = state_rows(Bf_ptr, pid_b, sBf_b, sBf_g, sBf_n, grp, N_PAD, VEC, BC_ALIGNED)
-    Cf_base, Cf_off = state_rows(Cf_ptr, pid_b, sCf_b, sCf_g, sCf_n, grp, N_PAD, VEC, BC_ALIGNED)
-    Bb_base, Bb_off = state_rows(Bb_ptr, pid_b, sBb_b, sBb_g, sBb_n, grp, N_PAD, VEC, BC_ALIGNED)
-    Cb_base, Cb_off = state_rows(Cb_ptr, pid_b, sCb_b, sCb_g, sCb_n, grp, N_PAD, VEC, BC_ALIGNED)
+    Bf_base, Bf_off = state_rows(Bf_ptr, pid_b, sBf_b, sBf_g, sBf_n, grp, GROUP, VEC, BC_ALIGNED)
+    Cf_base, Cf_off = state_rows(Cf_ptr, pid_b, sCf_b, sCf_g, sCf_n, grp, GROUP, VEC, BC_ALIGNED)
+    Bb_base, Bb_off = state_rows(Bb_ptr, pid_b, sBb_b, sBb_g, sBb_n, grp, GROUP, VEC, BC_ALIGNED)
+    Cb_base, Cb_off = state_rows(Cb_ptr, pid_b, sCb_b, sCb_g, sCb_n, grp, GROUP, VEC, BC_ALIGNED)
     sBf_l = aligned_stride(sBf_l, BC_ALIGNED)
     sCf_l = aligned_stride(sCf_l, BC_ALIGNED)
     sBb_l = aligned_stride(sBb_l, BC_ALIGNED)
@@ -68,12 +87,12 @@ def _bidir_fwd_kernel(
     H_off = (pid_b * n_chunks * E + offs_e[None, None, :]) * N_PAD + n_idx
     H_mask = offs_e[None, None, :] < E
     half = L // 2
-    hf = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
-    hb = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
+    hf = tl.zeros((GROUP, BLOCK_E), dtype=tl.float32)
+    hb = tl.zeros((GROUP, BLOCK_E), dtype=tl.float32)
     for c in range(n_chunks):
         # tile start states for the backward
-        tl.store(Hf_ptr + H_off + c * E * N_PAD, tl.reshape(hf, (N_PAD // VEC, VEC, BLOCK_E)), mask=H_mask)
-        tl.store(Hb_ptr + H_off + c * E * N_PAD, tl.reshape(hb, (N_PAD // VEC, VEC, BLOCK_E)), mask=H_mask)
+        tl.store(Hf_ptr + H_off + c * E * N_PAD, tl.reshape(hf, (GROUP // VEC, VEC, BLOCK_E)), mask=H_mask)
+        tl.store(Hb_ptr + H_off + c * E * N_PAD, tl.reshape(hb, (GROUP // VEC, VEC, BLOCK_E)), mask=H_mask)
         for i in range(c * chunk_len, tl.minimum(L, (c + 1) * chunk_len)):
             p = i  # the forward direction's position
             q = L - 1 - i  # the reverse direction's position
@@ -81,14 +100,14 @@ def _bidir_fwd_kernel(
             dtf = softplus_dt(tl.load(df_row + p * sdf_l).to(tl.float32) + biasf, softplus)
             ub = tl.load(ub_row + q * sub_l).to(tl.float32)
             dtb = softplus_dt(tl.load(db_row + q * sdb_l).to(tl.float32) + biasb, softplus)
-            Bf = load_states(Bf_base + (Bf_off + p * sBf_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
-            Cf = load_states(Cf_base + (Cf_off + p * sCf_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
-            Bb = load_states(Bb_base + (Bb_off + q * sBb_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
-            Cb = load_states(Cb_base + (Cb_off + q * sCb_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
+            Bf = load_states(Bf_base + (Bf_off + p * sBf_l), n_left, GROUP, BLOCK_E, VEC, EVEN_N)
+            Cf = load_states(Cf_base + (Cf_off + p * sCf_l), n_left, GROUP, BLOCK_E, VEC, EVEN_N)
+            Bb = load_states(Bb_base + (Bb_off + q * sBb_l), n_left, GROUP, BLOCK_E, VEC, EVEN_N)
+            Cb = load_states(Cb_base + (Cb_off + q * sCb_l), n_left, GROUP, BLOCK_E, VEC, EVEN_N)
             hf = tl.exp2(dtf[None, :] * A2f) * hf + (dtf * uf)[None, :] * Bf
             hb = tl.exp2(dtb[None, :] * A2b) * hb + (dtb * ub)[None, :] * Bb
-            yf = sum_products(hf, Cf, N_PAD) + Dvf * uf
-            yb = sum_products(hb, Cb, N_PAD) + Dvb * ub
+            yf = sum_products(hf, Cf, GROUP) + Dvf * uf
+            yb = sum_products(hb, Cb, GROUP) + Dvb * ub
             if i < half:  # first half: each direction parks its ungated output (its own thread reads it back)
                 tl.store(o_row + p * so_l, yf.to(out_ptr.dtype.element_ty), mask=mask_e)
                 tl.store(o_row + q * so_l, yb.to(out_ptr.dtype.element_ty), mask=mask_e)
@@ -108,7 +127,7 @@ def _bidir_fwd_kernel(
                 tl.store(o_row + q * so_l, yb.to(out_ptr.dtype.element_ty), mask=mask_e)
 
 
-bidir_fwd_kernel = TritonKernel(_bidir_fwd_kernel, state_elems=lambda c: 2 * c["BLOCK_E"] * c["N_PAD"])
+bidir_fwd_kernel = TritonKernel(_bidir_fwd_kernel, state_elems=lambda c: 2 * c["BLOCK_E"] * c["GROUP"])
 
 
 def _prepare_pair(uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb, Cb, Db, biasb):
@@ -144,15 +163,19 @@ def _launch_bidirectional(
     if out.numel() == 0:
         return out, H
     zz = z if z is not None else uf
-    consts = {**pf.constexprs(z is not None), "BC_ALIGNED": pf.bc_aligned and pb.bc_aligned}
-    bidir_fwd_kernel.on(uf.device)[pf.grid()](
-        uf, df, pf.A, pf.B4, pf.C4, pf.D, pf.bias, ub, db, pb.A, pb.B4, pb.C4, pb.D, pb.bias, zz, out,
+    group, groups = triton_common.state_groups(pf.d_state, "bidir_fwd")
+    out_k = out if groups == 1 else pf.per_group(out.shape, out, groups)  # fp32 partials, summed below
+    consts = {**pf.constexprs(z is not None), "BC_ALIGNED": pf.bc_aligned and pb.bc_aligned, "GROUP": group}
+    bidir_fwd_kernel.on(uf.device)[pf.grid(1, groups)](
+        uf, df, pf.A, pf.B4, pf.C4, pf.D, pf.bias, ub, db, pb.A, pb.B4, pb.C4, pb.D, pb.bias, zz, out_k,
         H[0], H[1],
         pf.dim, pf.length, pf.d_state, max(pf.ch_per_group, 1), int(delta_softplus), pf.cfg.chunk,
         pf.cfg.n_chunks,
         *uf.stride(), *df.stride(), *pf.bc_strides(), *ub.stride(), *db.stride(), *pb.bc_strides(),
-        *zz.stride(), *out.stride(), **consts,
+        *zz.stride(), *out_k.stride()[-3:], **consts,
     )
+    if groups > 1:
+        out.copy_(out_k.sum(0))
     return out, H
 
 
@@ -180,18 +203,19 @@ def _backward_bidirectional(dout, uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb,
     dev, f32 = uf.device, torch.float32
     bsz, dim, length, n = pf.batch, pf.dim, pf.length, pf.d_state
     cfg = pf.cfg
-    du = torch.empty((2, *uf.shape), device=dev, dtype=uf.dtype)
-    ddelta = torch.empty((2, *df.shape), device=dev, dtype=df.dtype)
-    dz = torch.empty((2, *z.shape), device=dev, dtype=z.dtype) if z is not None else None
+    groups = pf.bwd_groups  # > 1: du, ddelta, dz and the d(delta_bias) partials per state group, in fp32
+    du = pf.per_group((2, *uf.shape), uf, groups)
+    ddelta = pf.per_group((2, *df.shape), df, groups)
+    dz = pf.per_group((2, *z.shape), z, groups) if z is not None else None
     dA_part = torch.empty(2, bsz, 1, dim, n, device=dev, dtype=f32)
     dD_part = torch.empty(2, bsz, 1, dim, device=dev, dtype=f32)
-    dbias_part = torch.empty(2, bsz, 1, dim, device=dev, dtype=f32)
+    dbias_part = torch.empty(groups, 2, bsz, 1, dim, device=dev, dtype=f32)
     dCB_part = torch.empty(2, bsz, pf.bwd_n_eblk, 2, n, length, device=dev, dtype=f32)
     slab = torch.empty(2 * pf.slab_numel(), device=dev, dtype=f32)
     zz = z if z is not None else uf
     offsets = [_offset(b, f) for b, f in ((ub, uf), (db, df), (pb.A, pf.A), (pb.B4, pf.B4), (pb.C4, pf.C4),
                                           (pb.D, pf.D), (pb.bias, pf.bias))]
-    triton_scan_bwd.scan_bwd_kernel.on(dev)[(pf.bwd_n_eblk, bsz, 2)](
+    triton_scan_bwd.scan_bwd_kernel.on(dev)[(pf.bwd_n_eblk * groups, bsz, 2)](
         uf, df, pf.A, pf.B4, pf.C4, pf.D, zz, pf.bias, dout, H, H,
         du, ddelta, dz if dz is not None else du, dA_part, dD_part, dbias_part, dCB_part,
         slab, dim, length, n, max(pf.ch_per_group, 1), int(delta_softplus), 0, cfg.chunk,
@@ -199,6 +223,10 @@ def _backward_bidirectional(dout, uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb,
         *uf.stride(), *df.stride(), *pf.bc_strides(), *zz.stride(), *dout.stride(),
         **pf.bwd_constexprs(z is not None, 2),
     )
+    if groups > 1:
+        du, ddelta = du.sum(0).to(uf.dtype), ddelta.sum(0).to(df.dtype)
+        dz = dz.sum(0).to(z.dtype) if dz is not None else None
+    dbias_part = dbias_part.sum(0)
 
     def grads(k, p, A, B, C, D, bias):
         return (du[k], ddelta[k], dA_part[k].sum((0, 1)).to(A.dtype),
