@@ -40,7 +40,7 @@ _FLOAT_SCALARS = {"eps"}
 _INT64_SCALARS = {"off_u", "off_d", "off_A", "off_B", "off_C", "off_D", "off_bias"}
 _SHORT = {"HAS_Z": "z", "BLOCK_E": "E", "N_PAD": "N", "BLOCK_L": "L", "HAS_RESIDUAL": "res",
           "BLOCK_D": "D", "EVEN_N": "even", "MODE": "mode", "DIRS": "dirs", "BLOCK": "B", "VEC": "v",
-          "BC_ALIGNED": "al", "CHUNK": "T"}
+          "BC_ALIGNED": "al", "CHUNK": "T", "GROUP": "G"}
 
 
 @dataclass(frozen=True)
@@ -101,26 +101,34 @@ def scan_jobs(name: str, dtype: str, n_pads: list[int]) -> list[CompileJob]:
     """The configurations the scan launchers pick (see triton_common.pick_config), per padded state size:
     forward 4 warps (full scan) and 1 warp (full, summary and span passes); backward and its chunk-parallel
     summary 1 warp, one or both directions; fused bidirectional forward 4 or 1 warps (full) and 1 warp
-    (summary and span passes); with and without z; B/C read 4 states at a time (aligned, contiguous) or
-    not."""
-    from .triton_common import CHUNK
+    (summary and span passes), only up to the states it runs fused (triton_common.FUSED_MAX_STATES); with and
+    without z; B/C read 4 states at a time (aligned, contiguous states) or not; states per thread (GROUP) as
+    the launchers split them (triton_common.state_groups)."""
+    from .triton_common import CHUNK, FUSED_MAX_STATES, state_groups
+
+    group_kind = {"scan_fwd": "fwd", "scan_bwd": "bwd", "scan_bwd_summary": "bwd_summary"}
 
     jobs = []
     for n_pad in n_pads:
         if name == "scan_combine":
             jobs.append(CompileJob(name, dtype, (("BLOCK", 128), ("N_PAD", n_pad)), 4))
             continue
+        if name == "bidirectional_fwd" and n_pad > FUSED_MAX_STATES:
+            continue  # never launched: past FUSED_MAX_STATES Vim's two directions run as two grouped scans
+        dirs = (1, 2) if n_pad <= FUSED_MAX_STATES else (1,)  # DIRS=2: the fused op's backward
         vec = min(4, n_pad)
         for aligned in ((True, False) if vec == 4 else (False,)):
             for has_z in (True, False):
                 base = (("HAS_Z", has_z), ("N_PAD", n_pad), ("EVEN_N", True), ("VEC", vec),
                         ("BC_ALIGNED", aligned))
+                if name in group_kind:
+                    base = (*base, ("GROUP", state_groups(n_pad, group_kind[name])[0]))
                 if name == "scan_fwd":
                     variants = [(4, (("MODE", 0),)), *((1, (("MODE", m),)) for m in (0, 1, 2))]
                 elif name == "scan_bwd":
-                    variants = [(1, (("DIRS", d), ("CHUNK", CHUNK))) for d in (1, 2)]
+                    variants = [(1, (("DIRS", d), ("CHUNK", CHUNK))) for d in dirs]
                 elif name == "scan_bwd_summary":
-                    variants = [(1, (("DIRS", d),)) for d in (1, 2)]
+                    variants = [(1, (("DIRS", d),)) for d in dirs]
                 else:  # fused bidirectional: full scan 4 or 1 warps, summary and span passes 1 warp
                     variants = [(4, (("MODE", 0),)), *((1, (("MODE", m),)) for m in (0, 1, 2))]
                 for warps, extra in variants:

@@ -24,6 +24,10 @@ as two scan directions); its backward is ONE launch of the backward kernel with 
 reverse direction's inputs are reached by element offsets from the forward direction's (same strides); at
 small batches 3 (one summary of both directions' adjoint carries per span, one combine, the backward over
 (direction, span)). Two single-direction backwards only when the directions' strides differ.
+
+Past FUSED_MAX_STATES states (16: both directions' states no longer fit one thread's registers without
+spills) the op runs two single-direction scans instead, each splitting its states into groups
+(triton_common.state_groups), forward and backward.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from torch.utils.flop_counter import register_flop_formula
 
 from . import triton_scan_bwd
 from .bidirectional import ScanDirection, register_fused_bidirectional
+from .triton_common import FUSED_MAX_STATES
 from .triton_scan_fwd import TritonKernel, triton_available
 from .triton_scan_parts import (
     aligned_stride,
@@ -219,6 +224,12 @@ def _launch_bidirectional(
 
     pf, pb = _prepare_pair(uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb, Cb, Db, biasb)
     H = torch.empty((2, *pf.saved_shape()), device=uf.device, dtype=torch.float32)
+    if pf.d_state > FUSED_MAX_STATES:  # two grouped single-direction scans (see FUSED_MAX_STATES)
+        from .triton_scan import triton_scan_forward
+
+        out_f, _, H[0] = triton_scan_forward(uf, df, Af, Bf, Cf, Df, z, biasf, delta_softplus, False, True)
+        out_b, _, H[1] = triton_scan_forward(ub, db, Ab, Bb, Cb, Db, z, biasb, delta_softplus, True, True)
+        return out_f + out_b, H
     out = torch.empty(uf.shape, device=uf.device, dtype=uf.dtype)
     if out.numel() == 0:
         return out, H
@@ -228,6 +239,7 @@ def _launch_bidirectional(
     dtsum = torch.empty(spans, device=uf.device, dtype=torch.float32) if cfg.parallel else H
     zz = z if z is not None else uf
     consts = {**pf.constexprs(z is not None), "BC_ALIGNED": pf.bc_aligned and pb.bc_aligned}
+    del consts["GROUP"]  # never grouped: all states of both directions in one thread
     args = (uf, df, pf.A, pf.B4, pf.C4, pf.D, pf.bias, ub, db, pb.A, pb.B4, pb.C4, pb.D, pb.bias, zz, out,
             H[0], H[1], S, dtsum,
             pf.dim, pf.length, pf.d_state, max(pf.ch_per_group, 1), int(delta_softplus), cfg.chunk,
@@ -265,7 +277,8 @@ def _backward_bidirectional(dout, uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb,
             and uf.dtype == ub.dtype and df.dtype == db.dtype and pf.B4.dtype == pb.B4.dtype
             and pf.bc_aligned == pb.bc_aligned)
     # two launchers when the strides differ (the reverse direction is reached by offsets at the same strides)
-    if not same or pf.length * pf.batch * pf.dim == 0:
+    # and when the backward splits the states into groups (past FUSED_MAX_STATES)
+    if not same or pf.length * pf.batch * pf.dim == 0 or pf.bwd_groups > 1 or pf.sum_groups > 1:
         gf = triton_scan_backward(dout, uf, df, Af, Bf, Cf, Df, z, biasf, delta_softplus, False, H[0])
         gb = triton_scan_backward(dout, ub, db, Ab, Bb, Cb, Db, z, biasb, delta_softplus, True, H[1])
         return gf, gb

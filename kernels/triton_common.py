@@ -9,6 +9,15 @@ Launch configs are keyed on (L, B*E): one channel per thread (BLOCK_E = 32 * war
 registers; 4 warps per program when that still fills an H100 with >= TARGET_WARPS warps, else 1; and when even
 that cannot fill it (batch 1 at high resolution), the sequence is cut into spans of whole tiles scanned in
 parallel (forward and backward alike).
+
+State groups (d_state past what one thread holds without spilling, `GROUP_STATES`): a channel's states are
+split into groups of GROUP, each group its own program (grid axis 0 = channel block x group), every group
+writing fp32 partials of the per-position sums over states (out; du, ddelta, dz) that the launcher sums
+(one torch reduction, (groups - 1) x 4 extra bytes written and read per position and channel, each direction).
+Chosen over an in-program loop over groups because it adds no instructions to the time loops (no
+per-step read-modify-write of a scratch row), keeps each kernel's loop nest as it is (the backward's adjoint
+of a group would otherwise need the group loop outside the tile loop), and multiplies the programs, which is
+what small batches need. Vim's 16 states are never split: its launches are unchanged.
 """
 
 from __future__ import annotations
@@ -30,6 +39,16 @@ TARGET_WARPS = 8 * 132
 CHUNK = 16
 # the shortest span (positions, rounded up to whole tiles) of the chunk-parallel scan
 MIN_PARALLEL_CHUNK = 32
+# states one thread holds without spilling, per kernel (sm_90, fp32 and bf16, `vimbench kernels compile`
+# and `inspect`): forward 16 (at 32 states ptxas spilled 8 B in the reverse direction's specialisation as the
+# Vim-S mixer launches it, though not in the forward direction's; 64 compiled to 211 regs without spills),
+# backward 16 (174 regs, spills from 32), the backward's carry summary 64. Above that the states are split
+# into groups of this many, one group per program (see `state_groups`).
+GROUP_STATES = {"fwd": 16, "bwd": 16, "bwd_summary": 64}
+# the fused bidirectional kernels run both directions' states in one thread (up to 16 without spills; at 32
+# its forward spills 16 B as Vim launches it); past this many states Vim's two directions run as two grouped
+# single-direction scans instead
+FUSED_MAX_STATES = 16
 
 
 def interpreter_enabled() -> bool:
@@ -109,6 +128,19 @@ def n_pad_for(d_state: int) -> int:
     if not 1 <= d_state <= MAX_D_STATE:
         raise ValueError(f"triton scan supports 1..{MAX_D_STATE} states, got {d_state}")
     return triton.next_power_of_2(d_state)
+
+
+def state_groups(d_state: int, kernel: str) -> tuple[int, int]:
+    """(GROUP, groups) for `kernel` at `d_state` states: a thread's state tile holds GROUP of its channel's
+    states; `groups` > 1 programs (grid axis 0: channel block x group) share a channel's states.
+
+    The states are independent given (dt, u, B, C); what couples them (y = sum_n C_n h_n, du, ddelta, dz,
+    d(delta_bias): sums over n) is linear in each group's part, so every group writes an fp32 partial and the
+    launcher sums them. Vim's d_state 16 is never grouped (its kernels are unchanged).
+    """
+    n_pad = n_pad_for(d_state)
+    group = min(n_pad, max(4, GROUP_STATES[kernel]))  # whole 128-bit blocks of states (VEC = 4)
+    return group, triton.cdiv(d_state, group)
 
 
 def pick_config(batch: int, dim: int, length: int, d_state: int) -> ScanConfig:

@@ -91,9 +91,13 @@ class _Prepared:
         self.bias = _vector_or_zeros(delta_bias, u, self.dim)
         vec = self.cfg.vec
         self.bc_aligned = vec == 4 and _bc_aligned(self.B4, self.C4)
+        # (states per thread, groups) of each kernel: groups > 1 only past what a thread holds without spills
+        self.fwd_group, self.fwd_groups = triton_common.state_groups(self.d_state, "fwd")
+        self.bwd_group, self.bwd_groups = triton_common.state_groups(self.d_state, "bwd")
+        self.sum_group, self.sum_groups = triton_common.state_groups(self.d_state, "bwd_summary")
 
-    def grid(self, chunks: int = 1) -> tuple[int, int, int]:
-        return (self.n_eblk, self.batch, chunks)
+    def grid(self, chunks: int = 1, groups: int = 1) -> tuple[int, int, int]:
+        return (self.n_eblk * groups, self.batch, chunks)
 
     def bc_strides(self) -> tuple[int, ...]:
         return (*self.B4.stride(), *self.C4.stride())
@@ -105,16 +109,23 @@ class _Prepared:
     def constexprs(self, has_z: bool) -> dict:
         return {"HAS_Z": has_z, "BLOCK_E": self.cfg.block_e, "N_PAD": self.cfg.n_pad,
                 "EVEN_N": self.cfg.n_pad == self.d_state, "VEC": self.cfg.vec, "BC_ALIGNED": self.bc_aligned,
-                "num_warps": self.cfg.num_warps, **FP_FUSION}
+                "num_warps": self.cfg.num_warps, "GROUP": self.fwd_group, **FP_FUSION}
 
     def bwd_constexprs(self, has_z: bool, dirs: int) -> dict:
         return {**self.constexprs(has_z), "BLOCK_E": self.bwd_block_e, "num_warps": 1, "DIRS": dirs,
-                "CHUNK": triton.next_power_of_2(triton_common.CHUNK)}
+                "CHUNK": triton.next_power_of_2(triton_common.CHUNK), "GROUP": self.bwd_group}
 
     def slab_numel(self) -> int:
-        """The backward's scratch per direction: a slab [channel][step][2 * N_PAD] per program."""
-        per_prog = self.bwd_block_e * triton.next_power_of_2(triton_common.CHUNK) * (2 * self.cfg.n_pad + 4)
-        return self.batch * self.bwd_n_eblk * self.cfg.n_par * per_prog
+        """The backward's scratch per direction: a slab [channel][step][2 * GROUP + 4] per program."""
+        per_prog = self.bwd_block_e * triton.next_power_of_2(triton_common.CHUNK) * (2 * self.bwd_group + 4)
+        return self.batch * self.bwd_n_eblk * self.bwd_groups * self.cfg.n_par * per_prog
+
+    @staticmethod
+    def per_group(shape: tuple, like: Tensor, groups: int) -> Tensor:
+        """A `shape` tensor in like's dtype, or (groups, *shape) fp32 per-state-group partials."""
+        if groups == 1:
+            return torch.empty(shape, device=like.device, dtype=like.dtype)
+        return torch.empty((groups, *shape), device=like.device, dtype=torch.float32)
 
 
 def saved_like(u: Tensor, A: Tensor) -> Tensor:
@@ -148,17 +159,21 @@ def triton_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, rev
     dtsum = H
     if cfg.parallel:
         dtsum = torch.empty(p.batch, cfg.n_par, p.dim, device=u.device, dtype=torch.float32)
-    args = (u, delta, p.A, p.B4, p.C4, p.D, zz, p.bias, out, last, H, dtsum,
+    out_k = out if p.fwd_groups == 1 else p.per_group(out.shape, out, p.fwd_groups)  # fp32 partials
+    args = (u, delta, p.A, p.B4, p.C4, p.D, zz, p.bias, out_k, last, H, dtsum,
             p.dim, p.length, p.d_state, max(p.ch_per_group, 1), int(delta_softplus), int(reverse),
             cfg.chunk, cfg.n_chunks, cfg.span,
-            *u.stride(), *delta.stride(), *p.bc_strides(), *zz.stride(), *out.stride())
+            *u.stride(), *delta.stride(), *p.bc_strides(), *zz.stride(), *out_k.stride()[-3:])
     kernel = scan_fwd_kernel.on(u.device)
+    groups = p.fwd_groups
     if not cfg.parallel:
-        kernel[p.grid()](*args, **p.constexprs(z is not None), MODE=MODE_FULL)
+        kernel[p.grid(1, groups)](*args, **p.constexprs(z is not None), MODE=MODE_FULL)
     else:
-        kernel[p.grid(cfg.n_par)](*args, **p.constexprs(z is not None), MODE=MODE_SUMMARY)
+        kernel[p.grid(cfg.n_par, groups)](*args, **p.constexprs(z is not None), MODE=MODE_SUMMARY)
         _combine(p, H, dtsum, last, cfg.n_chunks, cfg.span, False)
-        kernel[p.grid(cfg.n_par)](*args, **p.constexprs(z is not None), MODE=MODE_CHUNK)
+        kernel[p.grid(cfg.n_par, groups)](*args, **p.constexprs(z is not None), MODE=MODE_CHUNK)
+    if groups > 1:
+        out.copy_(out_k.sum(0))
     return (out, last, H) if save else (out, last)
 
 
@@ -187,7 +202,8 @@ def adjoint_carries(p: _Prepared, dout, u, delta, z, delta_softplus: bool, rever
     dtsum = torch.empty(dirs, p.batch, cfg.n_par, p.dim, device=dev, dtype=torch.float32)
     zz = z if z is not None else u
     consts = {k: v for k, v in p.bwd_constexprs(z is not None, dirs).items() if k != "CHUNK"}
-    triton_scan_bwd.bwd_summary_kernel.on(dev)[(p.bwd_n_eblk, p.batch, dirs * cfg.n_par)](
+    consts["GROUP"] = p.sum_group
+    triton_scan_bwd.bwd_summary_kernel.on(dev)[(p.bwd_n_eblk * p.sum_groups, p.batch, dirs * cfg.n_par)](
         u, delta, p.A, p.C4, p.D, zz, p.bias, dout, Gs, dtsum,
         p.dim, p.length, p.d_state, max(p.ch_per_group, 1), int(delta_softplus), int(reverse),
         cfg.chunk, cfg.n_chunks, cfg.span, cfg.n_par, *offsets,
@@ -209,18 +225,19 @@ def triton_scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softpl
     dev, f32 = u.device, torch.float32
     bsz, dim, length, n = p.batch, p.dim, p.length, p.d_state
     cfg = p.cfg
-    du = torch.empty(u.shape, device=dev, dtype=u.dtype)
-    ddelta = torch.empty(delta.shape, device=dev, dtype=delta.dtype)
-    dz = torch.empty(z.shape, device=dev, dtype=z.dtype) if z is not None else None
+    groups = p.bwd_groups  # > 1: du, ddelta, dz and the d(delta_bias) partials per state group, in fp32
+    du = p.per_group(u.shape, u, groups)
+    ddelta = p.per_group(delta.shape, delta, groups)
+    dz = p.per_group(z.shape, z, groups) if z is not None else None
     dA_part = torch.empty(bsz, cfg.n_par, dim, n, device=dev, dtype=f32)
     dD_part = torch.empty(bsz, cfg.n_par, dim, device=dev, dtype=f32)
-    dbias_part = torch.empty(bsz, cfg.n_par, dim, device=dev, dtype=f32)
+    dbias_part = torch.empty(groups, bsz, cfg.n_par, dim, device=dev, dtype=f32)
     dCB_part = torch.empty(bsz, p.bwd_n_eblk, 2, n, length, device=dev, dtype=f32)
     if length and bsz and dim:
         Gin = adjoint_carries(p, dout, u, delta, z, delta_softplus, reverse)
         slab = torch.empty(p.slab_numel(), device=dev, dtype=f32)
         zz = z if z is not None else u
-        triton_scan_bwd.scan_bwd_kernel.on(dev)[(p.bwd_n_eblk, bsz, cfg.n_par)](
+        triton_scan_bwd.scan_bwd_kernel.on(dev)[(p.bwd_n_eblk * groups, bsz, cfg.n_par)](
             u, delta, p.A, p.B4, p.C4, p.D, zz, p.bias, dout, saved, Gin,
             du, ddelta, dz if dz is not None else du, dA_part, dD_part, dbias_part, dCB_part,
             slab, dim, length, n, max(p.ch_per_group, 1), int(delta_softplus), int(reverse),
@@ -233,11 +250,14 @@ def triton_scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softpl
         for t in (du, ddelta, dz, dA_part, dD_part, dbias_part, dCB_part):
             if t is not None:
                 t.zero_()
+    if groups > 1:
+        du, ddelta = du.sum(0).to(u.dtype), ddelta.sum(0).to(delta.dtype)
+        dz = dz.sum(0).to(z.dtype) if dz is not None else None
     dA = dA_part.sum((0, 1)).to(A.dtype)
     dB = _reduce_state_grad(dCB_part[:, :, 1], p, B)
     dC = _reduce_state_grad(dCB_part[:, :, 0], p, C)
     dD = dD_part.sum((0, 1)).to(D.dtype) if D is not None else None
-    dbias = dbias_part.sum((0, 1)).to(delta_bias.dtype) if delta_bias is not None else None
+    dbias = dbias_part.sum((0, 1, 2)).to(delta_bias.dtype) if delta_bias is not None else None
     return du, ddelta, dA, dB, dC, dD, dz, dbias
 
 

@@ -27,6 +27,7 @@ from .triton_common import TritonKernel
 from .triton_scan_parts import (
     aligned_stride,
     channel_block,
+    group_A2,
     load_states,
     softplus_dt,
     softplus_slope,
@@ -45,13 +46,21 @@ def _scan_bwd_kernel(
     su_b, su_e, su_l, sd_b, sd_e, sd_l, sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l,
     sz_b, sz_e, sz_l, sg_b, sg_e, sg_l,
     HAS_Z: tl.constexpr, BLOCK_E: tl.constexpr, N_PAD: tl.constexpr, EVEN_N: tl.constexpr,
-    DIRS: tl.constexpr, VEC: tl.constexpr, BC_ALIGNED: tl.constexpr, CHUNK: tl.constexpr,
+    DIRS: tl.constexpr, VEC: tl.constexpr, BC_ALIGNED: tl.constexpr, CHUNK: tl.constexpr, GROUP: tl.constexpr,
 ):
     pid_e = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
-    n_eblk = tl.num_programs(0)
+    n_prog0 = tl.num_programs(0)
+    n_eblk = n_prog0  # channel blocks
     n_batch = tl.num_programs(1)
     par = tl.program_id(2) % n_par
+    n_left = N  # states from the program's first one (all of them unless grouped)
+    if GROUP < N_PAD:  # one group of GROUP states per program (grid axis 0: channel block x group)
+        n_grp = tl.cdiv(N, GROUP)
+        sgrp = pid_e % n_grp
+        pid_e = pid_e // n_grp
+        n_eblk = n_prog0 // n_grp
+        n_left = N - sgrp * GROUP
     if DIRS == 2:
         # Vim's reverse direction: its inputs sit off_* elements from the forward direction's (same strides),
         # its outputs, partials and scratch in the second half of every stacked buffer
@@ -74,73 +83,92 @@ def _scan_bwd_kernel(
         dD_ptr += d1 * n_batch * n_par * E
         dbias_ptr += d1 * n_batch * n_par * E
         dCB_ptr += d1 * n_batch * n_eblk * 2 * N * L
-        slab_ptr += d1 * n_batch * n_eblk * n_par * (BLOCK_E * CHUNK * (2 * N_PAD + 4))
+        slab_ptr += d1 * n_batch * n_prog0 * n_par * (BLOCK_E * CHUNK * (2 * GROUP + 4))
+    if GROUP < N_PAD:
+        # the group's states of every per-state tensor; its own fp32 planes of du, ddelta, dz, d(delta_bias)
+        # (summed over groups by the launcher: linear in each group's part)
+        B_ptr += sgrp * GROUP * sB_n
+        C_ptr += sgrp * GROUP * sC_n
+        H_ptr += sgrp * GROUP
+        Gin_ptr += sgrp * GROUP
+        dA_ptr += sgrp * GROUP
+        dCB_ptr += sgrp * GROUP * L
+        plane_g = sgrp.to(tl.int64) * DIRS * n_batch * E * L
+        du_ptr += plane_g
+        ddelta_ptr += plane_g
+        dz_ptr += plane_g
+        dbias_ptr += sgrp.to(tl.int64) * DIRS * n_batch * n_par * E
     sB_l = aligned_stride(sB_l, BC_ALIGNED)
     sC_l = aligned_stride(sC_l, BC_ALIGNED)
     offs_e, mask_e, e_ld, grp, A2, Dv, bias = channel_block(
-        pid_e, E, ch_per_group, A_ptr, D_ptr, bias_ptr, N, N_PAD, BLOCK_E, VEC, EVEN_N)
-    n_idx = state_index(N_PAD, VEC)  # (N_PAD // VEC, VEC, 1)
+        pid_e, E, ch_per_group, A_ptr, D_ptr, bias_ptr, N, GROUP, BLOCK_E, VEC, EVEN_N)
+    first_group = mask_e
+    if GROUP < N_PAD:
+        A2 = group_A2(A_ptr, e_ld, N, sgrp * GROUP, GROUP, BLOCK_E, VEC, EVEN_N)
+        Dv = tl.where(sgrp == 0, Dv, 0.0)  # the D-skip enters the first group's du and dz only
+        first_group = offs_e < tl.where(sgrp == 0, E, 0)
+    n_idx = state_index(GROUP, VEC)  # (GROUP // VEC, VEC, 1)
     ch3 = tl.arange(0, BLOCK_E)[None, None, :]
     u_row = u_ptr + pid_b * su_b + e_ld * su_e
     d_row = delta_ptr + pid_b * sd_b + e_ld * sd_e
     z_row = z_ptr + pid_b * sz_b + e_ld * sz_e
     g_row = dout_ptr + pid_b * sg_b + e_ld * sg_e
     dst_row = pid_b * E * L + offs_e * L  # du, ddelta, dz: contiguous (B, E, L)
-    B_base, B_off = state_rows(B_ptr, pid_b, sB_b, sB_g, sB_n, grp, N_PAD, VEC, BC_ALIGNED)
-    C_base, C_off = state_rows(C_ptr, pid_b, sC_b, sC_g, sC_n, grp, N_PAD, VEC, BC_ALIGNED)
+    B_base, B_off = state_rows(B_ptr, pid_b, sB_b, sB_g, sB_n, grp, GROUP, VEC, BC_ALIGNED)
+    C_base, C_off = state_rows(C_ptr, pid_b, sC_b, sC_g, sC_n, grp, GROUP, VEC, BC_ALIGNED)
     H_st = H_ptr + (pid_b * n_chunks * E + e_ld[None, None, :]) * N_PAD + n_idx
     # the program's scratch: slab [channel][step][h, then dy h | decay, then dtu g]
-    prog = (pid_b * n_eblk + pid_e) * n_par + par
-    slab = slab_ptr + prog * (BLOCK_E * CHUNK * (2 * N_PAD + 4))
-    wts_base = slab + BLOCK_E * CHUNK * 2 * N_PAD  # [channel][step][dy | dtu | dt | d(dt)/d(raw delta)]
+    prog = (pid_b * n_prog0 + tl.program_id(0)) * n_par + par
+    slab = slab_ptr + prog * (BLOCK_E * CHUNK * (2 * GROUP + 4))
+    wts_base = slab + BLOCK_E * CHUNK * 2 * GROUP  # [channel][step][dy | dtu | dt | d(dt)/d(raw delta)]
     wts = wts_base + tl.arange(0, BLOCK_E) * (CHUNK * 4)
-    slab_h = slab + ch3 * (CHUNK * 2 * N_PAD) + n_idx
-    slab_d = slab_h + N_PAD
+    slab_h = slab + ch3 * (CHUNK * 2 * GROUP) + n_idx
+    slab_d = slab_h + GROUP
     step = 1 - 2 * reverse
     t_first = reverse * (L - 1)
     c_lo = par * span
     c_hi = tl.minimum(n_chunks, c_lo + span)
     # exp(dt_{t+1} A) * g_{t+1}: from the next span's programs (through the combine), else zero
-    G = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
+    G = tl.zeros((GROUP, BLOCK_E), dtype=tl.float32)
     if par + 1 < n_par:
         G_st = Gin_ptr + ((pid_b * n_par + par) * E + e_ld[None, None, :]) * N_PAD + n_idx
-        G = load_states(G_st, N, N_PAD, BLOCK_E, VEC, True)
-    dA_acc = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
+        G = load_states(G_st, N, GROUP, BLOCK_E, VEC, True)
+    dA_acc = tl.zeros((GROUP, BLOCK_E), dtype=tl.float32)
     dD_acc = tl.zeros((BLOCK_E,), dtype=tl.float32)
     dbias_acc = tl.zeros((BLOCK_E,), dtype=tl.float32)
     # the tile's reduction: (step, dC|dB term) rows of one channel at a time
     r_s = tl.arange(0, CHUNK)[:, None]
-    r_p = tl.arange(0, 2 * N_PAD)[None, :]
-    red = slab + r_s * (2 * N_PAD) + r_p
-    red_w = wts_base + r_s * 4 + (r_p >= N_PAD).to(tl.int32)
-    # dC/dB partials (batch, n_eblk, dC|dB, N, L): column r_p is dC (r_p < N_PAD) or dB of state r_p % N_PAD
-    part = (pid_b * n_eblk + pid_e) * 2 * N * L + (r_p // N_PAD) * (N * L) + (r_p % N_PAD) * L
+    r_p = tl.arange(0, 2 * GROUP)[None, :]
+    red = slab + r_s * (2 * GROUP) + r_p
+    red_w = wts_base + r_s * 4 + (r_p >= GROUP).to(tl.int32)
+    # dC/dB partials (batch, n_eblk, dC|dB, N, L): column r_p is dC (r_p < GROUP) or dB of state r_p % GROUP
+    part = (pid_b * n_eblk + pid_e) * 2 * N * L + (r_p // GROUP) * (N * L) + (r_p % GROUP) * L
     for cc in range(c_hi - c_lo):
         c = c_hi - 1 - cc
         i0 = c * chunk_len
         i1 = tl.minimum(L, i0 + chunk_len)
-        h = load_states(H_st + c * E * N_PAD, N, N_PAD, BLOCK_E, VEC, True)
+        h = load_states(H_st + c * E * N_PAD, N, GROUP, BLOCK_E, VEC, True)
         tl.debug_barrier()  # the previous tile's slab has been reduced by every thread
         for i in range(i0, i1):
             t = t_first + i * step
             u = tl.load(u_row + t * su_l).to(tl.float32)
             dt, slope = softplus_slope(tl.load(d_row + t * sd_l).to(tl.float32) + bias, softplus)
-            Bt = load_states(B_base + (B_off + t * sB_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
+            Bt = load_states(B_base + (B_off + t * sB_l), n_left, GROUP, BLOCK_E, VEC, EVEN_N)
             decay = tl.exp2(dt[None, :] * A2)
             h = decay * h + (dt * u)[None, :] * Bt
-            at = (i - i0) * (2 * N_PAD)
+            at = (i - i0) * (2 * GROUP)
             tl.store(wts + (i - i0) * 4 + 2, dt)
             tl.store(wts + (i - i0) * 4 + 3, slope)
-            store_states(slab_h + at, h, N_PAD, BLOCK_E, VEC)
-            store_states(slab_d + at, decay, N_PAD, BLOCK_E, VEC)
+            store_states(slab_h + at, h, GROUP, BLOCK_E, VEC)
+            store_states(slab_d + at, decay, GROUP, BLOCK_E, VEC)
         for j in range(i1 - i0):
             i = i1 - 1 - j
             t = t_first + i * step
-            at = (i - i0) * (2 * N_PAD)
-            h_t = load_states(slab_h + at, N, N_PAD, BLOCK_E, VEC, True)
-            decay = load_states(slab_d + at, N, N_PAD, BLOCK_E, VEC, True)
-            Bt = load_states(B_base + (B_off + t * sB_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
-            Ct = load_states(C_base + (C_off + t * sC_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
+            at = (i - i0) * (2 * GROUP)
+            h_t = load_states(slab_h + at, N, GROUP, BLOCK_E, VEC, True)
+            decay = load_states(slab_d + at, N, GROUP, BLOCK_E, VEC, True)
+            Bt = load_states(B_base + (B_off + t * sB_l), n_left, GROUP, BLOCK_E, VEC, EVEN_N)
+            Ct = load_states(C_base + (C_off + t * sC_l), n_left, GROUP, BLOCK_E, VEC, EVEN_N)
             u = tl.load(u_row + t * su_l).to(tl.float32)
             w_at = wts + (i - i0) * 4
             dt = tl.load(w_at + 2)
@@ -149,20 +177,20 @@ def _scan_bwd_kernel(
             if HAS_Z:
                 zt = tl.load(z_row + t * sz_l).to(tl.float32)
                 sig_z = tl.sigmoid(zt)
-                y = sum_products(h_t, Ct, N_PAD) + Dv * u
+                y = sum_products(h_t, Ct, GROUP) + Dv * u
                 dz = dy * y * sig_z * (1.0 + zt * (1.0 - sig_z))
                 tl.store(dz_ptr + dst_row + t, dz.to(dz_ptr.dtype.element_ty), mask=mask_e)
                 dy = dy * zt * sig_z
             g = dy[None, :] * Ct + G
             # g replaces the spent decay; the channel's dC and dB weights (0 past E: clamped duplicates of the
             # last channel must not enter the sums over channels)
-            store_states(slab_d + at, g, N_PAD, BLOCK_E, VEC)
+            store_states(slab_d + at, g, GROUP, BLOCK_E, VEC)
             tl.store(w_at, tl.where(mask_e, dy, 0.0))
             tl.store(w_at + 1, tl.where(mask_e, dtu, 0.0))
             g_dh = g * (h_t - dtu[None, :] * Bt)  # g * exp(dt A) * h_{t-1}
-            gB = sum_products(g, Bt, N_PAD)
+            gB = sum_products(g, Bt, GROUP)
             du = dy * Dv + gB * dt
-            ddt = gB * u + sum_products(g_dh, A2, N_PAD) * 0.6931471805599453
+            ddt = gB * u + sum_products(g_dh, A2, GROUP) * 0.6931471805599453
             dA_acc += g_dh * dt[None, :]
             dD_acc += dy * u
             G = g * decay
@@ -173,17 +201,17 @@ def _scan_bwd_kernel(
             tl.store(ddelta_ptr + dst_row + t, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask_e)
         tl.debug_barrier()
         # dC/dB of the tile's steps: sums over the block's channels, one channel's rows at a time
-        acc = tl.zeros((CHUNK, 2 * N_PAD), dtype=tl.float32)
+        acc = tl.zeros((CHUNK, 2 * GROUP), dtype=tl.float32)
         for ch in tl.static_range(BLOCK_E):
-            acc += tl.load(red + ch * (CHUNK * 2 * N_PAD)) * tl.load(red_w + ch * (CHUNK * 4))
+            acc += tl.load(red + ch * (CHUNK * 2 * GROUP)) * tl.load(red_w + ch * (CHUNK * 4))
         t_tile = t_first + (i0 + r_s) * step
-        tl.store(dCB_ptr + part + t_tile, acc, mask=(i0 + r_s < i1) & (r_p % N_PAD < N))
+        tl.store(dCB_ptr + part + t_tile, acc, mask=(i0 + r_s < i1) & (r_p % GROUP < n_left))
     # per-(batch, span) partials of the parameter gradients (summed by the launcher)
     pp = pid_b * n_par + par
     dA_st = dA_ptr + (pp * E + offs_e[None, None, :]) * N + n_idx
-    dA_mask = (offs_e[None, None, :] < E) & (n_idx < N)
-    tl.store(dA_st, tl.reshape(dA_acc, (N_PAD // VEC, VEC, BLOCK_E)), mask=dA_mask)
-    tl.store(dD_ptr + pp * E + offs_e, dD_acc, mask=mask_e)
+    dA_mask = (offs_e[None, None, :] < E) & (n_idx < n_left)
+    tl.store(dA_st, tl.reshape(dA_acc, (GROUP // VEC, VEC, BLOCK_E)), mask=dA_mask)
+    tl.store(dD_ptr + pp * E + offs_e, dD_acc, mask=first_group)
     tl.store(dbias_ptr + pp * E + offs_e, dbias_acc, mask=mask_e)
 
 
@@ -193,7 +221,7 @@ def _bwd_summary_kernel(
     off_d, off_A, off_C, off_D, off_bias,
     su_b, su_e, su_l, sd_b, sd_e, sd_l, sC_b, sC_g, sC_n, sC_l, sz_b, sz_e, sz_l, sg_b, sg_e, sg_l,
     HAS_Z: tl.constexpr, BLOCK_E: tl.constexpr, N_PAD: tl.constexpr, EVEN_N: tl.constexpr,
-    VEC: tl.constexpr, BC_ALIGNED: tl.constexpr, DIRS: tl.constexpr,
+    VEC: tl.constexpr, BC_ALIGNED: tl.constexpr, DIRS: tl.constexpr, GROUP: tl.constexpr,
 ):
     """The adjoint carry of one span from zero, exp(dt A) * g at the span's first position, and sum(dt).
 
@@ -214,19 +242,31 @@ def _bwd_summary_kernel(
         bias_ptr += d1 * off_bias
         Gs_ptr += d1 * tl.num_programs(1) * n_par * E * N_PAD
         dtsum_ptr += d1 * tl.num_programs(1) * n_par * E
+    n_left = N
+    if GROUP < N_PAD:  # one group of GROUP states per program (grid axis 0: channel block x group)
+        n_grp = tl.cdiv(N, GROUP)
+        sgrp = pid_e % n_grp
+        pid_e = pid_e // n_grp
+        n_left = N - sgrp * GROUP
+        C_ptr += sgrp * GROUP * sC_n
+        Gs_ptr += sgrp * GROUP
     sC_l = aligned_stride(sC_l, BC_ALIGNED)
     offs_e, mask_e, e_ld, grp, A2, _, bias = channel_block(
-        pid_e, E, ch_per_group, A_ptr, D_ptr, bias_ptr, N, N_PAD, BLOCK_E, VEC, EVEN_N)
-    n_idx = state_index(N_PAD, VEC)
+        pid_e, E, ch_per_group, A_ptr, D_ptr, bias_ptr, N, GROUP, BLOCK_E, VEC, EVEN_N)
+    first_group = mask_e
+    if GROUP < N_PAD:
+        A2 = group_A2(A_ptr, e_ld, N, sgrp * GROUP, GROUP, BLOCK_E, VEC, EVEN_N)
+        first_group = offs_e < tl.where(sgrp == 0, E, 0)
+    n_idx = state_index(GROUP, VEC)
     d_row = delta_ptr + pid_b * sd_b + e_ld * sd_e
     z_row = z_ptr + pid_b * sz_b + e_ld * sz_e
     g_row = dout_ptr + pid_b * sg_b + e_ld * sg_e
-    C_base, C_off = state_rows(C_ptr, pid_b, sC_b, sC_g, sC_n, grp, N_PAD, VEC, BC_ALIGNED)
+    C_base, C_off = state_rows(C_ptr, pid_b, sC_b, sC_g, sC_n, grp, GROUP, VEC, BC_ALIGNED)
     step = 1 - 2 * reverse
     t_first = reverse * (L - 1)
     i_lo = par * span * chunk_len
     i_hi = tl.minimum(L, i_lo + span * chunk_len)
-    G = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
+    G = tl.zeros((GROUP, BLOCK_E), dtype=tl.float32)
     dt_sum = tl.zeros((BLOCK_E,), dtype=tl.float32)
     for j in range(i_hi - i_lo):
         t = t_first + (i_hi - 1 - j) * step
@@ -235,13 +275,13 @@ def _bwd_summary_kernel(
         if HAS_Z:
             zt = tl.load(z_row + t * sz_l).to(tl.float32)
             dy = dy * zt * tl.sigmoid(zt)
-        Ct = load_states(C_base + (C_off + t * sC_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
+        Ct = load_states(C_base + (C_off + t * sC_l), n_left, GROUP, BLOCK_E, VEC, EVEN_N)
         G = (dy[None, :] * Ct + G) * tl.exp2(dt[None, :] * A2)
         dt_sum += dt
     G_st = Gs_ptr + ((pid_b * n_par + par) * E + offs_e[None, None, :]) * N_PAD + n_idx
-    tl.store(G_st, tl.reshape(G, (N_PAD // VEC, VEC, BLOCK_E)), mask=offs_e[None, None, :] < E)
-    tl.store(dtsum_ptr + (pid_b * n_par + par) * E + offs_e, dt_sum, mask=mask_e)
+    tl.store(G_st, tl.reshape(G, (GROUP // VEC, VEC, BLOCK_E)), mask=offs_e[None, None, :] < E)
+    tl.store(dtsum_ptr + (pid_b * n_par + par) * E + offs_e, dt_sum, mask=first_group)
 
 
-scan_bwd_kernel = TritonKernel(_scan_bwd_kernel, state_elems=lambda c: c["BLOCK_E"] * c["N_PAD"])
-bwd_summary_kernel = TritonKernel(_bwd_summary_kernel, state_elems=lambda c: c["BLOCK_E"] * c["N_PAD"])
+scan_bwd_kernel = TritonKernel(_scan_bwd_kernel, state_elems=lambda c: c["BLOCK_E"] * c["GROUP"])
+bwd_summary_kernel = TritonKernel(_bwd_summary_kernel, state_elems=lambda c: c["BLOCK_E"] * c["GROUP"])

@@ -30,6 +30,7 @@ from .triton_common import (  # noqa: F401  (re-exported: other kernel modules i
 from .triton_scan_parts import (
     aligned_stride,
     channel_block,
+    group_A2,
     load_states,
     softplus_dt,
     state_index,
@@ -46,22 +47,38 @@ def _scan_fwd_kernel(
     su_b, su_e, su_l, sd_b, sd_e, sd_l, sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l,
     sz_b, sz_e, sz_l, so_b, so_e, so_l,
     HAS_Z: tl.constexpr, BLOCK_E: tl.constexpr, N_PAD: tl.constexpr, EVEN_N: tl.constexpr,
-    MODE: tl.constexpr, VEC: tl.constexpr, BC_ALIGNED: tl.constexpr,
+    MODE: tl.constexpr, VEC: tl.constexpr, BC_ALIGNED: tl.constexpr, GROUP: tl.constexpr,
 ):
     pid_e = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     pid_c = tl.program_id(2)
+    n_left = N  # states from the program's first one (all of them unless grouped)
+    if GROUP < N_PAD:  # one group of GROUP states per program: its own states, its own fp32 output plane
+        n_grp = tl.cdiv(N, GROUP)
+        sgrp = pid_e % n_grp
+        pid_e = pid_e // n_grp
+        n_left = N - sgrp * GROUP
+        B_ptr += sgrp * GROUP * sB_n
+        C_ptr += sgrp * GROUP * sC_n
+        H_ptr += sgrp * GROUP
+        last_ptr += sgrp * GROUP
+        out_ptr += sgrp.to(tl.int64) * tl.num_programs(1) * E * L
     sB_l = aligned_stride(sB_l, BC_ALIGNED)
     sC_l = aligned_stride(sC_l, BC_ALIGNED)
     offs_e, mask_e, e_ld, grp, A2, Dv, bias = channel_block(
-        pid_e, E, ch_per_group, A_ptr, D_ptr, bias_ptr, N, N_PAD, BLOCK_E, VEC, EVEN_N)
-    n_idx = state_index(N_PAD, VEC)  # (N_PAD // VEC, VEC, 1)
+        pid_e, E, ch_per_group, A_ptr, D_ptr, bias_ptr, N, GROUP, BLOCK_E, VEC, EVEN_N)
+    first_group = mask_e
+    if GROUP < N_PAD:
+        A2 = group_A2(A_ptr, e_ld, N, sgrp * GROUP, GROUP, BLOCK_E, VEC, EVEN_N)
+        Dv = tl.where(sgrp == 0, Dv, 0.0)  # the D-skip enters the first group's partial only
+        first_group = offs_e < tl.where(sgrp == 0, E, 0)
+    n_idx = state_index(GROUP, VEC)  # (GROUP // VEC, VEC, 1)
     u_row = u_ptr + pid_b * su_b + e_ld * su_e
     d_row = delta_ptr + pid_b * sd_b + e_ld * sd_e
     z_row = z_ptr + pid_b * sz_b + e_ld * sz_e
     o_row = out_ptr + pid_b * so_b + offs_e * so_e
-    B_base, B_off = state_rows(B_ptr, pid_b, sB_b, sB_g, sB_n, grp, N_PAD, VEC, BC_ALIGNED)
-    C_base, C_off = state_rows(C_ptr, pid_b, sC_b, sC_g, sC_n, grp, N_PAD, VEC, BC_ALIGNED)
+    B_base, B_off = state_rows(B_ptr, pid_b, sB_b, sB_g, sB_n, grp, GROUP, VEC, BC_ALIGNED)
+    C_base, C_off = state_rows(C_ptr, pid_b, sC_b, sC_g, sC_n, grp, GROUP, VEC, BC_ALIGNED)
     # tile start states (batch, n_chunks, E, N_PAD): the backward's checkpoints, one per chunk_len positions
     H_st = H_ptr + (pid_b * n_chunks * E + offs_e[None, None, :]) * N_PAD + n_idx
     H_mask = offs_e[None, None, :] < E
@@ -73,35 +90,37 @@ def _scan_fwd_kernel(
     else:  # one span of `span` tiles per program
         c_lo = pid_c * span
         c_hi = tl.minimum(n_chunks, c_lo + span)
-    h = tl.zeros((N_PAD, BLOCK_E), dtype=tl.float32)
+    h = tl.zeros((GROUP, BLOCK_E), dtype=tl.float32)
     if MODE == 2:  # the span's start state, written by the combine kernel
-        h = load_states(H_st + c_lo * E * N_PAD, N, N_PAD, BLOCK_E, VEC, True)
+        # channels past E read the last channel's state (never stored): no read past the buffer's end
+        h_ld = H_st + ((e_ld - offs_e)[None, None, :] * N_PAD + c_lo * E * N_PAD)
+        h = load_states(h_ld, N, GROUP, BLOCK_E, VEC, True)
     dt_sum = tl.zeros((BLOCK_E,), dtype=tl.float32)
     for c in range(c_lo, c_hi):
         if MODE != 1:
-            tl.store(H_st + c * E * N_PAD, tl.reshape(h, (N_PAD // VEC, VEC, BLOCK_E)), mask=H_mask)
+            tl.store(H_st + c * E * N_PAD, tl.reshape(h, (GROUP // VEC, VEC, BLOCK_E)), mask=H_mask)
         i_end = tl.minimum(L, (c + 1) * chunk_len)
         for i in range(c * chunk_len, i_end):
             t = t_first + i * step
             u = tl.load(u_row + t * su_l).to(tl.float32)
             dt = softplus_dt(tl.load(d_row + t * sd_l).to(tl.float32) + bias, softplus)
-            Bt = load_states(B_base + (B_off + t * sB_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
+            Bt = load_states(B_base + (B_off + t * sB_l), n_left, GROUP, BLOCK_E, VEC, EVEN_N)
             h = tl.exp2(dt[None, :] * A2) * h + (dt * u)[None, :] * Bt
             if MODE == 1:
                 dt_sum += dt
             else:
-                Ct = load_states(C_base + (C_off + t * sC_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
-                y = sum_products(h, Ct, N_PAD) + Dv * u
+                Ct = load_states(C_base + (C_off + t * sC_l), n_left, GROUP, BLOCK_E, VEC, EVEN_N)
+                y = sum_products(h, Ct, GROUP) + Dv * u
                 if HAS_Z:
                     zt = tl.load(z_row + t * sz_l).to(tl.float32)
                     y = y * zt * tl.sigmoid(zt)
                 tl.store(o_row + t * so_l, y.to(out_ptr.dtype.element_ty), mask=mask_e)
     if MODE == 0:
         last = last_ptr + pid_b * E * N + offs_e[None, None, :] * N + n_idx
-        tl.store(last, tl.reshape(h, (N_PAD // VEC, VEC, BLOCK_E)), mask=H_mask & (n_idx < N))
+        tl.store(last, tl.reshape(h, (GROUP // VEC, VEC, BLOCK_E)), mask=H_mask & (n_idx < n_left))
     if MODE == 1:  # the span's end state from zero, in its first tile's slot (the combine reads it there)
-        tl.store(H_st + c_lo * E * N_PAD, tl.reshape(h, (N_PAD // VEC, VEC, BLOCK_E)), mask=H_mask)
-        tl.store(dtsum_ptr + (pid_b * tl.num_programs(2) + pid_c) * E + offs_e, dt_sum, mask=mask_e)
+        tl.store(H_st + c_lo * E * N_PAD, tl.reshape(h, (GROUP // VEC, VEC, BLOCK_E)), mask=H_mask)
+        tl.store(dtsum_ptr + (pid_b * tl.num_programs(2) + pid_c) * E + offs_e, dt_sum, mask=first_group)
 
 
 def _combine_kernel(A_ptr, H_ptr, dtsum_ptr, last_ptr, E, N, n_spans, n_slots, slot_stride, reverse,
@@ -140,5 +159,5 @@ def _combine_kernel(A_ptr, H_ptr, dtsum_ptr, last_ptr, E, N, n_spans, n_slots, s
     tl.store(last_ptr + pid_b * E * N + e * N + n, h, mask=mask)
 
 
-scan_fwd_kernel = TritonKernel(_scan_fwd_kernel, state_elems=lambda c: c["BLOCK_E"] * c["N_PAD"])
+scan_fwd_kernel = TritonKernel(_scan_fwd_kernel, state_elems=lambda c: c["BLOCK_E"] * c["GROUP"])
 combine_kernel = TritonKernel(_combine_kernel, state_elems=lambda c: c["BLOCK"])

@@ -85,6 +85,15 @@ def channel_block(pid_e, E, ch_per_group, A_ptr, D_ptr, bias_ptr, N,
 
 
 @helper
+def group_A2(A_ptr, e_ld, N, n0, GROUP: tl.constexpr, BLOCK_E: tl.constexpr, VEC: tl.constexpr,
+             EVEN_N: tl.constexpr):
+    """A * log2(e) of states n0 .. n0 + GROUP - 1 (a state group's; `channel_block` loads the first group)."""
+    n_idx = state_index(GROUP, VEC)
+    ptrs = A_ptr + e_ld[None, None, :] * N + n0 + n_idx
+    return load_states(ptrs, N - n0, GROUP, BLOCK_E, VEC, EVEN_N) * LOG2E
+
+
+@helper
 def aligned_stride(stride, ALIGNED: tl.constexpr):
     """`stride`, known to the compiler as a multiple of 4 when the launcher checked that it is (ALIGNED)."""
     if ALIGNED:

@@ -162,6 +162,44 @@ def test_batch128_224px_forward_is_one_full_scan_launch():
     assert lc.constexprs["MODE"] == 0 and lc.num_warps == 4 and lc.grid == (6, 128, 1)
 
 
+@pytest.mark.parametrize("shapes", [("vim-s@224:b128:n32",), ("vim-s@224:b128:n64", "vim-s@224:b1:n64")])
+def test_no_scan_kernel_spills_at_wider_states(shapes):
+    """Past the states a thread holds without spilling, the kernels split them into groups (one program
+    each): every scan kernel as a model with 32 or 64 states launches it (batch 128: full scans, the fused
+    pair, which past 16 states runs as two grouped single-direction scans; batch 1: the chunk-parallel
+    passes, summary, combine) compiles without spills. To stay near a
+    minute of CI: fp32, sm_90, and at 32 states only the batch-128 launches (the batch-1 kernels' tiles are
+    those of 64 states or smaller); every generic/bf16 build is `vimbench kernels compile`'s."""
+    kernels = set()
+    for shape in shapes:
+        for r in kinspect.inspect_triton("sm_90", "fp32", Shape.parse(shape)):
+            assert not r.error, (shape, r.phase, r.error)
+            assert r.spill_bytes == 0 and r.per_iteration.get("local", 0) == 0, (shape, r.phase, r.config)
+            kernels.add(r.kernel)
+    expected = {"scan_fwd_kernel", "scan_bwd_kernel"}  # the fused pair runs as two grouped scans here
+    if len(shapes) > 1:
+        expected |= {"combine_kernel", "bwd_summary_kernel"}
+    assert kernels == expected
+
+
+def test_wider_states_launch_one_program_per_state_group():
+    """64 states: the forward's and the backward's programs hold 16 of a channel's states (4 groups per
+    channel block); Vim's 16 states are never split."""
+    from vimbench.kernels.triton_common import FUSED_MAX_STATES, state_groups
+
+    (fwd,) = _launches("vim-s@224:b128:n64", {"fwd"})
+    (bwd,) = _launches("vim-s@224:b128:n64", {"bwd"})
+    assert fwd.grid == (6 * 4, 128, 1) and fwd.constexprs["GROUP"] == 16
+    assert bwd.grid == (24 * 4, 128, 1) and bwd.constexprs["GROUP"] == 16
+    assert all(state_groups(16, kind) == (16, 1) for kind in ("fwd", "bwd", "bwd_summary"))
+    assert state_groups(40, "bwd") == (16, 3) and state_groups(256, "fwd") == (16, 16)
+    # the fused pair only up to FUSED_MAX_STATES: past it, two grouped single-direction scans
+    assert FUSED_MAX_STATES == 16
+    for phase in ("bidir fwd", "bidir bwd"):
+        names = {lc.kernel.__name__ for lc in _launches("vim-s@224:b128:n32", {phase})}
+        assert names == {"_scan_fwd_kernel" if phase == "bidir fwd" else "_scan_bwd_kernel"}, (phase, names)
+
+
 def test_model_strides_reach_the_launch():
     """B and C are strided views of x_dbl (stride over L = dt_rank + 2N = 56, over N = 1), as in the model."""
     inputs = model_scan_inputs(Shape.parse("vim-s@224:b2"), "fp32")
@@ -179,7 +217,8 @@ def test_cli_json_from_the_compile_cache(cli, vim_s_224):
 
 @pytest.mark.parametrize("args", [["--arch", "sm_75"], ["--shape", "deit-s@224"], ["--shape", "vim-s@225"],
                                   ["--shape", "vim-s"], ["--format", "xml"], ["--dtype", "fp64"],
-                                  ["--backend", "rocm"], ["--official", "/nonexistent/dir"]])
+                                  ["--backend", "rocm"], ["--official", "/nonexistent/dir"],
+                                  ["--shape", "vim-s@224:n0"], ["--shape", "vim-s@224:b1:n257"]])
 def test_bad_input_is_one_line_exit_2(cli, args):
     res = cli(["kernels", "inspect", *args])
     assert res.code == 2

@@ -57,6 +57,21 @@ class parallel_scan:
         triton_common.TARGET_WARPS, triton_common.MIN_PARALLEL_CHUNK, triton_common.CHUNK = self.saved
 
 
+class small_groups:
+    """Split the states into groups of `size` in every scan kernel (the launchers' path past the states a
+    thread holds without spilling: 16 in the forward and the backward) at tiny state counts."""
+
+    def __init__(self, size: int = 4):
+        self.size = size
+
+    def __enter__(self):
+        self.saved = triton_common.GROUP_STATES
+        triton_common.GROUP_STATES = {k: self.size for k in self.saved}
+
+    def __exit__(self, *exc):
+        triton_common.GROUP_STATES = self.saved
+
+
 def make_inputs(batch, dim, length, d_state, groups, extras, seed=0, big_decay=False):
     """float64 scan inputs; B/C shared (groups=0 -> (B, N, L)) or grouped; extras: z, D, delta_bias."""
     g = torch.Generator().manual_seed(seed)
@@ -97,6 +112,15 @@ CASES = [  # (length, d_state, groups, reverse, extras, softplus, dim, parallel)
     (1, 4, 0, True, True, True, 5, True),  # L=1 through the chunk-parallel launcher
     (19, 4, 0, False, True, True, 5, True),  # chunk-parallel: 5 chunks of 4, the last one short
     (19, 3, 2, True, True, True, 6, True),
+    # wider states: the backward in state groups of 16 (2, 4, and 3 with the last one 8 states of 16)
+    (9, 32, 0, True, True, True, 5, False),
+    (5, 64, 2, False, True, True, 4, False),
+    (9, 40, 0, False, False, False, 5, False),
+]
+# every kernel (forward, its chunk-parallel passes, backward, carry summary) in state groups of 4
+GROUPED_CASES = [
+    (9, 12, 0, False, True, True, 5, False),
+    (19, 10, 2, True, True, True, 6, True),  # N_PAD 16: 3 groups, the last one 2 states; chunk-parallel
 ]
 
 
@@ -191,8 +215,13 @@ def check_vim_layout_BC(length, d_state, reverse, parallel):
         assert rel_err(grads[name], grads_ref[name]) < 1e-3, name
 
 
-def check_half_precision(dtype, tol):
-    inputs = make_inputs(2, 5, 12, 4, 0, True)
+def _in_groups(fn, *args, size: int = 4, **kwargs):
+    with small_groups(size):
+        return fn(*args, **kwargs)
+
+
+def check_half_precision(dtype, tol, d_state=4):
+    inputs = make_inputs(2, 5, 12, d_state, 0, True)
     ref = selective_scan_ref(*inputs.values(), True, reverse=True)
     low = {k: (v.to(dtype) if k in ("u", "delta", "B", "C", "z") else v.float()) if v is not None else None
            for k, v in inputs.items()}
@@ -217,11 +246,11 @@ def _directions(dim=5, length=7, d_state=4, seed=0):
     return dirs, z.float().requires_grad_(True)
 
 
-def check_fused_bidirectional(length, parallel=False):
+def check_fused_bidirectional(length, parallel=False, d_state=4):
     if parallel:
         with parallel_scan():
-            return check_fused_bidirectional(length)
-    (fwd, bwd), z = _directions(length=length)
+            return check_fused_bidirectional(length, d_state=d_state)
+    (fwd, bwd), z = _directions(length=length, d_state=d_state)
     fused = bidirectional_selective_scan(fwd, bwd, z, backend="triton")
     g = torch.randn_like(fused)
     fused_grads = torch.autograd.grad(fused, [*vars(fwd).values(), *vars(bwd).values(), z], g)
@@ -270,13 +299,20 @@ def check_fused_bidirectional_counts_two_scan_directions():
 for _case in CASES:
     check("reference-L{}-N{}-G{}-rev{}-extras{}-softplus{}-E{}-parallel{}".format(*_case))(
         lambda c=_case: check_against_reference(*c))
+for _case in GROUPED_CASES:
+    check("state-groups-of-4-L{}-N{}-G{}-rev{}-extras{}-softplus{}-E{}-parallel{}".format(*_case))(
+        lambda c=_case: _in_groups(check_against_reference, *c))
 for _case in ((19, 8, False, False), (33, 16, True, False), (19, 4, True, True), (7, 3, False, False)):
     check("vim-layout-L{}-N{}-rev{}-parallel{}".format(*_case))(lambda c=_case: check_vim_layout_BC(*c))
 for _dtype, _tol in ((torch.float16, 3e-3), (torch.bfloat16, 3e-2)):
     check(f"half-{_dtype}")(lambda d=_dtype, t=_tol: check_half_precision(d, t))
+check("half-bf16-state-groups-of-4")(lambda: _in_groups(check_half_precision, torch.bfloat16, 3e-2, 12))
+check("vim-layout-L9-N16-rev-state-groups-of-8")(lambda: _in_groups(check_vim_layout_BC, 9, 16, True, False,
+                                                                    size=8))
 for _length in (1, 6, 7, 19):
     check(f"bidirectional-L{_length}")(lambda n=_length: check_fused_bidirectional(n))
 check("bidirectional-L19-parallel")(lambda: check_fused_bidirectional(19, parallel=True))
+check("bidirectional-L9-N10-state-groups-of-4")(lambda: _in_groups(check_fused_bidirectional, 9, d_state=10))
 
 
 @check("backward_uses_saved_states")

@@ -34,7 +34,8 @@ BAR, SHFL: per time-loop iteration (they should be 0 in a scan's time loop; per-
 per_tile).
 
 \b
-Shapes: MODEL@RES[:bBATCH], batch 128 by default (e.g. vim-s@224, vim-s@1248:b1).
+Shapes: MODEL@RES[:bBATCH][:nSTATES], batch 128 and 16 states by default (e.g. vim-s@224, vim-s@1248:b1,
+vim-s@224:n64: the kernels as a 64-state model would launch them).
 --official DIR adds the official mamba forward compiled by scripts/fetch_official_mamba.sh DIR.
 Instruction counts are a proxy, not time: only a GPU run says how fast a kernel is."""
 
@@ -57,7 +58,8 @@ def _row(r) -> list[str]:
 def inspect_kernels(
     arch: str = typer.Option("sm_90", "--arch", help="Comma-separated: sm_90, sm_80."),
     dtype: str = typer.Option("fp32", "--dtype", help="Comma-separated: fp32, bf16, fp16."),
-    shape: str = typer.Option("vim-s@224,vim-s@1248:b1", "--shape", help="Comma-separated MODEL@RES[:bN]."),
+    shape: str = typer.Option("vim-s@224,vim-s@1248:b1", "--shape",
+                              help="Comma-separated MODEL@RES[:bN][:nSTATES] (states: 16 unless given)."),
     backend: str = typer.Option("triton,cuda", "--backend", help="Comma-separated: triton, cuda."),
     fmt: str = typer.Option("table", "--format", help="table or json."),
     official: Path | None = typer.Option(None, "--official", help="Folder of the fetched official kernel."),

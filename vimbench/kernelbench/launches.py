@@ -21,21 +21,23 @@ import torch
 from vimbench.dtypes import torch_dtypes
 
 DTYPES = torch_dtypes()  # vimbench.dtypes, the one table
-_SHAPE = re.compile(r"^([a-z0-9-]+)@(\d+)(?::b(\d+))?$")
+_SHAPE = re.compile(r"^([a-z0-9-]+)@(\d+)(?::b(\d+))?(?::n(\d+))?$")
 DEFAULT_BATCH = 128
 
 
 @dataclass(frozen=True)
 class Shape:
-    """`vim-s@224` (batch 128) or `vim-s@1248:b1`."""
+    """`vim-s@224` (batch 128), `vim-s@1248:b1`, or `vim-s@224:b128:n64` (the model with 64 states)."""
 
     model: str
     img_size: int
     batch: int
+    d_state: int = 16  # Vim's; others compile the kernels as a wider-state model would launch them
 
     @property
     def label(self) -> str:
-        return f"{self.model}@{self.img_size}:b{self.batch}"
+        suffix = f":n{self.d_state}" if self.d_state != 16 else ""
+        return f"{self.model}@{self.img_size}:b{self.batch}{suffix}"
 
     @staticmethod
     def parse(text: str) -> Shape:
@@ -43,7 +45,7 @@ class Shape:
 
         match = _SHAPE.match(text.strip().lower())
         if not match:
-            raise ValueError(f"bad shape {text!r}: expected MODEL@RES[:bBATCH], e.g. vim-s@1248:b1")
+            raise ValueError(f"bad shape {text!r}: expected MODEL@RES[:bBATCH][:nSTATES], e.g. vim-s@1248:b1")
         try:
             spec = get_spec(match.group(1))
         except (KeyError, ValueError):
@@ -56,7 +58,12 @@ class Shape:
         batch = int(match.group(3)) if match.group(3) else DEFAULT_BATCH
         if batch < 1:
             raise ValueError(f"{text!r}: batch must be >= 1")
-        return Shape(spec.name, img, batch)
+        from vimbench.kernels.triton_common import MAX_D_STATE
+
+        d_state = int(match.group(4)) if match.group(4) else 16
+        if not 1 <= d_state <= MAX_D_STATE:
+            raise ValueError(f"{text!r}: states must be 1..{MAX_D_STATE}")
+        return Shape(spec.name, img, batch, d_state)
 
 
 @dataclass
@@ -77,7 +84,7 @@ def model_scan_inputs(shape: Shape, dtype: str) -> ScanInputs:
     from vimbench.models.registry import get_spec
 
     spec = get_spec(shape.model)
-    cfg = vim.VimConfig(embed_dim=spec.embed_dim, stride=spec.stride)
+    cfg = vim.VimConfig(embed_dim=spec.embed_dim, stride=spec.stride, d_state=shape.d_state)
     length = spec.tokens(shape.img_size)
     caught: dict = {}
 
