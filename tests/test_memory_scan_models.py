@@ -145,3 +145,13 @@ def test_infer_prediction_holds_one_layers_tile_states_at_most():
             peak_count = max(peak_count, alive)
     assert peak_count == 1
     assert predict(dataclasses.replace(q, scan_kernel="cuda")).peak_bytes > 0
+
+
+@pytest.mark.parametrize(("batch", "dim", "length", "nstate"), [(2, 8, 40, 4), (1, 32, 2100, 16)])
+def test_mamba_ssm_chunk_states_in_forward_and_again_in_backward(batch, dim, length, nstate):
+    """Upstream's x (B, E, ceil(L/2048), 2N) fp32: once per direction in the forward (freed inside the op),
+    once more per direction when the backward re-runs the forward; nothing is kept in between."""
+    x_bytes = batch * dim * -(-length // 2048) * 2 * nstate * F32
+    tracker, after_forward = _run_layer("mamba_ssm", batch, dim, length, nstate, train=True)
+    assert list(tracker.log.sizes.values()).count(x_bytes) == 4
+    assert x_bytes not in after_forward.values()
