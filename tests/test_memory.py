@@ -135,7 +135,8 @@ def test_sdpa_attention_keeps_no_length_squared_matrix():
 @pytest.mark.parametrize(("batch", "dim", "length", "nstate"), [(2, 8, 16, 4), (1, 32, 40, 16)])
 def test_scan_keeps_exactly_its_saved_inputs(kernel, batch, dim, length, nstate):
     """After a training forward, what the scan keeps alive is what `vimbench::selective_scan` saves:
-    u, delta, z (B, E, L) and the x_dbl rows B and C are views of, per direction, plus the output."""
+    u, delta, z (B, E, L) and the x_dbl rows B and C are views of, per direction, plus the output and,
+    for the kernels that save them, the tile start states."""
     from vimbench.kernels import ScanDirection, bidirectional_selective_scan
 
     f32 = 4
@@ -160,7 +161,11 @@ def test_scan_keeps_exactly_its_saved_inputs(kernel, batch, dim, length, nstate)
         per_direction = 2 * batch * dim * length * f32 + batch * length * 2 * nstate * f32  # u, delta, x_dbl
         output = batch * dim * length * f32
         # a reshape copy per direction (the transpose) is freed; z is shared by both directions
-        expected = 2 * per_direction + batch * dim * length * f32 + output
+        # the kernels that hand their forward's tile start states to the backward keep them too:
+        # B * ceil(L/16) * E * N fp32 per direction (N here a power of 2, Triton's padding changes nothing)
+        saves = kernel in ("triton", "triton-fused", "cuda")
+        tiles = batch * -(-length // 16) * dim * nstate * f32 if saves else 0
+        expected = 2 * per_direction + batch * dim * length * f32 + output + 2 * tiles
         assert live == expected
         assert y.shape == (batch, dim, length)
         y.sum().backward()
@@ -170,7 +175,7 @@ def test_scan_keeps_exactly_its_saved_inputs(kernel, batch, dim, length, nstate)
 def test_trace_backend_is_removed_afterwards():
     from vimbench.kernels import all_backends, fused_bidirectional_backends
 
-    with trace_backend("gpu"):
+    with trace_backend("cuda"):
         assert TRACE_BACKEND in {b.name for b in all_backends()}
     assert TRACE_BACKEND not in {b.name for b in all_backends()}
     assert TRACE_BACKEND not in fused_bidirectional_backends("cpu")

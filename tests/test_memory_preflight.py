@@ -56,7 +56,7 @@ def test_results_csv_has_the_prediction_columns():
     assert {"predicted_mem_mib", "predicted_alloc_mib"} <= set(ALL_COLUMNS)
 
 
-@pytest.mark.parametrize(("backend", "kernel"), [("triton", "triton-fused"), ("cuda", "gpu"),
-                                                 ("mamba_ssm", "gpu"), ("cpu", "cpu")])  # fmt: skip
+@pytest.mark.parametrize(("backend", "kernel"), [("triton", "triton-fused"), ("cuda", "cuda"),
+                                                 ("mamba_ssm", "mamba_ssm"), ("cpu", "cpu")])  # fmt: skip
 def test_scan_kernel_model_of_a_backend(backend, kernel):
     assert pf.scan_kernel_for(backend) == kernel

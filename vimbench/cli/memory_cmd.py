@@ -31,7 +31,8 @@ def memory(
     timm_kwargs: str = typer.Option("", "--timm-kwargs", help="timm models: timm.create_model keyword "
                                     "arguments, e.g. 'drop_path_rate=0.1,global_pool=avg'."),
     scan_kernel: str = typer.Option("auto", "--scan-kernel", help="Vim scan allocation model: auto "
-                                    "(triton-fused on cuda, cpu on cpu), triton-fused, gpu, cpu."),
+                                    "(triton-fused on cuda, cpu on cpu), triton-fused, triton, cuda, "
+                                    "mamba_ssm, cpu."),
     vim_variant: str = typer.Option("ours", "--vim-variant", help="ours, or upstream (hustvl/Vim's flipped "
                                     "copies and mamba_ssm inner function; inference only)."),
     target: str = typer.Option("cuda", "--target", help="cuda (GPU kernels' allocations) or cpu."),

@@ -45,7 +45,7 @@ class Setting:
         return MemoryQuery(
             model, img_size, batch, self.dtype, "infer",
             attn_backend=self.attn_backend if not scan_ops else "auto",
-            scan_kernel="gpu" if scan_ops and self.vim_variant == "upstream" else "auto",
+            scan_kernel="mamba_ssm" if scan_ops and self.vim_variant == "upstream" else "auto",
             vim_variant=self.vim_variant if scan_ops else "ours", target="cuda",
         )  # fmt: skip
 

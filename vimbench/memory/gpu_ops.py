@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .scan_gpu_models import MAMBA_SCAN_CHUNK
 from .scan_standin import TRACE_BACKEND
-
-MAMBA_SCAN_CHUNK = 2048  # selective_scan_cuda: chunk states (B, E, ceil(L / 2048), 2N) fp32
 
 
 class _FusedAddNorm(torch.autograd.Function):

@@ -23,7 +23,7 @@ def scan_kernel_for(backend: str) -> str:
     """The allocation model of a resolved Vim scan backend on CUDA."""
     if backend == "triton":
         return "triton-fused"
-    return "cpu" if backend == "cpu" else "gpu"
+    return backend if backend in ("cpu", "cuda", "mamba_ssm") else "triton-fused"
 
 
 def query_for_point(point: Any, identity: dict[str, Any]) -> MemoryQuery:

@@ -8,13 +8,18 @@ traced, its scan backend is swapped for `TRACE_BACKEND`, whose bidirectional ent
 kernel models as a plain `autograd.Function`: every allocation the modelled kernel makes is a torch op the
 tracker sees, and `save_for_backward` keeps alive what the real op keeps alive.
 
-Kernel models (what each allocates, read from the kernels' wrappers):
+Kernel models (what each allocates, read from the kernels' wrappers; the GPU ones in `scan_gpu_models.py`):
 - "cpu": `kernels/cpu_scan.py` (the C++ CPU scan): fp32 out and last state; backward fp32 du, ddelta, dz,
   per-batch dA/dD/dbias partials, dB/dC partials (B, 1, ceil(E/32), L, N) reduced to (B, N, L) copies.
-- "gpu": a per-direction CUDA kernel (`cuda_scan.py`, `mamba_ssm`, unfused Triton): out in u's dtype, fp32
-  last state; backward du, ddelta, dz like their inputs, fp32 dA/dD/dbias partials and dB/dC (B, N, L).
-- "triton-fused": `triton_bidirectional.py`: both directions in one launch, one output (no y_f + y_b sum);
-  backward as two "gpu" directions sharing dout, dz summed.
+- "triton": `triton_scan.py` per direction: out, fp32 tile start states (B, ceil(L/16), E, N_PAD) kept from
+  forward to backward in training; backward fp32 partials per span and channel block, scratch slab, carries.
+- "triton-fused": `triton_bidirectional.py`: both directions in one launch, one output, both directions'
+  tile states (2, B, ceil(L/16), E, N_PAD) kept; backward one launch with stacked grads (two when
+  chunk-parallel), dz summed.
+- "cuda": `cuda_scan.py` per direction: tile states (B, ceil(L/16), E, N) fp32 kept; backward fp32 dA/dB/dC,
+  scratch slab, span carries.
+- "mamba_ssm": upstream's kernel per direction, flip copies for reverse, nothing kept between forward and
+  backward (its backward re-runs the forward: chunk states, contiguous B/C copies, out and out_z).
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from torch import Tensor
 
 from vimbench.kernels import ScanDirection
 
+from . import scan_gpu_models
+
 TRACE_BACKEND = "memory-trace"
-KERNEL_MODELS = ("cpu", "gpu", "triton-fused")
+KERNEL_MODELS = ("cpu", "triton", "triton-fused", "cuda", "mamba_ssm")
 _CPU_CHANNEL_BLOCK = 32  # kernels/cpu_scan.py CHANNEL_BLOCK
 
 
@@ -68,68 +75,56 @@ def _cpu_backward(dout, u, delta, A, B, C, D, z, bias):
     )  # fmt: skip
 
 
-def _gpu_forward(u, delta, A, B, C, D, z):
-    out = torch.empty_like(u)
-    last = torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=torch.float32, device=u.device)
-    return out, last
+def _cpu_forward_model(u, delta, A, B, C, D, z, bias, save: bool, reverse: bool = False):
+    out, _last = _cpu_forward(u, delta, A, B, C, D, z)  # last: returned by the op, dropped by selective_scan
+    return out, None
 
 
-def _gpu_backward(dout, u, delta, A, B, C, D, z, bias):
-    batch, dim, _ = u.shape
-    f32, dev = torch.float32, u.device
-    du, ddelta = torch.zeros_like(u), torch.zeros_like(delta)
-    dz = torch.zeros_like(z) if z is not None else None
-    dA = torch.zeros(batch, dim, A.shape[1], dtype=f32, device=dev)
-    dD = torch.zeros(batch, dim, dtype=f32, device=dev)
-    dbias = torch.zeros(batch, dim, dtype=f32, device=dev)
-    dB = torch.zeros(B.shape, dtype=f32, device=dev)
-    dC = torch.zeros(C.shape, dtype=f32, device=dev)
-    return (
-        du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
-        None if D is None else dD.sum(0).to(D.dtype), dz,
-        None if bias is None else dbias.sum(0).to(bias.dtype),
-    )  # fmt: skip
+def _cpu_backward_model(dout, u, delta, A, B, C, D, z, bias, saved, reverse: bool = False):
+    return _cpu_backward(dout, u, delta, A, B, C, D, z, bias)
 
 
-_FORWARD = {"cpu": _cpu_forward, "gpu": _gpu_forward}
-_BACKWARD = {"cpu": _cpu_backward, "gpu": _gpu_backward}
+_FORWARD = {"cpu": _cpu_forward_model, **scan_gpu_models.FORWARD}
+_BACKWARD = {"cpu": _cpu_backward_model, **scan_gpu_models.BACKWARD}
 
 
 class _DirectionScan(torch.autograd.Function):
-    """One scan direction as the modelled kernel runs it; saves its inputs as `vimbench::selective_scan`."""
+    """One scan direction as the modelled kernel runs it; saves what `vimbench::selective_scan` saves: its
+    inputs and, for a backend that saves for its backward, the forward's tile states."""
 
     @staticmethod
-    def forward(ctx, kernel: str, u, delta, A, B, C, D, z, bias):
-        out, last = _FORWARD[kernel](u, delta, A, B, C, D, z)
-        del last  # returned by the op, dropped by `selective_scan(return_last_state=False)`
-        ctx.kernel = kernel
-        ctx.save_for_backward(u, delta, A, B, C, D, z, bias)
+    def forward(ctx, kernel: str, reverse: bool, save: bool, u, delta, A, B, C, D, z, bias):
+        out, saved = _FORWARD[kernel](u, delta, A, B, C, D, z, bias, save, reverse)
+        ctx.kernel, ctx.reverse = kernel, reverse
+        ctx.save_for_backward(u, delta, A, B, C, D, z, bias, saved)
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        grads = _BACKWARD[ctx.kernel](dout.contiguous(), *ctx.saved_tensors)
-        return (None, *grads[:6], grads[6], grads[7])
+        *inputs, saved = ctx.saved_tensors
+        grads = _BACKWARD[ctx.kernel](dout.contiguous(), *inputs, saved, ctx.reverse)
+        return (None, None, None, *grads)
 
 
 class _FusedScan(torch.autograd.Function):
-    """Both directions in one launch (`triton_bidirectional`): one output, inputs of both saved."""
+    """Both directions in one launch (`triton_bidirectional`): one output; both directions' inputs and
+    tile states saved."""
 
     @staticmethod
-    def forward(ctx, uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb, Cb, Db, biasb, z):
-        ctx.save_for_backward(uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb, Cb, Db, biasb, z)
-        return torch.empty_like(uf)
+    def forward(ctx, save: bool, uf, df, Af, Bf, Cf, Df, biasf, ub, db, Ab, Bb, Cb, Db, biasb, z):
+        fwd, bwd = (uf, df, Af, Bf, Cf, Df, biasf), (ub, db, Ab, Bb, Cb, Db, biasb)
+        out, H = scan_gpu_models.fused_forward(fwd, bwd, z, save)
+        ctx.save_for_backward(*fwd, *bwd, z, H)
+        return out
 
     @staticmethod
     def backward(ctx, dout):
         s = ctx.saved_tensors
-        z = s[14]
-        dout = dout.contiguous()
-        gf = _gpu_backward(dout, *s[0:6], z, s[6])
-        gb = _gpu_backward(dout, *s[7:13], z, s[13])
+        z, H = s[14], s[15]
+        gf, gb = scan_gpu_models.fused_backward(dout.contiguous(), s[0:7], s[7:14], z, H)
         dz = gf[6] + gb[6] if z is not None else None
         pick = (0, 1, 2, 3, 4, 5, 7)
-        return (*(gf[i] for i in pick), *(gb[i] for i in pick), dz)
+        return (None, *(gf[i] for i in pick), *(gb[i] for i in pick), dz)
 
 
 def _direction_args(d: ScanDirection) -> tuple:
@@ -142,12 +137,13 @@ def standin_bidirectional(kernel: str):
         raise ValueError(f"unknown scan kernel model {kernel!r}; known: {', '.join(KERNEL_MODELS)}")
 
     def run(fwd: ScanDirection, bwd: ScanDirection, z: Tensor | None, delta_softplus: bool) -> Tensor:
+        inputs = (*_direction_args(fwd), fwd.delta_bias, *_direction_args(bwd), bwd.delta_bias, z)
+        # as `selective_scan`: the forward saves its tile states only when autograd will need them
+        save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
         if kernel == "triton-fused":
-            return _FusedScan.apply(
-                *_direction_args(fwd), fwd.delta_bias, *_direction_args(bwd), bwd.delta_bias, z
-            )
-        y_f = _DirectionScan.apply(kernel, *_direction_args(fwd), z, fwd.delta_bias)
-        y_b = _DirectionScan.apply(kernel, *_direction_args(bwd), z, bwd.delta_bias)
+            return _FusedScan.apply(save, *inputs)
+        y_f = _DirectionScan.apply(kernel, False, save, *_direction_args(fwd), z, fwd.delta_bias)
+        y_b = _DirectionScan.apply(kernel, True, save, *_direction_args(bwd), z, bwd.delta_bias)
         return y_f + y_b
 
     return run

@@ -1,0 +1,157 @@
+"""The GPU scan kernel models of `vimbench memory`: saved tile states, hand-counted against the tracker."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch._subclasses import FakeTensorMode
+
+from vimbench.memory import MemoryQuery
+from vimbench.memory.predictor import predict, replay, trace
+from vimbench.memory.scan_standin import TRACE_BACKEND, trace_backend
+from vimbench.memory.tracker import StorageTracker
+
+F32 = 4
+TILE = 16  # positions per saved tile state (kernels/triton_common.CHUNK, the CUDA kernel's kTile)
+# (kernel model, tile-state tensors per layer: one fused (2, ...) tensor or one per direction)
+SAVING = [("triton-fused", 1), ("triton", 2), ("cuda", 2)]
+# (batch, E, L, N): small, and one Vim-S layer at 224 px batch 128 (E = 768, L = 14 * 14 + 1, N = 16)
+SHAPES = [(2, 8, 40, 4), (1, 32, 50, 16), (128, 768, 197, 16)]  # sizes unlike any other tensor's
+
+
+def tile_bytes(batch: int, dim: int, length: int, nstate: int) -> int:
+    """One direction's saved tile start states by hand: B * ceil(L / 16) * E * N * 4 (N a power of 2)."""
+    return batch * -(-length // TILE) * dim * nstate * F32
+
+
+def _alive(tracker: StorageTracker) -> dict[int, int]:
+    alive: dict[int, int] = {}
+    for kind, handle in tracker.log.events:
+        if kind == "alloc":
+            alive[handle] = tracker.log.sizes[handle]
+        else:
+            alive.pop(handle, None)
+    return alive
+
+
+def _run_layer(kernel: str, batch: int, dim: int, length: int, nstate: int, train: bool):
+    """One bidirectional scan with Vim's layouts (B/C strided views of x_dbl) on fake tensors."""
+    from vimbench.kernels import ScanDirection, bidirectional_selective_scan
+
+    with FakeTensorMode(), trace_backend(kernel):
+        leaf = torch.randn(batch, dim, length, requires_grad=train)
+        a_log = torch.randn(dim, nstate, requires_grad=train)
+        d_vec = torch.randn(dim, requires_grad=train)
+        tracker = StorageTracker()
+        tracker.register([leaf, a_log, d_vec], "weights")
+        grad_ctx = torch.enable_grad() if train else torch.no_grad()
+        with grad_ctx, tracker:
+            z = leaf * 2.0
+
+            def direction() -> ScanDirection:
+                rows = (leaf * 1.0).transpose(1, 2).reshape(batch * length, dim)
+                x_dbl = rows[:, : 2 * nstate].contiguous()
+                b, c = (x_dbl[:, i * nstate : (i + 1) * nstate].view(batch, length, nstate).transpose(1, 2)
+                        for i in (0, 1))  # fmt: skip
+                return ScanDirection(u=leaf * 3.0, delta=leaf * 4.0, A=a_log, B=b, C=c, D=d_vec,
+                                     delta_bias=d_vec)  # fmt: skip
+
+            y = bidirectional_selective_scan(direction(), direction(), z, backend=TRACE_BACKEND)
+            after_forward = dict(_alive(tracker))
+            if train:
+                y.sum().backward()
+                assert leaf.grad.shape == leaf.shape and a_log.grad.shape == a_log.shape
+                assert d_vec.grad.shape == d_vec.shape
+            del y, z
+    return tracker, after_forward
+
+
+@pytest.mark.parametrize(("kernel", "tensors"), SAVING)
+@pytest.mark.parametrize(("batch", "dim", "length", "nstate"), SHAPES)
+def test_training_forward_keeps_tile_states_until_backward(kernel, tensors, batch, dim, length, nstate):
+    tiles = tile_bytes(batch, dim, length, nstate)
+    tracker, after_forward = _run_layer(kernel, batch, dim, length, nstate, train=True)
+    _, baseline = _run_layer("mamba_ssm", batch, dim, length, nstate, train=True)  # keeps no states
+    kept = sorted(after_forward.values())
+    assert sum(kept) - sum(baseline.values()) == 2 * tiles  # both directions, nothing else extra
+    assert kept.count(2 * tiles // tensors) >= tensors
+    # all of them are freed by the end of the backward
+    tile_handles = [h for h, size in after_forward.items() if size == 2 * tiles // tensors]
+    assert not set(tile_handles) & set(_alive(tracker))
+
+
+def test_vim_s_layer_tile_states_are_82_mb_per_direction():
+    assert tile_bytes(128, 768, 197, 16) == 128 * 13 * 768 * 16 * 4 == 81_788_928
+
+
+@pytest.mark.parametrize(("kernel", "tensors"), SAVING)
+@pytest.mark.parametrize(("batch", "dim", "length", "nstate"), SHAPES[:2])
+def test_inference_writes_tile_states_but_does_not_keep_them(kernel, tensors, batch, dim, length, nstate):
+    tiles = tile_bytes(batch, dim, length, nstate)
+    tracker, after_forward = _run_layer(kernel, batch, dim, length, nstate, train=False)
+    _, baseline = _run_layer("mamba_ssm", batch, dim, length, nstate, train=False)
+    assert sum(after_forward.values()) == sum(baseline.values())
+    written = [h for h, size in tracker.log.sizes.items() if size == 2 * tiles // tensors]
+    assert len(written) >= tensors  # the kernels always write them ...
+    assert not set(written) & set(after_forward)  # ... and they die with the call
+
+
+def test_cuda_tile_states_are_unpadded():
+    """Our CUDA kernel saves (B, tiles, E, N) with N as is; Triton pads N to a power of 2."""
+    batch, dim, length, nstate = 2, 32, 40, 12
+    _, cuda_fwd = _run_layer("cuda", batch, dim, length, nstate, train=True)
+    _, triton_fwd = _run_layer("triton", batch, dim, length, nstate, train=True)
+    tiles = batch * 3 * dim * F32
+    assert list(cuda_fwd.values()).count(tiles * nstate) == 2
+    assert list(triton_fwd.values()).count(tiles * 16) == 2
+
+
+def test_train_prediction_counts_every_layers_tile_states(monkeypatch):
+    """Vim-Ti at 224 px, batch 16, fp32 train: at the end of the forward every one of the 24 layers holds
+    both directions' tile states (2, 16, ceil(197/16), 384, 16) fp32; a forward that does not save them
+    (the wrapper re-runs it in the backward) predicts a peak lower by 23 layers' worth."""
+    from vimbench.memory import scan_gpu_models
+    from vimbench.models import get_spec
+
+    q = MemoryQuery("vim-t", 224, 16, mode="train", scan_kernel="triton-fused")
+    length, dim, depth = get_spec("vim-t").tokens(224), 384, 24
+    per_layer = 2 * tile_bytes(16, dim, length, 16)
+    log, _ = trace(q)
+    alive = peak_count = 0
+    tile_handles = {h for h, size in log.sizes.items() if size == per_layer}
+    for kind, handle in log.events:
+        if handle in tile_handles:
+            alive += 1 if kind == "alloc" else -1
+            peak_count = max(peak_count, alive)
+    assert peak_count == depth
+    with_tiles = replay(log)["peak_bytes"]
+    original = scan_gpu_models.fused_forward
+    monkeypatch.setattr(scan_gpu_models, "fused_forward", lambda f, b, z, save: original(f, b, z, False))
+    without = replay(trace(q)[0])["peak_bytes"]
+    # the peak sits in the last layer's backward, where the variant re-creates that layer's tile states
+    assert with_tiles - without == (depth - 1) * per_layer == 23 * 10_223_616
+
+
+def test_infer_prediction_holds_one_layers_tile_states_at_most():
+    q = MemoryQuery("vim-t", 64, 2, scan_kernel="triton-fused")
+    per_layer = 2 * tile_bytes(2, 384, 17, 16)
+    log, _ = trace(q)
+    alive = peak_count = 0
+    for kind, handle in log.events:
+        if log.sizes[handle] == per_layer:
+            alive += 1 if kind == "alloc" else -1
+            peak_count = max(peak_count, alive)
+    assert peak_count == 1
+    assert predict(dataclasses.replace(q, scan_kernel="cuda")).peak_bytes > 0
+
+
+@pytest.mark.parametrize(("batch", "dim", "length", "nstate"), [(2, 8, 40, 4), (1, 32, 2100, 16)])
+def test_mamba_ssm_chunk_states_in_forward_and_again_in_backward(batch, dim, length, nstate):
+    """Upstream's x (B, E, ceil(L/2048), 2N) fp32: once per direction in the forward (freed inside the op),
+    once more per direction when the backward re-runs the forward; nothing is kept in between."""
+    x_bytes = batch * dim * -(-length // 2048) * 2 * nstate * F32
+    tracker, after_forward = _run_layer("mamba_ssm", batch, dim, length, nstate, train=True)
+    assert list(tracker.log.sizes.values()).count(x_bytes) == 4
+    assert x_bytes not in after_forward.values()

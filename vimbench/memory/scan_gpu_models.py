@@ -1,0 +1,287 @@
+"""What each GPU scan backend's Python wrapper and launch allocate, as torch ops a tracker can see.
+
+One model per backend, read from the wrappers on main (kernels/triton_scan.py, triton_bidirectional.py,
+cuda_scan.py + csrc/selective_scan_cuda_binding.cpp, mamba_ssm_adapter.py). Shapes come from the kernels' own
+helpers (`triton_scan._Prepared`: launch config, saved tile shape, backward slab; `cuda_scan.saved_shape`,
+`launch_config`), so when a kernel's config changes the model follows. Each forward returns
+`(out, saved)`: `saved` is what the real op hands its backward (tile start states), None when the forward was
+not asked to save; the tile states are allocated either way (the kernels always write them) and die at once
+when not saved (inference).
+
+Not modelled: allocations inside `mamba_ssm`'s own C++ beyond its documented outputs (read from upstream's
+selective_scan.cpp / selective_scan_interface.py as of mamba-ssm 2.x, not from a copy here), cuBLAS/attention
+workspaces, the CUDA scan's shared memory (not a global allocation).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+F32 = torch.float32
+# mamba_ssm's selective_scan_cuda.fwd: chunk states x (B, E, ceil(L / 2048), 2N) fp32 (upstream constant)
+MAMBA_SCAN_CHUNK = 2048
+
+
+def _empty(like: Tensor, *shape, dtype: torch.dtype = F32) -> Tensor:
+    return torch.empty(shape, dtype=dtype, device=like.device)
+
+
+# ------------------------------------------------------------------------------------------------ Triton
+
+
+@functools.lru_cache(maxsize=64)
+def _prepared_cached(batch: int, dim: int, length: int, d_state: int, bc_shape: tuple, dtype: torch.dtype):
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    from vimbench.kernels.triton_scan import _Prepared
+
+    with _disable_current_modes():  # real meta tensors, outside the fake mode and the tracker
+        u = torch.empty((batch, dim, length), device="meta", dtype=dtype)
+        A = torch.empty((dim, d_state), device="meta")
+        bc = torch.empty(bc_shape, device="meta", dtype=dtype)
+        vec = torch.empty((dim,), device="meta")
+        return _Prepared(u, u, A, bc, bc, vec, vec)
+
+
+def triton_prepared(u: Tensor, A: Tensor, B: Tensor):
+    """The Triton wrapper's `_Prepared` for these shapes (launch config, saved shape, slab size)."""
+    return _prepared_cached(*u.shape, A.shape[1], tuple(B.shape), u.dtype)
+
+
+def triton_forward(u, delta, A, B, C, D, z, bias, save: bool, reverse: bool = False):
+    """`triton_scan_forward`: out, tile states H (batch, n_tiles, E, N_PAD) fp32, last state, span sums."""
+    p = triton_prepared(u, A, B)
+    out = torch.empty(u.shape, dtype=u.dtype, device=u.device)
+    H = _empty(u, *p.saved_shape())
+    last = _empty(u, p.batch, p.dim, p.d_state)  # returned by the op, dropped by selective_scan
+    dtsum = _empty(u, p.batch, p.cfg.n_par, p.dim) if p.cfg.parallel else None
+    del last, dtsum
+    return out, (H if save else None)
+
+
+def triton_backward(dout, u, delta, A, B, C, D, z, bias, saved, reverse: bool = False):
+    """`triton_scan_backward` (+ `adjoint_carries`): grads, fp32 partials per span / channel block, slab."""
+    from vimbench.kernels.triton_scan import _reduce_state_grad
+
+    p = triton_prepared(u, A, B)
+    cfg = p.cfg
+    if saved is None or tuple(saved.shape) != p.saved_shape():  # the wrapper re-runs the forward
+        saved = triton_forward(u, delta, A, B, C, D, z, bias, True)[1]
+    du = torch.empty(u.shape, dtype=u.dtype, device=u.device)
+    ddelta = torch.empty(delta.shape, dtype=delta.dtype, device=u.device)
+    dz = torch.empty(z.shape, dtype=z.dtype, device=u.device) if z is not None else None
+    dA_part = _empty(u, p.batch, cfg.n_par, p.dim, p.d_state)
+    dD_part = _empty(u, p.batch, cfg.n_par, p.dim)
+    dbias_part = _empty(u, p.batch, cfg.n_par, p.dim)
+    dCB_part = _empty(u, p.batch, p.bwd_n_eblk, 2, p.d_state, p.length)
+    carries = _empty(u, p.batch, cfg.n_par, p.dim, cfg.n_pad)  # adjoint_carries' Gs
+    if cfg.parallel:
+        dtsum, spare = _empty(u, p.batch, cfg.n_par, p.dim), _empty(u, p.batch, p.dim, p.d_state)
+        del dtsum, spare
+    slab = _empty(u, p.slab_numel())
+    grads = (
+        du, ddelta, dA_part.sum((0, 1)).to(A.dtype),
+        _reduce_state_grad(dCB_part[:, :, 1], p, B), _reduce_state_grad(dCB_part[:, :, 0], p, C),
+        dD_part.sum((0, 1)).to(D.dtype) if D is not None else None, dz,
+        dbias_part.sum((0, 1)).to(bias.dtype) if bias is not None else None,
+    )  # fmt: skip
+    del carries, slab, saved
+    return grads
+
+
+def fused_forward(fwd: tuple, bwd: tuple, z, save: bool):
+    """The fused forward as `_FusedScan` runs it (a test swaps it for one that never saves)."""
+    return _fused_forward(fwd, bwd, z, save)
+
+
+def _fused_forward(fwd: tuple, bwd: tuple, z, save: bool):
+    """`_launch_bidirectional` (directions as (u, delta, A, B, C, D, delta_bias)): both directions' tile
+    states (2, batch, n_tiles, E, N_PAD) fp32 and one output; at small batch (chunk-parallel) two
+    per-direction forwards copied into H, their outputs summed."""
+    p = triton_prepared(fwd[0], fwd[2], fwd[3])
+    H = _empty(fwd[0], 2, *p.saved_shape())
+    if p.cfg.parallel:
+        out_f, H_f = triton_forward(*fwd[:6], z, fwd[6], True)
+        H[0] = H_f
+        del H_f
+        out_b, H_b = triton_forward(*bwd[:6], z, bwd[6], True, reverse=True)
+        H[1] = H_b
+        del H_b
+        out = out_f + out_b
+    else:
+        out = torch.empty(fwd[0].shape, dtype=fwd[0].dtype, device=fwd[0].device)
+    return out, (H if save else None)
+
+
+def _same_layout(fwd: tuple, bwd: tuple) -> bool:
+    """`_backward_bidirectional`'s test for one launch: both directions' strides and dtypes alike."""
+    return all(f.stride() == b.stride() and f.dtype == b.dtype for f, b in zip(fwd[:5], bwd[:5], strict=True)
+               if f.dim() > 0)  # fmt: skip
+
+
+def fused_backward(dout, fwd: tuple, bwd: tuple, z, H):
+    """`_backward_bidirectional`: one launch with both directions' outputs stacked, or two when strides
+    differ or the scan runs chunk-parallel. Returns (grads_f, grads_b) as (du, ddelta, dA, dB, dC, dD, dz,
+    dbias)."""
+    from vimbench.kernels.triton_scan import _reduce_state_grad
+
+    uf, df = fwd[0], fwd[1]
+    p = triton_prepared(uf, fwd[2], fwd[3])
+    if H is None:  # never on main (the op always saves H): a forward without them re-runs, as per direction
+        H = _fused_forward(fwd, bwd, z, True)[1]
+    if not _same_layout(fwd, bwd) or p.cfg.parallel:
+        return (triton_backward(dout, *fwd[:6], z, fwd[6], H[0]),
+                triton_backward(dout, *bwd[:6], z, bwd[6], H[1], reverse=True))
+    du = torch.empty((2, *uf.shape), dtype=uf.dtype, device=uf.device)
+    ddelta = torch.empty((2, *df.shape), dtype=df.dtype, device=uf.device)
+    dz = torch.empty((2, *z.shape), dtype=z.dtype, device=uf.device) if z is not None else None
+    dA_part = _empty(uf, 2, p.batch, 1, p.dim, p.d_state)
+    dD_part = _empty(uf, 2, p.batch, 1, p.dim)
+    dbias_part = _empty(uf, 2, p.batch, 1, p.dim)
+    dCB_part = _empty(uf, 2, p.batch, p.bwd_n_eblk, 2, p.d_state, p.length)
+    slab = _empty(uf, 2 * p.slab_numel())
+
+    def grads(k: int, A, B, C, D, bias):
+        return (du[k], ddelta[k], dA_part[k].sum((0, 1)).to(A.dtype),
+                _reduce_state_grad(dCB_part[k][:, :, 1], p, B),
+                _reduce_state_grad(dCB_part[k][:, :, 0], p, C),
+                dD_part[k].sum((0, 1)).to(D.dtype) if D is not None else None,
+                dz[k] if dz is not None else None,
+                dbias_part[k].sum((0, 1)).to(bias.dtype) if bias is not None else None)  # fmt: skip
+
+    result = grads(0, *fwd[2:7]), grads(1, *bwd[2:7])
+    del slab
+    return result
+
+
+# ------------------------------------------------------------------------------------------ our CUDA scan
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_scratch_constants() -> tuple[int, int]:
+    """(kTile, kMaxDState) read from csrc/selective_scan_cuda.h, which sizes the backward's scratch
+    (`scan_bwd_scratch_floats`: batch * dim * n_par * kTile * 2 * (16 if dstate <= 16 else kMaxDState))."""
+    from vimbench.kernels import cuda_scan
+
+    text = Path(cuda_scan.CSRC / "selective_scan_cuda.h").read_text()
+    return tuple(int(re.search(rf"constexpr int {name} = (\d+);", text).group(1))  # type: ignore[union-attr]
+                 for name in ("kTile", "kMaxDState"))  # fmt: skip
+
+
+def _cuda_inputs(u, delta, A, B, C, D, z, bias):
+    """`cuda_scan.prepare`: casts only where a dtype differs from u's (no-ops for Vim)."""
+    from vimbench.kernels import cuda_scan
+
+    io = u.dtype
+    batch, _, length = u.shape
+    B4, C4 = (cuda_scan.as_4d(X.to(io), batch, length) for X in (B, C))
+    return (u, delta.to(io), A.float(), B4, C4, D.float() if D is not None else None,
+            z.to(io) if z is not None else None, bias.float() if bias is not None else None)  # fmt: skip
+
+
+def cuda_forward(u, delta, A, B, C, D, z, bias, save: bool, reverse: bool = False):
+    """The binding's `fwd`: out (u's dtype), last state, tile states (batch, n_tiles, E, N) fp32, span
+    sums."""
+    from vimbench.kernels import cuda_scan
+
+    args = _cuda_inputs(u, delta, A, B, C, D, z, bias)
+    cfg = cuda_scan.launch_config(*u.shape, A.shape[1])
+    out = torch.empty(u.shape, dtype=u.dtype, device=u.device)
+    last = _empty(u, u.shape[0], u.shape[1], A.shape[1])
+    tiles = _empty(u, *cuda_scan.saved_shape(u, A))
+    dt_sum = _empty(u, u.shape[0], cfg.n_par, u.shape[1]) if cfg.n_par > 1 else None
+    del args, last, dt_sum
+    return out, (tiles if save else None)
+
+
+def cuda_backward(dout, u, delta, A, B, C, D, z, bias, saved, reverse: bool = False):
+    """`cuda_scan._backward` + the binding's `bwd`: fp32 dA/dB/dC/dD/dbias, scratch slab, span carries."""
+    from vimbench.kernels import cuda_scan
+
+    if saved is None or tuple(saved.shape) != cuda_scan.saved_shape(u, A):
+        saved = cuda_forward(u, delta, A, B, C, D, z, bias, True)[1]
+    args = _cuda_inputs(u, delta, A, B, C, D, z, bias)
+    batch, dim, _ = u.shape
+    nstate = A.shape[1]
+    cfg = cuda_scan.launch_config(batch, dim, u.shape[2], nstate)
+    dout = dout.to(u.dtype)
+    du = torch.empty(u.shape, dtype=u.dtype, device=u.device)
+    ddelta = torch.empty(u.shape, dtype=u.dtype, device=u.device)
+    dz = torch.empty(u.shape, dtype=u.dtype, device=u.device) if z is not None else None
+    dA = _empty(u, dim, nstate)
+    dB, dC = _empty(u, *args[3].shape), _empty(u, *args[4].shape)
+    dD = _empty(u, dim) if D is not None else None
+    dbias = _empty(u, dim) if bias is not None else None
+    tile, max_state = cuda_scratch_constants()
+    scratch = _empty(u, batch * dim * cfg.n_par * tile * 2 * (16 if nstate <= 16 else max_state))
+    carries = _empty(u, batch, cfg.n_par, dim, nstate) if cfg.n_par > 1 else None
+    dt_sum = _empty(u, batch, cfg.n_par, dim) if cfg.n_par > 1 else None
+    del scratch, carries, dt_sum, args, saved
+    return (
+        du, ddelta.to(delta.dtype), dA.to(A.dtype),
+        cuda_scan._reduce_like(dB, B), cuda_scan._reduce_like(dC, C),
+        dD.to(D.dtype) if dD is not None else None, dz.to(z.dtype) if dz is not None else None,
+        dbias.to(bias.dtype) if dbias is not None else None,
+    )  # fmt: skip
+
+
+# -------------------------------------------------------------------------------------------- mamba_ssm
+
+
+def _mamba_fn_forward(u, delta, A, B, C, D, z, bias, reverse: bool) -> tuple[list[Tensor], Tensor]:
+    """`mamba_ssm_adapter._run` + upstream `SelectiveScanFn.forward`: flip copies (reverse), contiguous
+    copies of inputs whose last stride is not 1 (Vim's B/C), out, chunk states x, out_z. Returns what the
+    autograd Function keeps (its saved tensors) and the result (flipped back when reverse)."""
+    if reverse:
+        u, delta = u.flip(-1), delta.flip(-1)
+        z = z.flip(-1) if z is not None else None
+        B, C = (X.flip(-1) if X.dim() >= 3 else X for X in (B, C))
+    u, delta, B, C = (X.contiguous() if X.stride(-1) != 1 else X for X in (u, delta, B, C))
+    if z is not None and z.stride(-1) != 1:
+        z = z.contiguous()
+    batch, dim, length = u.shape
+    out = torch.empty(delta.shape, dtype=delta.dtype, device=u.device)
+    x = _empty(u, batch, dim, -(-length // MAMBA_SCAN_CHUNK), 2 * A.shape[1])
+    out_z = torch.empty(z.shape, dtype=z.dtype, device=u.device) if z is not None else out
+    result = out_z.flip(-1) if reverse else out_z
+    return [u, delta, B, C, z, x, out], result
+
+
+def mamba_forward(u, delta, A, B, C, D, z, bias, save: bool, reverse: bool = False):
+    """Inside the custom op the Function saves nothing; its last state is a view of x (dropped)."""
+    _kept, out = _mamba_fn_forward(u, delta, A, B, C, D, z, bias, reverse)
+    return out, None
+
+
+def mamba_backward(dout, u, delta, A, B, C, D, z, bias, saved, reverse: bool = False):
+    """`backward_by_autograd`: the forward once more under autograd, upstream's `bwd` (du, ddelta, dz like
+    their inputs; dA, dB, dC, dD, ddelta_bias fp32), the grads flipped back through the flip copies."""
+    kept, out = _mamba_fn_forward(u, delta, A, B, C, D, z, bias, reverse)
+    dout = dout.flip(-1) if reverse else dout
+    su, sdelta, sB, sC, sz = kept[:5]
+    du = torch.empty(su.shape, dtype=su.dtype, device=u.device)
+    ddelta = torch.empty(sdelta.shape, dtype=sdelta.dtype, device=u.device)
+    dA = _empty(u, *A.shape)
+    dB, dC = _empty(u, *sB.shape), _empty(u, *sC.shape)
+    dD = _empty(u, *D.shape) if D is not None else None
+    dbias = _empty(u, *bias.shape) if bias is not None else None
+    dz = torch.empty(sz.shape, dtype=sz.dtype, device=u.device) if z is not None else None
+    del kept, out, dout, su, sdelta, sB, sC, sz  # the Function's saved tensors die after its backward
+    if reverse:
+        du, ddelta = du.flip(-1), ddelta.flip(-1)
+        dz = dz.flip(-1) if dz is not None else None
+        dB, dC = (g.flip(-1) if g.dim() >= 3 else g for g in (dB, dC))
+    return (
+        du, ddelta, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+        dD.to(D.dtype) if dD is not None else None, dz,
+        dbias.to(bias.dtype) if dbias is not None else None,
+    )  # fmt: skip
+
+
+FORWARD = {"triton": triton_forward, "cuda": cuda_forward, "mamba_ssm": mamba_forward}
+BACKWARD = {"triton": triton_backward, "cuda": cuda_backward, "mamba_ssm": mamba_backward}
