@@ -13,6 +13,7 @@ from vimbench.memory.allocator import LARGE_BUFFER, SMALL_BUFFER, segment_size
 from vimbench.memory.predictor import no_truncated_normal_init, replay, trace
 from vimbench.memory.scan_standin import KERNEL_MODELS, TRACE_BACKEND, trace_backend
 from vimbench.memory.tracker import StorageTracker
+from vimbench.testing.scan_layouts import tile_state_bytes, vim_scan_direction
 
 MIB = 2**20
 
@@ -137,7 +138,7 @@ def test_scan_keeps_exactly_its_saved_inputs(kernel, batch, dim, length, nstate)
     """After a training forward, what the scan keeps alive is what `vimbench::selective_scan` saves:
     u, delta, z (B, E, L) and the x_dbl rows B and C are views of, per direction, plus the output and,
     for the kernels that save them, the tile start states."""
-    from vimbench.kernels import ScanDirection, bidirectional_selective_scan
+    from vimbench.kernels import bidirectional_selective_scan
 
     f32 = 4
     with FakeTensorMode(), trace_backend(kernel):
@@ -148,15 +149,8 @@ def test_scan_keeps_exactly_its_saved_inputs(kernel, batch, dim, length, nstate)
         with tracker:
             z = leaf * 2.0
 
-            def direction() -> ScanDirection:
-                rows = (leaf * 1.0).transpose(1, 2).reshape(batch * length, dim)
-                x_dbl = rows[:, : 2 * nstate].contiguous()
-                b, c = (x_dbl[:, i * nstate : (i + 1) * nstate].view(batch, length, nstate).transpose(1, 2)
-                        for i in (0, 1))  # fmt: skip
-                u, delta = leaf * 3.0, leaf * 4.0
-                return ScanDirection(u=u, delta=delta, A=a_log, B=b, C=c, D=None, delta_bias=None)
-
-            y = bidirectional_selective_scan(direction(), direction(), z, backend=TRACE_BACKEND)
+            fwd, bwd = (vim_scan_direction(leaf, a_log, nstate) for _ in (0, 1))
+            y = bidirectional_selective_scan(fwd, bwd, z, backend=TRACE_BACKEND)
         live = sum(_live_sizes(tracker))
         per_direction = 2 * batch * dim * length * f32 + batch * length * 2 * nstate * f32  # u, delta, x_dbl
         output = batch * dim * length * f32
@@ -164,7 +158,7 @@ def test_scan_keeps_exactly_its_saved_inputs(kernel, batch, dim, length, nstate)
         # the kernels that hand their forward's tile start states to the backward keep them too:
         # B * ceil(L/16) * E * N fp32 per direction (N here a power of 2, Triton's padding changes nothing)
         saves = kernel in ("triton", "triton-fused", "cuda")
-        tiles = batch * -(-length // 16) * dim * nstate * f32 if saves else 0
+        tiles = tile_state_bytes(batch, dim, length, nstate) if saves else 0
         expected = 2 * per_direction + batch * dim * length * f32 + output + 2 * tiles
         assert live == expected
         assert y.shape == (batch, dim, length)

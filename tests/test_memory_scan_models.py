@@ -12,18 +12,13 @@ from vimbench.memory import MemoryQuery
 from vimbench.memory.predictor import predict, replay, trace
 from vimbench.memory.scan_standin import TRACE_BACKEND, trace_backend
 from vimbench.memory.tracker import StorageTracker
+from vimbench.testing.scan_layouts import tile_state_bytes, vim_scan_direction
 
 F32 = 4
-TILE = 16  # positions per saved tile state (kernels/triton_common.CHUNK, the CUDA kernel's kTile)
 # (kernel model, tile-state tensors per layer: one fused (2, ...) tensor or one per direction)
 SAVING = [("triton-fused", 1), ("triton", 2), ("cuda", 2)]
 # (batch, E, L, N): small, and one Vim-S layer at 224 px batch 128 (E = 768, L = 14 * 14 + 1, N = 16)
 SHAPES = [(2, 8, 40, 4), (1, 32, 50, 16), (128, 768, 197, 16)]  # sizes unlike any other tensor's
-
-
-def tile_bytes(batch: int, dim: int, length: int, nstate: int) -> int:
-    """One direction's saved tile start states by hand: B * ceil(L / 16) * E * N * 4 (N a power of 2)."""
-    return batch * -(-length // TILE) * dim * nstate * F32
 
 
 def _alive(tracker: StorageTracker) -> dict[int, int]:
@@ -38,7 +33,7 @@ def _alive(tracker: StorageTracker) -> dict[int, int]:
 
 def _run_layer(kernel: str, batch: int, dim: int, length: int, nstate: int, train: bool):
     """One bidirectional scan with Vim's layouts (B/C strided views of x_dbl) on fake tensors."""
-    from vimbench.kernels import ScanDirection, bidirectional_selective_scan
+    from vimbench.kernels import bidirectional_selective_scan
 
     with FakeTensorMode(), trace_backend(kernel):
         leaf = torch.randn(batch, dim, length, requires_grad=train)
@@ -50,15 +45,8 @@ def _run_layer(kernel: str, batch: int, dim: int, length: int, nstate: int, trai
         with grad_ctx, tracker:
             z = leaf * 2.0
 
-            def direction() -> ScanDirection:
-                rows = (leaf * 1.0).transpose(1, 2).reshape(batch * length, dim)
-                x_dbl = rows[:, : 2 * nstate].contiguous()
-                b, c = (x_dbl[:, i * nstate : (i + 1) * nstate].view(batch, length, nstate).transpose(1, 2)
-                        for i in (0, 1))  # fmt: skip
-                return ScanDirection(u=leaf * 3.0, delta=leaf * 4.0, A=a_log, B=b, C=c, D=d_vec,
-                                     delta_bias=d_vec)  # fmt: skip
-
-            y = bidirectional_selective_scan(direction(), direction(), z, backend=TRACE_BACKEND)
+            fwd, bwd = (vim_scan_direction(leaf, a_log, nstate, d_vec) for _ in (0, 1))
+            y = bidirectional_selective_scan(fwd, bwd, z, backend=TRACE_BACKEND)
             after_forward = dict(_alive(tracker))
             if train:
                 y.sum().backward()
@@ -71,7 +59,7 @@ def _run_layer(kernel: str, batch: int, dim: int, length: int, nstate: int, trai
 @pytest.mark.parametrize(("kernel", "tensors"), SAVING)
 @pytest.mark.parametrize(("batch", "dim", "length", "nstate"), SHAPES)
 def test_training_forward_keeps_tile_states_until_backward(kernel, tensors, batch, dim, length, nstate):
-    tiles = tile_bytes(batch, dim, length, nstate)
+    tiles = tile_state_bytes(batch, dim, length, nstate)
     tracker, after_forward = _run_layer(kernel, batch, dim, length, nstate, train=True)
     _, baseline = _run_layer("mamba_ssm", batch, dim, length, nstate, train=True)  # keeps no states
     kept = sorted(after_forward.values())
@@ -83,13 +71,13 @@ def test_training_forward_keeps_tile_states_until_backward(kernel, tensors, batc
 
 
 def test_vim_s_layer_tile_states_are_82_mb_per_direction():
-    assert tile_bytes(128, 768, 197, 16) == 128 * 13 * 768 * 16 * 4 == 81_788_928
+    assert tile_state_bytes(128, 768, 197, 16) == 128 * 13 * 768 * 16 * 4 == 81_788_928
 
 
 @pytest.mark.parametrize(("kernel", "tensors"), SAVING)
 @pytest.mark.parametrize(("batch", "dim", "length", "nstate"), SHAPES[:2])
 def test_inference_writes_tile_states_but_does_not_keep_them(kernel, tensors, batch, dim, length, nstate):
-    tiles = tile_bytes(batch, dim, length, nstate)
+    tiles = tile_state_bytes(batch, dim, length, nstate)
     tracker, after_forward = _run_layer(kernel, batch, dim, length, nstate, train=False)
     _, baseline = _run_layer("mamba_ssm", batch, dim, length, nstate, train=False)
     assert sum(after_forward.values()) == sum(baseline.values())
@@ -117,7 +105,7 @@ def test_train_prediction_counts_every_layers_tile_states(monkeypatch):
 
     q = MemoryQuery("vim-t", 224, 16, mode="train", scan_kernel="triton-fused")
     length, dim, depth = get_spec("vim-t").tokens(224), 384, 24
-    per_layer = 2 * tile_bytes(16, dim, length, 16)
+    per_layer = 2 * tile_state_bytes(16, dim, length, 16)
     log, _ = trace(q)
     alive = peak_count = 0
     tile_handles = {h for h, size in log.sizes.items() if size == per_layer}
@@ -136,7 +124,7 @@ def test_train_prediction_counts_every_layers_tile_states(monkeypatch):
 
 def test_infer_prediction_holds_one_layers_tile_states_at_most():
     q = MemoryQuery("vim-t", 64, 2, scan_kernel="triton-fused")
-    per_layer = 2 * tile_bytes(2, 384, 17, 16)
+    per_layer = 2 * tile_state_bytes(2, 384, 17, 16)
     log, _ = trace(q)
     alive = peak_count = 0
     for kind, handle in log.events:
