@@ -17,8 +17,9 @@ from vimbench.testing.scan_layouts import tile_state_bytes, vim_scan_direction
 F32 = 4
 # (kernel model, tile-state tensors per layer: one fused (2, ...) tensor or one per direction)
 SAVING = [("triton-fused", 1), ("triton", 2), ("cuda", 2)]
-# (batch, E, L, N): small, and one Vim-S layer at 224 px batch 128 (E = 768, L = 14 * 14 + 1, N = 16)
-SHAPES = [(2, 8, 40, 4), (1, 32, 50, 16), (128, 768, 197, 16)]  # sizes unlike any other tensor's
+# (batch, E, L, N): small, one Vim-S layer at 224 px batch 128 (E = 768, L = 14 * 14 + 1, N = 16), then a
+# chunk-parallel one (batch 1, 7 tiles) and one past 16 states (state groups); sizes unlike any other tensor's
+SHAPES = [(2, 8, 40, 4), (1, 32, 50, 16), (128, 768, 197, 16), (1, 32, 100, 16), (2, 128, 40, 32)]
 
 
 def _alive(tracker: StorageTracker) -> dict[int, int]:

@@ -2,11 +2,22 @@
 
 One model per backend, read from the wrappers on main (kernels/triton_scan.py, triton_bidirectional.py,
 cuda_scan.py + csrc/selective_scan_cuda_binding.cpp, mamba_ssm_adapter.py). Shapes come from the kernels' own
-helpers (`triton_scan._Prepared`: launch config, saved tile shape, backward slab; `cuda_scan.saved_shape`,
-`launch_config`), so when a kernel's config changes the model follows. Each forward returns
-`(out, saved)`: `saved` is what the real op hands its backward (tile start states), None when the forward was
-not asked to save; the tile states are allocated either way (the kernels always write them) and die at once
-when not saved (inference).
+helpers (`triton_scan._Prepared`: launch config, saved tile shape, backward slab, state groups, `per_group`;
+`cuda_scan.saved_shape`, `launch_config`), so when a kernel's config changes the model follows. Each forward
+returns `(out, saved)`: `saved` is what the real op hands its backward (tile start states), None when the
+forward was not asked to save (inference).
+
+Tile states when not saving (issue 13's binding spec, kernels changed on a parallel branch): a Triton
+forward (per direction and fused) that is not asked to save allocates no tile-state tensor at all, only, when
+it runs chunk-parallel, one fp32 carry state per span and direction; saving (training) is unchanged. Every
+state shape a Triton forward allocates comes from ONE function, `triton_forward_states`. Our CUDA forward
+still writes its tile states in inference too (freed at once); mamba_ssm has none.
+
+Triton paths modelled: per direction (1 launch, or 3 chunk-parallel: summary, combine, span pass; past 16
+states fp32 per-state-group output partials summed by the launcher), the fused pair (1 launch, or 3
+chunk-parallel with both directions' span states; past FUSED_MAX_STATES two grouped single-direction scans),
+their backwards (per-group du/ddelta/dz/d(delta_bias) partials; the fused one one launch over (direction,
+span), two single-direction backwards when the strides differ or the states are grouped).
 
 Not modelled: allocations inside `mamba_ssm`'s own C++ beyond its documented outputs (read from upstream's
 selective_scan.cpp / selective_scan_interface.py as of mamba-ssm 2.x, not from a copy here), cuBLAS/attention
@@ -17,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,6 +41,10 @@ MAMBA_SCAN_CHUNK = 2048
 
 def _empty(like: Tensor, *shape, dtype: torch.dtype = F32) -> Tensor:
     return torch.empty(shape, dtype=dtype, device=like.device)
+
+
+def _maybe(like: Tensor, shape: tuple[int, ...] | None) -> Tensor | None:
+    return _empty(like, *shape) if shape is not None else None
 
 
 # ------------------------------------------------------------------------------------------------ Triton
@@ -49,46 +65,90 @@ def _prepared_cached(batch: int, dim: int, length: int, d_state: int, bc_shape: 
 
 
 def triton_prepared(u: Tensor, A: Tensor, B: Tensor):
-    """The Triton wrapper's `_Prepared` for these shapes (launch config, saved shape, slab size)."""
+    """The Triton wrapper's `_Prepared` for these shapes (launch config, saved shape, slab size, groups)."""
     return _prepared_cached(*u.shape, A.shape[1], tuple(B.shape), u.dtype)
 
 
+@dataclass(frozen=True)
+class ForwardStates:
+    """The fp32 state tensors a Triton forward allocates beside its output; None: not allocated."""
+
+    tiles: tuple[int, ...] | None  # tile start states, handed to the backward when saving
+    carries: tuple[int, ...] | None  # chunk-parallel span carries, a tensor of their own
+
+
+def triton_forward_states(p, save: bool, dirs: int = 1) -> ForwardStates:
+    """What a Triton forward allocates for its states, `dirs` = 1 (per direction) or 2 (the fused pair).
+
+    Saving (training), as on main: tile start states (B, n_tiles, E, N_PAD) per direction (the fused op:
+    (2, ...)); the per-direction chunk-parallel scan chains its span carries inside them (the combine writes
+    tile slot k*span), the fused one has separate span states (2, B, n_par, E, N_PAD).
+    Not saving (inference; issue 13's binding spec for the Triton kernels): no tile states; chunk-parallel,
+    only the span carries, one fp32 state per span per direction: (B, n_par, E, N_PAD) ((2, ...) fused).
+    The one place to adjust when the kernels' allocation changes (N_PAD, n_par, n_tiles from `_Prepared`).
+    """
+    lead = (2,) if dirs == 2 else ()
+    cfg = p.cfg
+    carries = (*lead, p.batch, cfg.n_par, p.dim, cfg.n_pad) if cfg.parallel else None
+    # main as it stands: the tile states are allocated whether or not the forward saves them
+    return ForwardStates((*lead, *p.saved_shape()), carries if dirs == 2 else None)
+
+
 def triton_forward(u, delta, A, B, C, D, z, bias, save: bool, reverse: bool = False):
-    """`triton_scan_forward`: out, tile states H (batch, n_tiles, E, N_PAD) fp32, last state, span sums."""
+    """`triton_scan_forward`: out, states (`triton_forward_states`), last state, span sums of dt; past
+    GROUP_STATES fp32 per-group output partials (groups, B, E, L), summed into out."""
     p = triton_prepared(u, A, B)
+    states = triton_forward_states(p, save)
     out = torch.empty(u.shape, dtype=u.dtype, device=u.device)
-    H = _empty(u, *p.saved_shape())
-    last = _empty(u, p.batch, p.dim, p.d_state)  # returned by the op, dropped by selective_scan
+    H = _maybe(u, states.tiles)
+    carries = _maybe(u, states.carries)
+    last = _empty(u, p.batch, p.dim, p.d_state)  # returned by the op, dropped by its callers
     dtsum = _empty(u, p.batch, p.cfg.n_par, p.dim) if p.cfg.parallel else None
-    del last, dtsum
+    if p.fwd_groups > 1:
+        out_k = p.per_group(out.shape, out, p.fwd_groups)
+        out.copy_(out_k.sum(0))
+        del out_k
+    del carries, last, dtsum
     return out, (H if save else None)
 
 
+def _adjoint_carries(p, like: Tensor, dirs: int = 1) -> Tensor:
+    """`adjoint_carries`: the carries (dirs, B, n_par, E, N_PAD) (allocated even when not chunk-parallel);
+    chunk-parallel, span sums of dt and a spare last state for the combine, freed on return."""
+    Gs = _empty(like, dirs, p.batch, p.cfg.n_par, p.dim, p.cfg.n_pad)
+    if p.cfg.parallel:
+        dtsum = _empty(like, dirs, p.batch, p.cfg.n_par, p.dim)
+        spare = _empty(like, dirs, p.batch, p.dim, p.d_state)
+        del dtsum, spare
+    return Gs
+
+
 def triton_backward(dout, u, delta, A, B, C, D, z, bias, saved, reverse: bool = False):
-    """`triton_scan_backward` (+ `adjoint_carries`): grads, fp32 partials per span / channel block, slab."""
+    """`triton_scan_backward`: grads (per state group fp32 partials of du/ddelta/dz past GROUP_STATES),
+    fp32 partials per span / channel block, adjoint carries, slab."""
     from vimbench.kernels.triton_scan import _reduce_state_grad
 
     p = triton_prepared(u, A, B)
-    cfg = p.cfg
+    cfg, groups = p.cfg, p.bwd_groups
     if saved is None or tuple(saved.shape) != p.saved_shape():  # the wrapper re-runs the forward
         saved = triton_forward(u, delta, A, B, C, D, z, bias, True)[1]
-    du = torch.empty(u.shape, dtype=u.dtype, device=u.device)
-    ddelta = torch.empty(delta.shape, dtype=delta.dtype, device=u.device)
-    dz = torch.empty(z.shape, dtype=z.dtype, device=u.device) if z is not None else None
+    du = p.per_group(u.shape, u, groups)
+    ddelta = p.per_group(delta.shape, delta, groups)
+    dz = p.per_group(z.shape, z, groups) if z is not None else None
     dA_part = _empty(u, p.batch, cfg.n_par, p.dim, p.d_state)
     dD_part = _empty(u, p.batch, cfg.n_par, p.dim)
-    dbias_part = _empty(u, p.batch, cfg.n_par, p.dim)
+    dbias_part = _empty(u, groups, p.batch, cfg.n_par, p.dim)
     dCB_part = _empty(u, p.batch, p.bwd_n_eblk, 2, p.d_state, p.length)
-    carries = _empty(u, p.batch, cfg.n_par, p.dim, cfg.n_pad)  # adjoint_carries' Gs
-    if cfg.parallel:
-        dtsum, spare = _empty(u, p.batch, cfg.n_par, p.dim), _empty(u, p.batch, p.dim, p.d_state)
-        del dtsum, spare
+    carries = _adjoint_carries(p, u)
     slab = _empty(u, p.slab_numel())
+    if groups > 1:
+        du, ddelta = du.sum(0).to(u.dtype), ddelta.sum(0).to(delta.dtype)
+        dz = dz.sum(0).to(z.dtype) if dz is not None else None
     grads = (
         du, ddelta, dA_part.sum((0, 1)).to(A.dtype),
         _reduce_state_grad(dCB_part[:, :, 1], p, B), _reduce_state_grad(dCB_part[:, :, 0], p, C),
         dD_part.sum((0, 1)).to(D.dtype) if D is not None else None, dz,
-        dbias_part.sum((0, 1)).to(bias.dtype) if bias is not None else None,
+        dbias_part.sum((0, 1, 2)).to(bias.dtype) if bias is not None else None,
     )  # fmt: skip
     del carries, slab, saved
     return grads
@@ -100,21 +160,31 @@ def fused_forward(fwd: tuple, bwd: tuple, z, save: bool):
 
 
 def _fused_forward(fwd: tuple, bwd: tuple, z, save: bool):
-    """`_launch_bidirectional` (directions as (u, delta, A, B, C, D, delta_bias)): both directions' tile
-    states (2, batch, n_tiles, E, N_PAD) fp32 and one output; at small batch (chunk-parallel) two
-    per-direction forwards copied into H, their outputs summed."""
-    p = triton_prepared(fwd[0], fwd[2], fwd[3])
-    H = _empty(fwd[0], 2, *p.saved_shape())
+    """`_launch_bidirectional` (directions as (u, delta, A, B, C, D, delta_bias)): one output and the states
+    of `triton_forward_states(p, save, 2)`; chunk-parallel (3 launches) the span states, span sums of dt and
+    a spare last state for the one combine of both directions; past FUSED_MAX_STATES two grouped
+    single-direction forwards whose tile states are copied into the (2, ...) tensor, outputs summed."""
+    from vimbench.kernels.triton_common import FUSED_MAX_STATES
+
+    u = fwd[0]
+    p = triton_prepared(u, fwd[2], fwd[3])
+    states = triton_forward_states(p, save, 2)
+    H = _maybe(u, states.tiles)
+    if p.d_state > FUSED_MAX_STATES:
+        outs = []
+        for k, (d, reverse) in enumerate(((fwd, False), (bwd, True))):
+            out_k, H_k = triton_forward(*d[:6], z, d[6], save, reverse)
+            if H is not None:
+                H[k] = H_k
+            outs.append(out_k)
+            del H_k
+        return outs[0] + outs[1], (H if save else None)
+    out = torch.empty(u.shape, dtype=u.dtype, device=u.device)
     if p.cfg.parallel:
-        out_f, H_f = triton_forward(*fwd[:6], z, fwd[6], True)
-        H[0] = H_f
-        del H_f
-        out_b, H_b = triton_forward(*bwd[:6], z, bwd[6], True, reverse=True)
-        H[1] = H_b
-        del H_b
-        out = out_f + out_b
-    else:
-        out = torch.empty(fwd[0].shape, dtype=fwd[0].dtype, device=fwd[0].device)
+        S = _maybe(u, states.carries)
+        dtsum = _empty(u, 2, p.batch, p.cfg.n_par, p.dim)
+        spare = _empty(u, 2, p.batch, p.dim, p.d_state)
+        del S, dtsum, spare
     return out, (H if save else None)
 
 
@@ -125,26 +195,29 @@ def _same_layout(fwd: tuple, bwd: tuple) -> bool:
 
 
 def fused_backward(dout, fwd: tuple, bwd: tuple, z, H):
-    """`_backward_bidirectional`: one launch with both directions' outputs stacked, or two when strides
-    differ or the scan runs chunk-parallel. Returns (grads_f, grads_b) as (du, ddelta, dA, dB, dC, dD, dz,
-    dbias)."""
+    """`_backward_bidirectional`: one launch over (direction, span) with both directions' grads stacked
+    (chunk-parallel: after one carry summary and one combine for both); two single-direction backwards
+    when the strides differ or the backward groups its states. Returns (grads_f, grads_b) as (du, ddelta,
+    dA, dB, dC, dD, dz, dbias)."""
     from vimbench.kernels.triton_scan import _reduce_state_grad
 
     uf, df = fwd[0], fwd[1]
     p = triton_prepared(uf, fwd[2], fwd[3])
-    if H is None:  # never on main (the op always saves H): a forward without them re-runs, as per direction
+    if H is None:  # the op saves H whenever autograd needs it: a forward without them re-runs
         H = _fused_forward(fwd, bwd, z, True)[1]
-    if not _same_layout(fwd, bwd) or p.cfg.parallel:
+    if not _same_layout(fwd, bwd) or p.bwd_groups > 1 or p.sum_groups > 1:
         return (triton_backward(dout, *fwd[:6], z, fwd[6], H[0]),
                 triton_backward(dout, *bwd[:6], z, bwd[6], H[1], reverse=True))
+    cfg = p.cfg
     du = torch.empty((2, *uf.shape), dtype=uf.dtype, device=uf.device)
     ddelta = torch.empty((2, *df.shape), dtype=df.dtype, device=uf.device)
     dz = torch.empty((2, *z.shape), dtype=z.dtype, device=uf.device) if z is not None else None
-    dA_part = _empty(uf, 2, p.batch, 1, p.dim, p.d_state)
-    dD_part = _empty(uf, 2, p.batch, 1, p.dim)
-    dbias_part = _empty(uf, 2, p.batch, 1, p.dim)
+    dA_part = _empty(uf, 2, p.batch, cfg.n_par, p.dim, p.d_state)
+    dD_part = _empty(uf, 2, p.batch, cfg.n_par, p.dim)
+    dbias_part = _empty(uf, 2, p.batch, cfg.n_par, p.dim)
     dCB_part = _empty(uf, 2, p.batch, p.bwd_n_eblk, 2, p.d_state, p.length)
     slab = _empty(uf, 2 * p.slab_numel())
+    carries = _adjoint_carries(p, uf, dirs=2)
 
     def grads(k: int, A, B, C, D, bias):
         return (du[k], ddelta[k], dA_part[k].sum((0, 1)).to(A.dtype),
@@ -155,7 +228,7 @@ def fused_backward(dout, fwd: tuple, bwd: tuple, z, H):
                 dbias_part[k].sum((0, 1)).to(bias.dtype) if bias is not None else None)  # fmt: skip
 
     result = grads(0, *fwd[2:7]), grads(1, *bwd[2:7])
-    del slab
+    del slab, carries
     return result
 
 

@@ -12,10 +12,12 @@ Kernel models (what each allocates, read from the kernels' wrappers; the GPU one
 - "cpu": `kernels/cpu_scan.py` (the C++ CPU scan): fp32 out and last state; backward fp32 du, ddelta, dz,
   per-batch dA/dD/dbias partials, dB/dC partials (B, 1, ceil(E/32), L, N) reduced to (B, N, L) copies.
 - "triton": `triton_scan.py` per direction: out, fp32 tile start states (B, ceil(L/16), E, N_PAD) kept from
-  forward to backward in training; backward fp32 partials per span and channel block, scratch slab, carries.
-- "triton-fused": `triton_bidirectional.py`: both directions in one launch, one output, both directions'
-  tile states (2, B, ceil(L/16), E, N_PAD) kept; backward one launch with stacked grads (two when
-  chunk-parallel), dz summed.
+  forward to backward in training; backward fp32 partials per span and channel block, scratch slab, carries;
+  past 16 states fp32 per-state-group partials of out (forward) and du/ddelta/dz (backward).
+- "triton-fused": `triton_bidirectional.py`: both directions in one launch (3 when chunk-parallel, with both
+  directions' span states), one output, both directions' tile states (2, B, ceil(L/16), E, N_PAD) kept;
+  backward one launch with stacked grads (chunk-parallel too), dz summed; past 16 states two grouped
+  single-direction scans, forward and backward.
 - "cuda": `cuda_scan.py` per direction: tile states (B, ceil(L/16), E, N) fp32 kept; backward fp32 dA/dB/dC,
   scratch slab, span carries.
 - "mamba_ssm": upstream's kernel per direction, flip copies for reverse, nothing kept between forward and
