@@ -15,7 +15,7 @@ from vimbench.memory.tracker import StorageTracker
 from vimbench.testing.scan_layouts import tile_state_bytes, vim_scan_direction
 
 F32 = 4
-# (kernel model, tile-state tensors per layer: one fused (2, ...) tensor or one per direction)
+# (kernel model, tile-state tensors per layer in training: one fused (2, ...) tensor or one per direction)
 SAVING = [("triton-fused", 1), ("triton", 2), ("cuda", 2)]
 # (batch, E, L, N): small, one Vim-S layer at 224 px batch 128 (E = 768, L = 14 * 14 + 1, N = 16), then a
 # chunk-parallel one (batch 1, 7 tiles) and one past 16 states (state groups); sizes unlike any other tensor's
@@ -75,16 +75,43 @@ def test_vim_s_layer_tile_states_are_82_mb_per_direction():
     assert tile_state_bytes(128, 768, 197, 16) == 128 * 13 * 768 * 16 * 4 == 81_788_928
 
 
-@pytest.mark.parametrize(("kernel", "tensors"), SAVING)
 @pytest.mark.parametrize(("batch", "dim", "length", "nstate"), SHAPES[:2])
-def test_inference_writes_tile_states_but_does_not_keep_them(kernel, tensors, batch, dim, length, nstate):
+def test_inference_cuda_writes_tile_states_but_does_not_keep_them(batch, dim, length, nstate):
+    """Our CUDA forward writes its tile states whether or not it saves them; inference frees them at once."""
+    tiles = tile_state_bytes(batch, dim, length, nstate)
+    tracker, after_forward = _run_layer("cuda", batch, dim, length, nstate, train=False)
+    _, baseline = _run_layer("mamba_ssm", batch, dim, length, nstate, train=False)
+    assert sum(after_forward.values()) == sum(baseline.values())
+    written = [h for h, size in tracker.log.sizes.items() if size == tiles]
+    assert len(written) >= 2  # one per direction ...
+    assert not set(written) & set(after_forward)  # ... and they die with the call
+
+
+@pytest.mark.parametrize("kernel", ["triton-fused", "triton"])
+@pytest.mark.parametrize(("batch", "dim", "length", "nstate"), [*SHAPES[:2], SHAPES[4]])
+def test_inference_triton_allocates_no_tile_states(kernel, batch, dim, length, nstate):
+    """Issue 13's spec: a Triton forward not asked to save allocates no tile-state tensor (B*E fills the GPU:
+    no span carries either)."""
     tiles = tile_state_bytes(batch, dim, length, nstate)
     tracker, after_forward = _run_layer(kernel, batch, dim, length, nstate, train=False)
     _, baseline = _run_layer("mamba_ssm", batch, dim, length, nstate, train=False)
     assert sum(after_forward.values()) == sum(baseline.values())
-    written = [h for h, size in tracker.log.sizes.items() if size == 2 * tiles // tensors]
-    assert len(written) >= tensors  # the kernels always write them ...
-    assert not set(written) & set(after_forward)  # ... and they die with the call
+    assert not {tiles, 2 * tiles} & set(tracker.log.sizes.values())
+
+
+@pytest.mark.parametrize(("kernel", "carries_per_call"), [("triton-fused", 2), ("triton", 1)])
+def test_inference_triton_chunk_parallel_allocates_span_carries_only(kernel, carries_per_call):
+    """Chunk-parallel (batch 1, L = 100: 7 tiles in 4 spans of 2), not saving: one fp32 carry per span per
+    direction, (B, 4, E, 16) per direction or (2, B, 4, E, 16) fused, instead of one state per tile."""
+    batch, dim, length, nstate = 1, 32, 100, 16
+    tiles = tile_state_bytes(batch, dim, length, nstate)
+    carries = batch * 4 * dim * 16 * F32
+    tracker, after_forward = _run_layer(kernel, batch, dim, length, nstate, train=False)
+    _, baseline = _run_layer("mamba_ssm", batch, dim, length, nstate, train=False)
+    assert sum(after_forward.values()) == sum(baseline.values())
+    sizes = list(tracker.log.sizes.values())
+    assert not {tiles, 2 * tiles} & set(sizes)
+    assert sizes.count(carries_per_call * carries) == 2 // carries_per_call
 
 
 def test_cuda_tile_states_are_unpadded():
@@ -123,16 +150,26 @@ def test_train_prediction_counts_every_layers_tile_states(monkeypatch):
     assert with_tiles - without == (depth - 1) * per_layer == 23 * 10_223_616
 
 
-def test_infer_prediction_holds_one_layers_tile_states_at_most():
-    q = MemoryQuery("vim-t", 64, 2, scan_kernel="triton-fused")
-    per_layer = 2 * tile_state_bytes(2, 384, 17, 16)
-    log, _ = trace(q)
+def _peak_alive(log, size: int) -> int:
     alive = peak_count = 0
     for kind, handle in log.events:
-        if log.sizes[handle] == per_layer:
+        if log.sizes[handle] == size:
             alive += 1 if kind == "alloc" else -1
             peak_count = max(peak_count, alive)
-    assert peak_count == 1
+    return peak_count
+
+
+def test_infer_prediction_tile_states_none_for_triton_one_direction_at_most_for_cuda():
+    """Vim-Ti at 96 px, batch 2 (L = 37, 3 tiles): the fused Triton forward allocates no tile states in
+    inference; our CUDA one holds one direction's (2, 3, 384, 16) fp32 at a time."""
+    q = MemoryQuery("vim-t", 96, 2, scan_kernel="triton-fused")
+    per_direction = tile_state_bytes(2, 384, 37, 16)
+    sizes = list(trace(q)[0].sizes.values())
+    others = list(trace(dataclasses.replace(q, scan_kernel="mamba_ssm"))[0].sizes.values())  # no tile states
+    for size in (per_direction, 2 * per_direction):
+        assert sizes.count(size) == others.count(size)  # a weight of that size exists in both
+    cuda_log, _ = trace(dataclasses.replace(q, scan_kernel="cuda"))
+    assert _peak_alive(cuda_log, per_direction) == 1
     assert predict(dataclasses.replace(q, scan_kernel="cuda")).peak_bytes > 0
 
 

@@ -90,8 +90,9 @@ def triton_forward_states(p, save: bool, dirs: int = 1) -> ForwardStates:
     lead = (2,) if dirs == 2 else ()
     cfg = p.cfg
     carries = (*lead, p.batch, cfg.n_par, p.dim, cfg.n_pad) if cfg.parallel else None
-    # main as it stands: the tile states are allocated whether or not the forward saves them
-    return ForwardStates((*lead, *p.saved_shape()), carries if dirs == 2 else None)
+    if save:
+        return ForwardStates((*lead, *p.saved_shape()), carries if dirs == 2 else None)
+    return ForwardStates(None, carries)
 
 
 def triton_forward(u, delta, A, B, C, D, z, bias, save: bool, reverse: bool = False):

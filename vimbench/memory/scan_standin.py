@@ -18,8 +18,10 @@ Kernel models (what each allocates, read from the kernels' wrappers; the GPU one
   directions' span states), one output, both directions' tile states (2, B, ceil(L/16), E, N_PAD) kept;
   backward one launch with stacked grads (chunk-parallel too), dz summed; past 16 states two grouped
   single-direction scans, forward and backward.
-- "cuda": `cuda_scan.py` per direction: tile states (B, ceil(L/16), E, N) fp32 kept; backward fp32 dA/dB/dC,
-  scratch slab, span carries.
+  Both Triton models, in inference (forward not asked to save): no tile states, only chunk-parallel span
+  carries (B, n_par, E, N_PAD) per direction (issue 13's spec; `scan_gpu_models.triton_forward_states`).
+- "cuda": `cuda_scan.py` per direction: tile states (B, ceil(L/16), E, N) fp32 kept (written and freed at
+  once in inference); backward fp32 dA/dB/dC, scratch slab, span carries.
 - "mamba_ssm": upstream's kernel per direction, flip copies for reverse, nothing kept between forward and
   backward (its backward re-runs the forward: chunk states, contiguous B/C copies, out and out_z).
 """
