@@ -13,7 +13,6 @@ FIXTURES = REPO / "tests" / "fixtures"
 OFFICIAL_FIXTURES = ("vim_t_official_224.pt", "deit_t_official_224.pt")
 
 
-
 def pytest_collection_modifyitems(config, items) -> None:
     """`@pytest.mark.gpu` tests skip themselves without CUDA (test modules never import this file)."""
     if torch.cuda.is_available():
@@ -22,6 +21,33 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
+
+
+def pytest_collection_finish(session) -> None:
+    """Start the Triton-interpreter checks now, in the background, beside the rest of the suite (one
+    subprocess at a time: the interpreter is single-threaded and most tests leave the second core idle)."""
+    from vimbench.testing import interpreter
+
+    if not session.config.option.collectonly:
+        interpreter.start_selected(session.items)
+
+
+def pytest_sessionfinish(session) -> None:
+    from vimbench.testing import interpreter
+
+    interpreter.stop_all()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread_in_this_process():
+    """One intra-op thread for every test in this process: tests run tiny shapes that gain nothing from
+    threads, while a second thread fighting a busy core (the interpreter checks run beside the suite) makes
+    each op wait: building a DeiT-Ti took 22 s with 2 threads on the loaded 2-core VM, 1.4 s with one. Tests
+    of multi-threaded kernels set their thread counts themselves; subprocesses are not affected."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @dataclass

@@ -1,17 +1,15 @@
 """One of B/C constant (E, N) and the other input-dependent ((B, N, L) or grouped (B, G, N, L)), as in
 mamba's own test grid: every backend available on CPU matches the float64 reference, forward and gradients.
-Triton runs through its interpreter in one subprocess (TRITON_INTERPRET=1 must be set before import)."""
+Triton runs through its interpreter in one subprocess (vimbench.testing.interpreter), a test per case."""
 
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
+
+from vimbench.testing.interpreter import interpreter_tests
 
 # (which of B/C is constant, the other's groups: 0 = shared (B, N, L), G = (B, G, N, L)), reverse
 CASES = list(itertools.product("BC", (0, 2), (False, True)))
@@ -68,23 +66,10 @@ def test_mixed_constant_and_varying_state_inputs(backend, case) -> None:
     assert check_backend(backend, case) < 1e-4
 
 
-def test_mixed_state_inputs_on_triton_in_the_interpreter() -> None:
-    pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=900)
-    marked = [line for line in proc.stdout.splitlines() if line.startswith("@@")]
-    assert marked, proc.stderr[-3000:]
-    errors = json.loads(marked[-1][2:])
-    assert set(errors) == {_case_id(c) for c in CASES}
-    failed = {case: err for case, err in errors.items() if not isinstance(err, float) or err >= 1e-4}
-    assert not failed, failed
+def check_triton(case) -> None:
+    worst = check_backend("triton", case)
+    assert worst < 1e-4, worst
 
 
-if __name__ == "__main__":  # the interpreter subprocess
-    results: dict[str, float | str] = {}
-    for case in CASES:
-        try:
-            results[_case_id(case)] = check_backend("triton", case)
-        except Exception as exc:  # reported per case by the test above
-            results[_case_id(case)] = f"{type(exc).__name__}: {exc}"
-    print("@@" + json.dumps(results))
+CHECKS = {_case_id(case): (lambda case=case: check_triton(case)) for case in CASES}
+interpreter_results, test_in_triton_interpreter = interpreter_tests(__file__, CHECKS)

@@ -17,7 +17,8 @@ import pytest
 import torch
 from vimbench.kernels import ScanDirection, bidirectional_selective_scan, triton_common
 
-from vimbench.testing.numerics import rel_err, run_checks_here, run_interpreter_checks
+from vimbench.testing.interpreter import interpreter_tests
+from vimbench.testing.numerics import rel_err
 
 CHECKS: dict = {}
 LOW = ("u", "delta", "B", "C")  # in the I/O dtype; A, D, delta_bias stay float32
@@ -132,21 +133,7 @@ for _case in CASES:
     _name = "L{}-chunk{}-span{}-{}-G{}-extras{}-z{}".format(*_case[:3], str(_case[3])[6:], *_case[4:])
     CHECKS[_name] = lambda c=_case: check_parallel_fused(*c)
 
-
-def _run_checks(names: list[str]) -> dict[str, str | None]:
-    return run_checks_here(CHECKS, names)
-
-
-@pytest.fixture(scope="module")
-def interpreter_results() -> dict[str, str | None]:
-    return run_interpreter_checks(__file__, list(CHECKS))
-
-
-@pytest.mark.parametrize("name", list(CHECKS))
-def test_in_triton_interpreter(interpreter_results, name):
-    """Each case above, run on CPU tensors in Triton's interpreter."""
-    if interpreter_results[name] is not None:
-        pytest.fail(interpreter_results[name], pytrace=False)
+interpreter_results, test_in_triton_interpreter = interpreter_tests(__file__, CHECKS)
 
 
 def test_launch_counts_when_chunk_parallel():

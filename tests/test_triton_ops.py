@@ -9,13 +9,10 @@ from vimbench.kernels import add_rms_norm, add_rms_norm_ref, causal_conv1d_ref, 
 from vimbench.kernels.conv1d import conv_backends
 from vimbench.kernels.rmsnorm import norm_backends
 
-from vimbench.testing.numerics import rel_err, run_checks_here, run_interpreter_checks
+from vimbench.testing.interpreter import interpreter_tests
+from vimbench.testing.numerics import rel_err
 
 CHECKS: dict = {}
-
-
-def _run_checks(names: list[str]) -> dict[str, str | None]:
-    return run_checks_here(CHECKS, names)
 
 
 def check_conv(reverse: bool, width: int, activation: bool, dtype: torch.dtype, device: str = "cpu") -> None:
@@ -76,15 +73,7 @@ CHECKS["norm-first-block"] = lambda: check_norm(False, True, torch.float32, 200)
 CHECKS["norm-fp16-residual-fp16"] = lambda: check_norm(True, False, torch.float16, 64)
 
 
-@pytest.fixture(scope="module")
-def interpreter_results() -> dict[str, str | None]:
-    return run_interpreter_checks(__file__, list(CHECKS))
-
-
-@pytest.mark.parametrize("name", list(CHECKS))
-def test_in_triton_interpreter(interpreter_results, name):
-    if interpreter_results[name] is not None:
-        pytest.fail(interpreter_results[name], pytrace=False)
+interpreter_results, test_in_triton_interpreter = interpreter_tests(__file__, CHECKS)
 
 
 def test_ops_register_for_cuda_and_the_interpreter(monkeypatch):

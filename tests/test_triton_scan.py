@@ -25,7 +25,8 @@ from vimbench.kernels import (
 )
 
 from vimbench.profile.flops import scan_flops
-from vimbench.testing.numerics import rel_err, run_checks_here, run_interpreter_checks
+from vimbench.testing.interpreter import interpreter_tests
+from vimbench.testing.numerics import rel_err
 
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
@@ -40,9 +41,8 @@ def check(name: str):
     return add
 
 
-def _run_checks(names: list[str]) -> dict[str, str | None]:
+def _chunks_of_8() -> None:
     triton_common.CHUNK = 8
-    return run_checks_here(CHECKS, names)
 
 
 class parallel_scan:
@@ -333,16 +333,7 @@ def check_backward_never_reruns_the_forward():
     assert not calls and t["u"].grad is not None
 
 
-@pytest.fixture(scope="module")
-def interpreter_results() -> dict[str, str | None]:
-    return run_interpreter_checks(__file__, list(CHECKS))
-
-
-@pytest.mark.parametrize("name", list(CHECKS))
-def test_in_triton_interpreter(interpreter_results, name):
-    """Each check above, run on CPU tensors in Triton's interpreter (see the module docstring)."""
-    if interpreter_results[name] is not None:
-        pytest.fail(interpreter_results[name], pytrace=False)
+interpreter_results, test_in_triton_interpreter = interpreter_tests(__file__, CHECKS, setup=_chunks_of_8)
 
 
 @pytest.mark.gpu
