@@ -4,7 +4,8 @@ The kernels (csrc/selective_scan_cuda.cu, selective_scan_cuda_core.cuh, selectiv
 are plain CUDA C++: one thread per (batch, channel) row walks the sequence with its d_state states in float32
 registers, reads any strides (no copies for transposed inputs), runs `reverse` by walking from the end, and
 writes out * silu(z), the last state and every 16-position tile's start state. The launch config is the
-Triton backend's (`triton_common.pick_config`, keyed on (L, B*E)): when B*E channels cannot fill an H100 the
+Triton backend's (`launch_rules.pick_config`, keyed on (L, B*E); no triton import, so this backend runs
+without triton installed): when B*E channels cannot fill an H100 the
 sequence is cut into spans scanned in parallel (summary, combine, span pass). The tile states go to the
 backward through the custom op (`saves_for_backward`): it re-runs each tile from its saved start state (never
 the whole forward), walks it backwards, and sums dB/dC over a block's channels once per tile; dA/dB/dC/dD/
@@ -26,8 +27,8 @@ import torch
 from torch import Tensor
 
 from .dtypes import IO_DTYPES
+from .launch_rules import ScanConfig, pick_config
 from .registry import ScanBackend, register_backend
-from .triton_common import ScanConfig, pick_config
 
 log = logging.getLogger(__name__)
 

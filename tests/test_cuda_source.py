@@ -335,3 +335,22 @@ def test_failed_build_reports_unavailable_with_one_log_line(monkeypatch, caplog)
         assert not cuda_scan.is_available(torch.device("cpu"))
     finally:
         cuda_scan.load_extension.cache_clear()
+
+
+def test_cuda_backend_imports_without_triton() -> None:
+    """The CUDA backend's launch rule is plain Python (kernels/launch_rules.py): with `triton` made
+    unimportable, cuda_scan imports, registers "cuda" and picks the same configs as the Triton side."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['triton'] = None\n"
+        "from vimbench.kernels import cuda_scan, registry\n"
+        "assert 'triton' not in sys.modules or sys.modules['triton'] is None\n"
+        "assert registry.get_backend('cuda').name == 'cuda'\n"
+        "cfg = cuda_scan.launch_config(1, 768, 6085, 16)\n"
+        "print(cfg.num_warps, cfg.n_chunks, cfg.span, cfg.n_par)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["1", "381", "8", "48"]  # batch 1, 1248 px: spans of 8 tiles, 48 of them
