@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = ("selective_scan_cuda_binding.cpp", "selective_scan_cuda.cu")
-MAX_DSTATE = 64
+MAX_DSTATE = 256  # one thread holds 16 states; more run as state groups (csrc kGroupStates)
 _IO_DTYPES = IO_DTYPES  # vimbench.kernels.dtypes, the one table
 
 

@@ -157,6 +157,13 @@ CASES = [
     (33, 64, 4, 2, True, False, True, True, False, False, False, None),
     (33, 64, 4, 2, False, True, True, True, True, True, False, (8, 1)),  # exact path at N = 64, 5 spans
     (16, 8, 4, 1, True, True, False, False, True, False, True, None),  # constant (E, N) B and C
+    # state groups (d_state > 16: one thread per 16 states, partial outputs summed in order)
+    (37, 32, 64, 1, True, True, True, True, False, True, False, None),  # 2 groups, exact path, full blocks
+    (37, 32, 64, 2, True, True, True, True, True, True, False, (8, 2)),  # + reverse, 3 spans, 2 B/C groups
+    (29, 40, 8, 1, True, True, True, True, False, True, False, None),  # 16 + 16 + 8: generic path
+    (45, 40, 48, 1, True, False, True, True, True, False, False, (4, 4)),  # + chunk-parallel, straddling
+    (33, 64, 64, 4, True, True, True, True, True, True, False, (16, 1)),  # 4 groups, 16-channel B/C groups
+    (9, 256, 4, 1, True, True, True, True, False, True, False, None),  # 16 groups (the largest d_state)
 ]
 
 
