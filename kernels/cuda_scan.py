@@ -9,7 +9,9 @@ without triton installed): when B*E channels cannot fill an H100 the
 sequence is cut into spans scanned in parallel (summary, combine, span pass). The tile states go to the
 backward through the custom op (`saves_for_backward`): it re-runs each tile from its saved start state (never
 the whole forward), walks it backwards, and sums dB/dC over a block's channels once per tile; dA/dB/dC/dD/
-d(delta_bias) are accumulated in float32 with atomics (so, like mamba's, it is not bitwise deterministic).
+d(delta_bias) are written as float32 partials (one writer per element) that the binding sums with torch
+reductions: no atomics, two backward runs are bitwise equal. Past 16 states a channel's states run as groups
+of 16 (csrc kGroupStates: one thread per (row, group)), their partial outputs summed in a fixed order.
 
 Nothing is compiled at import: the first `is_available(cuda device)` or call builds the extension with
 torch.utils.cpp_extension (a minute or two, cached by torch afterwards). A failed build logs one line
