@@ -66,7 +66,7 @@ __global__ void __launch_bounds__(kMaxThreads) selective_scan_bwd_summary_kernel
 
 // Block = kBwdThreads rows, blockIdx.y = span, blockIdx.z = state group; see
 // selective_scan_cuda_backward.cuh.
-template <typename io_t, typename bc_t, int kN, bool kExact>
+template <typename io_t, typename bc_t, int kN, bool kExact, bool kPartial>
 __global__ void __launch_bounds__(kBwdThreads) selective_scan_bwd_kernel(ScanBwdParams q) {
   __shared__ float sh[kBwdSharedFloats];
   const ScanParams& p = q.fwd;
@@ -78,7 +78,7 @@ __global__ void __launch_bounds__(kBwdThreads) selective_scan_bwd_kernel(ScanBwd
   bwd_row_init<kN>(q, row / p.dim, row % p.dim, par, sg, w, sh, tid);
   float* slab = slab_slot<kN>(q, par, row, sg);
   for (int c = span_hi(p, par) - 1; c >= span_lo(p, par); --c) {
-    if (valid) bwd_tile_walk<io_t, bc_t, kN, kExact>(q, w, c, slab, sh, tid);
+    if (valid) bwd_tile_walk<io_t, bc_t, kN, kExact, kPartial>(q, w, c, slab, sh, tid);
     __syncthreads();
     bwd_tile_reduce<kN>(q, blk, c, par, sh, tid);
     __syncthreads();
@@ -99,15 +99,26 @@ dim3 states_grid(const ScanParams& p) {
 template <typename io_t, typename bc_t, int kN, bool kExact>
 void launch_fwd(const ScanParams& p, cudaStream_t stream) {
   const int threads = p.threads;
+  const bool partial = p.n_groups > 1;
   if (p.n_par <= 1) {
-    selective_scan_fwd_kernel<io_t, bc_t, kN, kExact, kFull><<<grid_for(p, threads), threads, 0, stream>>>(p);
+    if (partial) {
+      selective_scan_fwd_kernel<io_t, bc_t, kN, kExact, kFull | kPartialOut><<<grid_for(p, threads), threads, 0,
+                                                                              stream>>>(p);
+    } else {
+      selective_scan_fwd_kernel<io_t, bc_t, kN, kExact, kFull><<<grid_for(p, threads), threads, 0, stream>>>(p);
+    }
   } else {
     selective_scan_fwd_kernel<io_t, bc_t, kN, kExact, kSummary><<<grid_for(p, threads), threads, 0, stream>>>(p);
     selective_scan_combine_kernel<<<states_grid(p), kMaxThreads, 0, stream>>>(
         p, p.tile_states, (int64_t)p.span * p.dim * p.dstate, false);
-    selective_scan_fwd_kernel<io_t, bc_t, kN, kExact, kSpan><<<grid_for(p, threads), threads, 0, stream>>>(p);
+    if (partial) {
+      selective_scan_fwd_kernel<io_t, bc_t, kN, kExact, kSpan | kPartialOut><<<grid_for(p, threads), threads, 0,
+                                                                              stream>>>(p);
+    } else {
+      selective_scan_fwd_kernel<io_t, bc_t, kN, kExact, kSpan><<<grid_for(p, threads), threads, 0, stream>>>(p);
+    }
   }
-  if (p.n_groups > 1) {
+  if (partial) {
     const int64_t n = total_rows(p) * p.seqlen;
     selective_scan_finish_kernel<io_t><<<(unsigned)((n + kMaxThreads - 1) / kMaxThreads), kMaxThreads, 0,
                                          stream>>>(p);
@@ -123,7 +134,12 @@ void launch_bwd(const ScanBwdParams& q, cudaStream_t stream) {
     selective_scan_combine_kernel<<<states_grid(p), kMaxThreads, 0, stream>>>(
         p, q.carries, (int64_t)p.dim * p.dstate, true);
   }
-  selective_scan_bwd_kernel<io_t, bc_t, kN, kExact><<<grid_for(p, kBwdThreads), kBwdThreads, 0, stream>>>(q);
+  if (p.n_groups > 1) {
+    selective_scan_bwd_kernel<io_t, bc_t, kN, kExact, true><<<grid_for(p, kBwdThreads), kBwdThreads, 0, stream>>>(q);
+  } else {
+    selective_scan_bwd_kernel<io_t, bc_t, kN, kExact, false><<<grid_for(p, kBwdThreads), kBwdThreads, 0, stream>>>(
+        q);
+  }
 }
 
 struct FwdLaunch {
@@ -179,13 +195,15 @@ bool valid(const ScanParams& p) {
                       (int64_t)p.span * p.n_par >= p.n_chunks && p.tile_states != nullptr &&
                       (p.n_par == 1 || p.dt_sum != nullptr) && (p.threads == 32 || p.threads == 128) &&
                       p.n_groups == state_groups(p.dstate);
-  return config && total_rows(p) * p.dstate < (int64_t)INT32_MAX && p.batch >= 0 && p.dim >= 0 &&
+  return config && total_rows(p) * p.dstate < (int64_t)INT32_MAX && forward_positions_fit(p) && p.batch >= 0 &&
+         p.dim >= 0 &&
          p.seqlen >= 0 && p.dstate >= 1 && p.dstate <= kMaxDState && p.channels_per_group >= 1;
 }
 
 bool valid_bwd(const ScanBwdParams& q) {
   const bool grouped = q.fwd.n_groups > 1;
   return q.scratch != nullptr && (q.fwd.n_par == 1 || q.carries != nullptr) && q.dA != nullptr &&
+         positions_fit_int32(q.fwd.seqlen, q.dout_l_stride) &&
          q.dB != nullptr && q.dC != nullptr &&
          (!grouped || (q.du_part && q.ddelta_part && (!q.fwd.z || q.dz_part))) &&
          (grouped || (q.du_part == nullptr && q.ddelta_part == nullptr && q.dz_part == nullptr));

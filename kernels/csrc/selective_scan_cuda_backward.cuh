@@ -55,7 +55,6 @@ struct BwdRow {
   Row r;
   int b, e, par, sg;
   int64_t dout_off, own_off;  // dout's row; du, ddelta, dz are contiguous (batch, dim, L)
-  int64_t part_off;           // own_off in state group sg's partials (n_groups > 1)
   float D, bias;
   float G[kN];   // exp(dt_{t+1} A) g_{t+1}: the adjoint arriving from later positions
   float dD, dbias;
@@ -107,7 +106,6 @@ VB_HD void bwd_row_init(const ScanBwdParams& q, int b, int e, int par, int sg, B
   w.sg = sg;
   w.dout_off = b * q.dout_batch_stride + e * q.dout_dim_stride;
   w.own_off = ((int64_t)b * p.dim + e) * p.seqlen;
-  w.part_off = (int64_t)sg * p.batch * p.dim * p.seqlen + w.own_off;
   w.D = p.D && sg == 0 ? p.D[e * p.D_stride] : 0.f;  // D's terms (du, dz) in group 0's partials only
   w.bias = p.delta_bias ? p.delta_bias[e * p.delta_bias_stride] : 0.f;
   const bool carried = par + 1 < p.n_par;  // later spans' adjoint, chained by combine_state
@@ -121,7 +119,9 @@ VB_UNROLL
 }
 
 // Phase 1 for one thread and tile c (see the file comment). `sh`: the block's shared buffer.
-template <typename io_t, typename bc_t, int kN, bool kExact>
+// kPartial (state groups): du, ddelta, dz to the group's float32 partials (a compile-time choice: no branch in
+// the time loop).
+template <typename io_t, typename bc_t, int kN, bool kExact, bool kPartial>
 VB_HD void bwd_tile_walk(const ScanBwdParams& q, BwdRow<kN>& w, int c, float* slab, float* sh, int tid) {
   const ScanParams& p = q.fwd;
   const io_t* u = static_cast<const io_t*>(p.u);
@@ -135,16 +135,18 @@ VB_HD void bwd_tile_walk(const ScanBwdParams& q, BwdRow<kN>& w, int c, float* sl
   io_t* dz_out = static_cast<io_t*>(q.dz);
   const int N = kExact ? kN : group_states(p, w.sg), L = p.seqlen;
   const int s0 = tile_first(p, c), s1 = tile_end(p, c);
+  const int64_t part_off = kPartial ? (int64_t)w.sg * p.batch * p.dim * p.seqlen + w.own_off : 0;
   float h[kN], A2[kN];
   load_state<kN, kExact>(p.tile_states + tile_state_offset(p, w.b, w.e, c) + w.sg * kN, h, N);
 VB_NO_UNROLL
   for (int s = s0; s < s1; ++s) {  // recompute
     const int k = s - s0, t = p.reverse ? L - 1 - s : s;
     float dt, slope;
-    delta_and_slope(p.delta_softplus, to_float(delta[w.r.delta + t * p.delta_l_stride]) + w.bias, dt, slope);
-    const float dtu = dt * to_float(u[w.r.u + t * p.u_l_stride]);
+    delta_and_slope(p.delta_softplus, to_float(delta[w.r.delta + pos(t, p.delta_l_stride)]) + w.bias, dt, slope);
+    const float ut = to_float(u[w.r.u + pos(t, p.u_l_stride)]);
+    const float dtu = dt * ut;
     float Bv[kN], decay[kN];
-    load_bc<bc_t, kN, kExact>(Bp + w.r.B + t * p.B_l_stride, p.B_n_stride, N, Bv);
+    load_bc<bc_t, kN, kExact>(Bp + w.r.B + pos(t, p.B_l_stride), p.B_n_stride, N, Bv);
     load_a2<kN>(sh, tid, A2);
 VB_UNROLL
     for (int n = 0; n < kN; ++n) {
@@ -153,6 +155,7 @@ VB_UNROLL
     }
     store_f32x4<kN>(slab + k * 2 * kN, h);
     store_f32x4<kN>(slab + k * 2 * kN + kN, decay);
+    sh[w_index(k, 1, tid)] = ut;  // for the adjoint, which overwrites it with dt * u
     sh[w_index(k, 2, tid)] = dt;
     sh[w_index(k, 3, tid)] = slope;
   }
@@ -162,21 +165,21 @@ VB_NO_UNROLL
     float ht[kN], decay[kN], Bv[kN], Cv[kN], g[kN];
     load_f32x4<kN>(slab + k * 2 * kN, ht);
     load_f32x4<kN>(slab + k * 2 * kN + kN, decay);
-    load_bc<bc_t, kN, kExact>(Bp + w.r.B + t * p.B_l_stride, p.B_n_stride, N, Bv);
-    load_bc<bc_t, kN, kExact>(Cp + w.r.C + t * p.C_l_stride, p.C_n_stride, N, Cv);
-    const float ut = to_float(u[w.r.u + t * p.u_l_stride]);
+    load_bc<bc_t, kN, kExact>(Bp + w.r.B + pos(t, p.B_l_stride), p.B_n_stride, N, Bv);
+    load_bc<bc_t, kN, kExact>(Cp + w.r.C + pos(t, p.C_l_stride), p.C_n_stride, N, Cv);
+    const float ut = sh[w_index(k, 1, tid)];
     const float dt = sh[w_index(k, 2, tid)];
-    const float go = to_float(dout[w.dout_off + t * q.dout_l_stride]);
+    const float go = to_float(dout[w.dout_off + pos(t, q.dout_l_stride)]);
     float dy = go;
     if (z) {
-      const float zt = to_float(z[w.r.z + t * p.z_l_stride]);
+      const float zt = to_float(z[w.r.z + pos(t, p.z_l_stride)]);
       const float sz = sigmoid(zt);
       float y = w.D * ut;
 VB_UNROLL
       for (int n = 0; n < kN; ++n) y += ht[n] * Cv[n];
       const float dz = go * y * sz * (1.f + zt * (1.f - sz));  // linear in y: per group, summed later
-      if (q.dz_part) {
-        q.dz_part[w.part_off + t] = dz;
+      if (kPartial) {
+        q.dz_part[part_off + t] = dz;
       } else {
         store(&dz_out[w.own_off + t], dz);
       }
@@ -208,9 +211,9 @@ VB_UNROLL
     const float ddt = (gB * ut + gdhA * kLn2) * sh[w_index(k, 3, tid)];
     w.dD += dy * ut;
     w.dbias += ddt;
-    if (q.du_part) {
-      q.du_part[w.part_off + t] = dy * w.D + gB * dt;
-      q.ddelta_part[w.part_off + t] = ddt;
+    if (kPartial) {
+      q.du_part[part_off + t] = dy * w.D + gB * dt;
+      q.ddelta_part[part_off + t] = ddt;
     } else {
       store(&du_out[w.own_off + t], dy * w.D + gB * dt);
       store(&ddelta_out[w.own_off + t], ddt);
@@ -319,15 +322,18 @@ VB_HD void bwd_tile_reduce(const ScanBwdParams& q, const BwdBlock& blk, int c, i
     bwd_reduce_general<kN>(q, blk, s0, len, slab0, sh, tid);
     return;
   }
-  constexpr int kCols = 2 * kN / 4;
-  static_assert((kTile * kCols) % kBwdThreads == 0, "whole jobs per thread");
+  constexpr int kCols = 2 * kN / 4, kStepsPerPass = kBwdThreads / kCols;
+  static_assert(kBwdThreads % kCols == 0 && kTile % kStepsPerPass == 0, "whole jobs per thread");
+  // job tid + i * kBwdThreads: column tid % kCols (the same for every i) of step tid / kCols + i * kStepsPerPass,
+  // so one base address serves all of a thread's jobs (nothing per job held through the tile loop)
+  const int col = tid % kCols, k0 = tid / kCols, sel = col * 4 >= kN ? 1 : 0, n0 = col * 4 - sel * kN;
+  const float* colp0 = slab0 + k0 * 2 * kN + col * 4;
 VB_UNROLL
-  for (int i = 0; i < kTile * kCols / kBwdThreads; ++i) {
-    const int job = tid + i * kBwdThreads;
-    const int k = job / kCols, col = job % kCols, sel = col * 4 >= kN ? 1 : 0, n0 = col * 4 - sel * kN;
+  for (int i = 0; i < kTile / kStepsPerPass; ++i) {
+    const int k = k0 + i * kStepsPerPass;
     if (k < len && n0 < blk.n_states) {
       float acc[4] = {0.f, 0.f, 0.f, 0.f};
-      const float* colp = slab0 + k * 2 * kN + col * 4;
+      const float* colp = colp0 + i * kStepsPerPass * 2 * kN;
       const float* wk = sh + w_index(k, sel, 0);
 VB_UNROLL
       for (int ch = 0; ch < kBwdThreads; ++ch) {
@@ -380,14 +386,14 @@ VB_UNROLL
 VB_NO_UNROLL
   for (int s = s_hi - 1; s >= s_lo; --s) {
     const int t = p.reverse ? L - 1 - s : s;
-    const float dt = row_delta(p, to_float(delta[r.delta + t * p.delta_l_stride]), bias);
-    float dy = to_float(dout[dout_off + t * q.dout_l_stride]);
+    const float dt = row_delta(p, to_float(delta[r.delta + pos(t, p.delta_l_stride)]), bias);
+    float dy = to_float(dout[dout_off + pos(t, q.dout_l_stride)]);
     if (z) {
-      const float zt = to_float(z[r.z + t * p.z_l_stride]);
+      const float zt = to_float(z[r.z + pos(t, p.z_l_stride)]);
       dy *= zt * sigmoid(zt);
     }
     float Cv[kN];
-    load_bc<bc_t, kN, kExact>(Cp + r.C + t * p.C_l_stride, p.C_n_stride, N, Cv);
+    load_bc<bc_t, kN, kExact>(Cp + r.C + pos(t, p.C_l_stride), p.C_n_stride, N, Cv);
 VB_UNROLL
     for (int n = 0; n < kN; ++n) G[n] = (dy * Cv[n] + G[n]) * fast_exp2(dt * A2[n]);
     dt_sum += dt;

@@ -68,6 +68,24 @@ VB_HD float sigmoid(float x) {
 #endif
 }
 
+// Position t's offset along L: 32-bit (one IMAD; the launcher checks seqlen * |stride| < 2^31 for every
+// tensor walked along L), added to the row's 64-bit offset.
+VB_HD int64_t pos(int t, int64_t l_stride) { return (int64_t)(t * (int32_t)l_stride); }
+
+// What pos() needs of a tensor walked along L (checked by the launchers for every such tensor).
+VB_HD bool positions_fit_int32(int seqlen, int64_t l_stride) {
+  const int64_t s = l_stride < 0 ? -l_stride : l_stride;
+  return s < INT32_MAX && (int64_t)(seqlen > 0 ? seqlen - 1 : 0) * s < (int64_t)INT32_MAX;
+}
+
+// Every tensor the forward walks along L (u, delta, z, out, B, C).
+VB_HD bool forward_positions_fit(const ScanParams& p) {
+  const int L = p.seqlen;
+  return positions_fit_int32(L, p.u_l_stride) && positions_fit_int32(L, p.delta_l_stride) &&
+         positions_fit_int32(L, p.z_l_stride) && positions_fit_int32(L, p.out_l_stride) &&
+         positions_fit_int32(L, p.B_l_stride) && positions_fit_int32(L, p.C_l_stride);
+}
+
 // Row (b, e) views of the strided inputs, for state group `sg` (states [sg * kGroupStates, ...)).
 struct Row {
   int64_t u, delta, z, out;  // offsets of position 0
@@ -180,7 +198,9 @@ VB_UNROLL
 // The forward's three modes (kernels/triton_scan_fwd.py has the same): kFull walks all tiles of a row;
 // kSummary scans one span from a zero state and stores its end state and sum(dt) (no output); kSpan scans
 // one span from its start state (written by combine_state) and stores the output.
-enum FwdMode : int { kFull = 0, kSummary = 1, kSpan = 2 };
+// kPartialOut (or'ed into kFull or kSpan; state groups): the group's float32 partial output instead of out,
+// a compile-time choice so that the time loop carries no branch for it.
+enum FwdMode : int { kFull = 0, kSummary = 1, kSpan = 2, kPartialOut = 4 };
 
 // Positions [first, last) in scan order of tile c.
 VB_HD int tile_first(const ScanParams& p, int c) { return c * p.chunk; }
@@ -217,12 +237,12 @@ VB_HD void scan_row_forward(const ScanParams& p, int b, int e, int par, int sg =
   const int n0 = sg * kN, N = kExact ? kN : group_states(p, sg);
   const float D = p.D ? p.D[e * p.D_stride] : 0.f;
   const float bias = p.delta_bias ? p.delta_bias[e * p.delta_bias_stride] : 0.f;
-  const int c_lo = kMode == kFull ? 0 : span_lo(p, par);
-  const int c_hi = kMode == kFull ? p.n_chunks : span_hi(p, par);
-  float* H = p.tile_states + tile_state_offset(p, b, e, 0) + n0;
-  const int64_t H_tile = (int64_t)p.dim * p.dstate;
+  constexpr int kBase = kMode & 3;
+  constexpr bool kPartial = (kMode & kPartialOut) != 0;
+  const int c_lo = kBase == kFull ? 0 : span_lo(p, par);
+  const int c_hi = kBase == kFull ? p.n_chunks : span_hi(p, par);
   // state groups: this group's partial y row (float32, no D, no gate)
-  float* y_part = p.n_groups > 1 ? p.y_part + ((int64_t)sg * p.batch * p.dim + (int64_t)b * p.dim + e) * p.seqlen
+  float* y_part = kPartial ? p.y_part + ((int64_t)sg * p.batch * p.dim + (int64_t)b * p.dim + e) * p.seqlen
                                  : nullptr;
 
   float A2[kN], h[kN];
@@ -231,46 +251,47 @@ VB_UNROLL
     A2[n] = n < N ? p.A[e * p.A_dim_stride + (n0 + n) * p.A_n_stride] * kLog2e : 0.f;
     h[n] = 0.f;
   }
-  if (kMode == kSpan) load_state<kN, kExact>(H + c_lo * H_tile, h, N);
+  if (kBase == kSpan) load_state<kN, kExact>(p.tile_states + tile_state_offset(p, b, e, c_lo) + n0, h, N);
   float dt_sum = 0.f;
   for (int c = c_lo; c < c_hi; ++c) {
-    if (kMode != kSummary) store_state<kN, kExact>(H + c * H_tile, h, N);
+    // the tile state's address from (b, e, c) each tile (a pointer kept across the loops cost a spill)
+    if (kBase != kSummary) store_state<kN, kExact>(p.tile_states + tile_state_offset(p, b, e, c) + n0, h, N);
     const int s1 = tile_end(p, c);
     for (int s = tile_first(p, c); s < s1; ++s) {
       const int t = p.reverse ? p.seqlen - 1 - s : s;
-      const float ut = to_float(u[r.u + t * p.u_l_stride]);
-      const float dt = row_delta(p, to_float(delta[r.delta + t * p.delta_l_stride]), bias);
+      const float ut = to_float(u[r.u + pos(t, p.u_l_stride)]);
+      const float dt = row_delta(p, to_float(delta[r.delta + pos(t, p.delta_l_stride)]), bias);
       const float du = dt * ut;
       float Bv[kN];
-      load_bc<bc_t, kN, kExact>(Bp + r.B + t * p.B_l_stride, p.B_n_stride, N, Bv);
-      if (kMode == kSummary) {
+      load_bc<bc_t, kN, kExact>(Bp + r.B + pos(t, p.B_l_stride), p.B_n_stride, N, Bv);
+      if (kBase == kSummary) {
 VB_UNROLL
         for (int n = 0; n < kN; ++n) h[n] = fast_exp2(dt * A2[n]) * h[n] + du * Bv[n];
         dt_sum += dt;
         continue;
       }
       float Cv[kN];
-      load_bc<bc_t, kN, kExact>(Cp + r.C + t * p.C_l_stride, p.C_n_stride, N, Cv);
+      load_bc<bc_t, kN, kExact>(Cp + r.C + pos(t, p.C_l_stride), p.C_n_stride, N, Cv);
       float y = 0.f;
 VB_UNROLL
       for (int n = 0; n < kN; ++n) {
         h[n] = fast_exp2(dt * A2[n]) * h[n] + du * Bv[n];
         y += h[n] * Cv[n];
       }
-      if (y_part) {
+      if (kPartial) {
         y_part[t] = y;
         continue;
       }
       y += D * ut;
       if (z) {
-        const float zt = to_float(z[r.z + t * p.z_l_stride]);
+        const float zt = to_float(z[r.z + pos(t, p.z_l_stride)]);
         y *= zt * sigmoid(zt);
       }
-      store(&out[r.out + t * p.out_l_stride], y);
+      store(&out[r.out + pos(t, p.out_l_stride)], y);
     }
   }
-  if (kMode == kFull) store_state<kN, false>(p.last_state + ((int64_t)b * p.dim + e) * p.dstate + n0, h, N);
-  if (kMode == kSummary) {  // the span's end state from zero, in its first tile's slot (combine_state reads it)
+  if (kBase == kFull) store_state<kN, false>(p.last_state + ((int64_t)b * p.dim + e) * p.dstate + n0, h, N);
+  if (kBase == kSummary) {  // the span's end state from zero, in its first tile's slot (combine_state reads it)
     store_state<kN, kExact>(p.tile_states + tile_state_offset(p, b, e, c_lo) + n0, h, N);
     if (sg == 0) p.dt_sum[((int64_t)b * p.n_par + par) * p.dim + e] = dt_sum;
   }

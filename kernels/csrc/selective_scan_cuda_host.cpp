@@ -59,7 +59,8 @@ void for_each_row(const ScanParams& p, Row&& row) {
 
 bool config_ok(const ScanParams& p) {
   return p.dstate >= 1 && p.dstate <= kMaxDState && p.chunk >= 1 && p.chunk <= kTile && p.span >= 1 &&
-         p.n_par >= 1 && (int64_t)p.n_chunks * p.chunk >= p.seqlen && (int64_t)p.span * p.n_par >= p.n_chunks;
+         p.n_par >= 1 && (int64_t)p.n_chunks * p.chunk >= p.seqlen && (int64_t)p.span * p.n_par >= p.n_chunks &&
+         forward_positions_fit(p);
 }
 
 // launch_fwd's sequence: one full pass, or summary -> combine -> span pass; per state group, then the finish
@@ -68,9 +69,16 @@ template <int kN, bool kExact>
 void run_fwd(ScanParams& p) {
   std::vector<float> y_part(p.n_groups > 1 ? (size_t)p.n_groups * p.batch * p.dim * p.seqlen : 0);
   p.y_part = y_part.empty() ? nullptr : y_part.data();
+  const bool partial = p.n_groups > 1;
   if (p.n_par == 1) {
     for (int sg = 0; sg < p.n_groups; ++sg)
-      for_each_row(p, [&](int b, int e) { scan_row_forward<float, float, kN, kExact, kFull>(p, b, e, 0, sg); });
+      for_each_row(p, [&](int b, int e) {
+        if (partial) {
+          scan_row_forward<float, float, kN, kExact, kFull | kPartialOut>(p, b, e, 0, sg);
+        } else {
+          scan_row_forward<float, float, kN, kExact, kFull>(p, b, e, 0, sg);
+        }
+      });
   } else {
     std::vector<float> dt_sum((size_t)p.batch * p.n_par * p.dim);
     p.dt_sum = dt_sum.data();
@@ -87,7 +95,13 @@ void run_fwd(ScanParams& p) {
     });
     for (int sg = 0; sg < p.n_groups; ++sg)
       for (int par = 0; par < p.n_par; ++par)
-        for_each_row(p, [&](int b, int e) { scan_row_forward<float, float, kN, kExact, kSpan>(p, b, e, par, sg); });
+        for_each_row(p, [&](int b, int e) {
+          if (partial) {
+            scan_row_forward<float, float, kN, kExact, kSpan | kPartialOut>(p, b, e, par, sg);
+          } else {
+            scan_row_forward<float, float, kN, kExact, kSpan>(p, b, e, par, sg);
+          }
+        });
     p.dt_sum = nullptr;
   }
   if (p.n_groups > 1) {
@@ -164,8 +178,13 @@ void run_bwd(ScanBwdParams& q, int64_t bc_elems) {
                            shared.data(), tid);
         for (int c = span_hi(p, par) - 1; c >= span_lo(p, par); --c) {
           for (int tid = 0; tid < blk.nvalid; ++tid)
-            bwd_tile_walk<float, float, kN, kExact>(q, threads[tid], c, slab_slot<kN>(q, par, row0 + tid, sg),
-                                                    shared.data(), tid);
+            if (grouped) {
+              bwd_tile_walk<float, float, kN, kExact, true>(q, threads[tid], c, slab_slot<kN>(q, par, row0 + tid, sg),
+                                                            shared.data(), tid);
+            } else {
+              bwd_tile_walk<float, float, kN, kExact, false>(q, threads[tid], c,
+                                                             slab_slot<kN>(q, par, row0 + tid, sg), shared.data(), tid);
+            }
           // __syncthreads()
           for (int tid = 0; tid < kBwdThreads; ++tid) bwd_tile_reduce<kN>(q, blk, c, par, shared.data(), tid);
           // __syncthreads()

@@ -119,22 +119,25 @@ def _cuda_launches(inputs, batch: int, dtype: str) -> list[Launch]:
     combine = ("selective_scan_combine_kernel", (-(-states // COMBINE_THREADS), 1, 1), COMBINE_THREADS, 1, "")
     label = f"kN{k_n}" + (f" groups{groups}" if groups > 1 else "") + (" exact" if exact == "true" else "")
     fwd = f"selective_scan_fwd_kernel<{t},{t},{k_n},{exact},"
+    partial = 4 if groups > 1 else 0  # kPartialOut: each group's partial output (FwdMode in the core)
     found = []
     if cfg.parallel:
         found += [("fwd", fwd + "1>", fwd_grid, threads, k_n, f"{label} summary span{cfg.span}"),
                   ("fwd", *combine[:4], f"spans{cfg.n_par}"),
-                  ("fwd", fwd + "2>", fwd_grid, threads, k_n, f"{label} span pass span{cfg.span}"),
+                  ("fwd", fwd + f"{2 | partial}>", fwd_grid, threads, k_n,
+                   f"{label} span pass span{cfg.span}"),
                   ("bwd", f"selective_scan_bwd_summary_kernel<{t},{t},{k_n},{exact}>", bwd_grid, BWD_THREADS,
                    k_n, f"{label} carry summary span{cfg.span}"),
                   ("bwd", *combine[:4], f"spans{cfg.n_par} reverse")]
     else:
-        found.append(("fwd", fwd + "0>", fwd_grid, threads, k_n, label))
+        found.append(("fwd", fwd + f"{partial}>", fwd_grid, threads, k_n, label))
     if groups > 1:  # the groups' partial outputs summed, + D u, gated: one thread per (row, position)
         finish = (-(-rows * inputs.length // COMBINE_THREADS), 1, 1)
         at = next((i for i, lc in enumerate(found) if lc[0] == "bwd"), len(found))  # after the forward's
         found.insert(at, ("fwd", f"selective_scan_finish_kernel<{t}>", finish, COMBINE_THREADS, 1,
                           f"groups{groups}"))
-    found.append(("bwd", f"selective_scan_bwd_kernel<{t},{t},{k_n},{exact}>", bwd_grid, BWD_THREADS, k_n,
+    bwd = f"selective_scan_bwd_kernel<{t},{t},{k_n},{exact},{str(groups > 1).lower()}>"  # kPartial: groups
+    found.append(("bwd", bwd, bwd_grid, BWD_THREADS, k_n,
                   label + (f" span{cfg.span}" if cfg.parallel else "")))
     return found
 
