@@ -4,11 +4,14 @@ The kernels (csrc/selective_scan_cuda.cu, selective_scan_cuda_core.cuh, selectiv
 are plain CUDA C++: one thread per (batch, channel) row walks the sequence with its d_state states in float32
 registers, reads any strides (no copies for transposed inputs), runs `reverse` by walking from the end, and
 writes out * silu(z), the last state and every 16-position tile's start state. The launch config is the
-Triton backend's (`triton_common.pick_config`, keyed on (L, B*E)): when B*E channels cannot fill an H100 the
+Triton backend's (`launch_rules.pick_config`, keyed on (L, B*E); no triton import, so this backend runs
+without triton installed): when B*E channels cannot fill an H100 the
 sequence is cut into spans scanned in parallel (summary, combine, span pass). The tile states go to the
 backward through the custom op (`saves_for_backward`): it re-runs each tile from its saved start state (never
 the whole forward), walks it backwards, and sums dB/dC over a block's channels once per tile; dA/dB/dC/dD/
-d(delta_bias) are accumulated in float32 with atomics (so, like mamba's, it is not bitwise deterministic).
+d(delta_bias) are written as float32 partials (one writer per element) that the binding sums with torch
+reductions: no atomics, two backward runs are bitwise equal. Past 16 states a channel's states run as groups
+of 16 (csrc kGroupStates: one thread per (row, group)), their partial outputs summed in a fixed order.
 
 Nothing is compiled at import: the first `is_available(cuda device)` or call builds the extension with
 torch.utils.cpp_extension (a minute or two, cached by torch afterwards). A failed build logs one line
@@ -26,14 +29,14 @@ import torch
 from torch import Tensor
 
 from .dtypes import IO_DTYPES
+from .launch_rules import ScanConfig, pick_config
 from .registry import ScanBackend, register_backend
-from .triton_common import ScanConfig, pick_config
 
 log = logging.getLogger(__name__)
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = ("selective_scan_cuda_binding.cpp", "selective_scan_cuda.cu")
-MAX_DSTATE = 64
+MAX_DSTATE = 256  # one thread holds 16 states; more run as state groups (csrc kGroupStates)
 _IO_DTYPES = IO_DTYPES  # vimbench.kernels.dtypes, the one table
 
 

@@ -24,21 +24,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import triton
 
+# the launch rule lives in launch_rules (no triton import: the CUDA backend uses it); names re-exported here
+from . import launch_rules
 from .dtypes import IO_DTYPES
+from .launch_rules import CHUNK, MIN_PARALLEL_CHUNK, TARGET_WARPS, ScanConfig, n_pad_for
+from .launch_rules import MAX_D_STATE as MAX_D_STATE
 
-MAX_D_STATE = 256
 SCAN_DTYPES = IO_DTYPES  # vimbench.kernels.dtypes, the one table
-# 8 warps per SM on a 132-SM H100: below this the GPU idles whatever the per-update cost
-TARGET_WARPS = 8 * 132
-# positions per tile: the forward saves every tile's start state, the backward works tile by tile
-CHUNK = 16
-# the shortest span (positions, rounded up to whole tiles) of the chunk-parallel scan
-MIN_PARALLEL_CHUNK = 32
 # states one thread holds without spilling, per kernel (sm_90, fp32 and bf16, `vimbench kernels compile`
 # and `inspect`): forward 16 (at 32 states ptxas spilled 8 B in the reverse direction's specialisation as the
 # Vim-S mixer launches it, though not in the forward direction's; 64 compiled to 211 regs without spills),
@@ -98,38 +94,6 @@ class TritonKernel:
         return self.compiled if device.type == "cuda" else self.interpreted
 
 
-@dataclass(frozen=True)
-class ScanConfig:
-    """How one scan direction is launched: programs of BLOCK_E channels x all states, over spans of tiles.
-
-    A tile is `chunk` positions (every tile's start state is saved for the backward); a program scans a span
-    of `span` tiles, `n_par` spans side by side (1 unless `parallel`).
-    """
-
-    n_pad: int
-    num_warps: int
-    chunk: int  # positions per tile (checkpoint interval for the backward)
-    n_chunks: int  # tiles
-    parallel: bool  # spans scanned in parallel (summary, combine, then the span scans)
-    span: int = 0  # tiles per program (all of them unless parallel)
-    n_par: int = 1
-
-    @property
-    def block_e(self) -> int:
-        return 32 * self.num_warps
-
-    @property
-    def vec(self) -> int:
-        """States per vector access (a thread's 128-bit block of its channel's states)."""
-        return min(4, self.n_pad)
-
-
-def n_pad_for(d_state: int) -> int:
-    if not 1 <= d_state <= MAX_D_STATE:
-        raise ValueError(f"triton scan supports 1..{MAX_D_STATE} states, got {d_state}")
-    return triton.next_power_of_2(d_state)
-
-
 def state_groups(d_state: int, kernel: str) -> tuple[int, int]:
     """(GROUP, groups) for `kernel` at `d_state` states: a thread's state tile holds GROUP of its channel's
     states; `groups` > 1 programs (grid axis 0: channel block x group) share a channel's states.
@@ -144,16 +108,6 @@ def state_groups(d_state: int, kernel: str) -> tuple[int, int]:
 
 
 def pick_config(batch: int, dim: int, length: int, d_state: int) -> ScanConfig:
-    """Launch config keyed on (L, B*E) (see the module docstring)."""
-    n_pad = n_pad_for(d_state)
-    length = max(length, 1)
-    warps4 = triton.cdiv(dim, 128) * batch * 4
-    num_warps = 4 if warps4 >= TARGET_WARPS else 1
-    warps = triton.cdiv(dim, 32 * num_warps) * batch * num_warps
-    chunk = min(CHUNK, length)
-    n_tiles = triton.cdiv(length, chunk)
-    if warps >= TARGET_WARPS or length < 2 * MIN_PARALLEL_CHUNK:
-        return ScanConfig(n_pad, num_warps, chunk, n_tiles, False, n_tiles, 1)
-    wanted = triton.cdiv(TARGET_WARPS, warps)
-    span = max(triton.cdiv(MIN_PARALLEL_CHUNK, chunk), n_tiles // wanted)
-    return ScanConfig(n_pad, num_warps, chunk, n_tiles, True, span, triton.cdiv(n_tiles, span))
+    """`launch_rules.pick_config` with this module's constants (tests patch them here)."""
+    return launch_rules.pick_config(batch, dim, length, d_state, target_warps=TARGET_WARPS, chunk=CHUNK,
+                                    min_parallel_chunk=MIN_PARALLEL_CHUNK)

@@ -157,6 +157,13 @@ CASES = [
     (33, 64, 4, 2, True, False, True, True, False, False, False, None),
     (33, 64, 4, 2, False, True, True, True, True, True, False, (8, 1)),  # exact path at N = 64, 5 spans
     (16, 8, 4, 1, True, True, False, False, True, False, True, None),  # constant (E, N) B and C
+    # state groups (d_state > 16: one thread per 16 states, partial outputs summed in order)
+    (37, 32, 64, 1, True, True, True, True, False, True, False, None),  # 2 groups, exact path, full blocks
+    (37, 32, 64, 2, True, True, True, True, True, True, False, (8, 2)),  # + reverse, 3 spans, 2 B/C groups
+    (29, 40, 8, 1, True, True, True, True, False, True, False, None),  # 16 + 16 + 8: generic path
+    (45, 40, 48, 1, True, False, True, True, True, False, False, (4, 4)),  # + chunk-parallel, straddling
+    (33, 64, 64, 4, True, True, True, True, True, True, False, (16, 1)),  # 4 groups, 16-channel B/C groups
+    (9, 256, 4, 1, True, True, True, True, False, True, False, None),  # 16 groups (the largest d_state)
 ]
 
 
@@ -335,3 +342,22 @@ def test_failed_build_reports_unavailable_with_one_log_line(monkeypatch, caplog)
         assert not cuda_scan.is_available(torch.device("cpu"))
     finally:
         cuda_scan.load_extension.cache_clear()
+
+
+def test_cuda_backend_imports_without_triton() -> None:
+    """The CUDA backend's launch rule is plain Python (kernels/launch_rules.py): with `triton` made
+    unimportable, cuda_scan imports, registers "cuda" and picks the same configs as the Triton side."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['triton'] = None\n"
+        "from vimbench.kernels import cuda_scan, registry\n"
+        "assert 'triton' not in sys.modules or sys.modules['triton'] is None\n"
+        "assert registry.get_backend('cuda').name == 'cuda'\n"
+        "cfg = cuda_scan.launch_config(1, 768, 6085, 16)\n"
+        "print(cfg.num_warps, cfg.n_chunks, cfg.span, cfg.n_par)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["1", "381", "8", "48"]  # batch 1, 1248 px: spans of 8 tiles, 48 of them

@@ -47,6 +47,7 @@ vs::ScanParams make_params(const at::Tensor& u, const at::Tensor& delta, const a
   p.channels_per_group = p.dim / B.size(1);
   p.delta_softplus = softplus;
   p.reverse = reverse;
+  p.n_groups = vs::state_groups(p.dstate);
   p.u = u.data_ptr();
   p.delta = delta.data_ptr();
   p.A = A.data_ptr<float>();
@@ -110,6 +111,9 @@ std::vector<at::Tensor> fwd(const at::Tensor& u, const at::Tensor& delta, const 
   at::Tensor last = at::empty({u.size(0), u.size(1), A.size(1)}, f32);  // fully written: no zero-fill
   at::Tensor tiles = at::empty({u.size(0), n_chunks, u.size(1), A.size(1)}, f32);
   at::Tensor dt_sum = n_par > 1 ? at::empty({u.size(0), n_par, u.size(1)}, f32) : at::Tensor();
+  // d_state > kGroupStates: each state group's sum_n C h, summed by the finish kernel (freed on return)
+  at::Tensor y_part = p.n_groups > 1 ? at::empty({p.n_groups, p.batch, p.dim, p.seqlen}, f32) : at::Tensor();
+  p.y_part = y_part.defined() ? y_part.data_ptr<float>() : nullptr;
   p.out = out.data_ptr();
   p.last_state = last.data_ptr<float>();
   p.tile_states = tiles.data_ptr<float>();
@@ -121,6 +125,8 @@ std::vector<at::Tensor> fwd(const at::Tensor& u, const at::Tensor& delta, const 
 }
 
 // Returns du, ddelta, dA, dB, dC (float32, B's 4-D shape), dD, dz, ddelta_bias (undefined when absent).
+// The kernels write every reduction as float32 partials, one writer per element; the sums over the partial
+// axis below (torch reductions: a fixed order) make two runs bitwise equal.
 std::vector<at::Tensor> bwd(const at::Tensor& dout, const at::Tensor& u, const at::Tensor& delta,
                             const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
                             const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,
@@ -139,12 +145,29 @@ std::vector<at::Tensor> bwd(const at::Tensor& dout, const at::Tensor& u, const a
   TORCH_CHECK(dout.sizes() == u.sizes() && dout.scalar_type() == u.scalar_type(), "dout must match u");
   auto contiguous = u.options().memory_format(at::MemoryFormat::Contiguous);
   auto f32 = u.options().dtype(at::kFloat);
-  at::Tensor du = at::empty(u.sizes(), contiguous), ddelta = at::empty(u.sizes(), contiguous);
-  at::Tensor dz = z.has_value() ? at::empty(u.sizes(), contiguous) : at::Tensor();
-  at::Tensor dA = at::zeros({p.dim, p.dstate}, f32);
-  at::Tensor dB = at::zeros(B.sizes(), f32), dC = at::zeros(C.sizes(), f32);
-  at::Tensor dD = D.has_value() ? at::zeros({p.dim}, f32) : at::Tensor();
-  at::Tensor dbias = delta_bias.has_value() ? at::zeros({p.dim}, f32) : at::Tensor();
+  const bool grouped = p.n_groups > 1;
+  const std::vector<int64_t> part_shape{p.n_groups, p.batch, p.dim, p.seqlen};
+  at::Tensor du, ddelta, dz, du_part, ddelta_part, dz_part;
+  if (grouped) {  // per state group float32 partials, summed below
+    du_part = at::empty(part_shape, f32), ddelta_part = at::empty(part_shape, f32);
+    dz_part = z.has_value() ? at::empty(part_shape, f32) : at::Tensor();
+  } else {
+    du = at::empty(u.sizes(), contiguous), ddelta = at::empty(u.sizes(), contiguous);
+    dz = z.has_value() ? at::empty(u.sizes(), contiguous) : at::Tensor();
+  }
+  // (batch, n_par, dim, dstate): every element written once (no zero-fill)
+  at::Tensor dA_part = at::empty({p.batch, n_par, p.dim, p.dstate}, f32);
+  // dB/dC: one slot per 32-row block touching a (batch, B/C group); all written when the groups are whole
+  // blocks (Vim), else zero-filled
+  const int slots = vs::bc_partial_slots(p.channels_per_group);
+  const bool whole = p.channels_per_group % vs::kBwdThreads == 0;
+  std::vector<int64_t> bc_shape{slots};
+  bc_shape.insert(bc_shape.end(), B.sizes().begin(), B.sizes().end());
+  at::Tensor dB_part = whole ? at::empty(bc_shape, f32) : at::zeros(bc_shape, f32);
+  at::Tensor dC_part = whole ? at::empty(bc_shape, f32) : at::zeros(bc_shape, f32);
+  at::Tensor dD_part = D.has_value() ? at::empty({p.batch, n_par, p.dim}, f32) : at::Tensor();
+  at::Tensor dbias_part =
+      delta_bias.has_value() ? at::empty({p.n_groups, p.batch, n_par, p.dim}, f32) : at::Tensor();
   at::Tensor scratch = at::empty({vs::scan_bwd_scratch_floats(p.batch, p.dim, p.dstate, n_par)}, f32);
   at::Tensor carries = n_par > 1 ? at::empty({p.batch, n_par, p.dim, p.dstate}, f32) : at::Tensor();
   at::Tensor dt_sum = n_par > 1 ? at::empty({p.batch, n_par, p.dim}, f32) : at::Tensor();
@@ -152,21 +175,36 @@ std::vector<at::Tensor> bwd(const at::Tensor& dout, const at::Tensor& u, const a
   p.dt_sum = dt_sum.defined() ? dt_sum.data_ptr<float>() : nullptr;
   q.dout = dout.data_ptr();
   q.dout_batch_stride = dout.stride(0), q.dout_dim_stride = dout.stride(1), q.dout_l_stride = dout.stride(2);
-  q.du = du.data_ptr();
-  q.ddelta = ddelta.data_ptr();
-  q.dz = dz.defined() ? dz.data_ptr() : nullptr;
-  q.dA = dA.data_ptr<float>();
-  q.dB = dB.data_ptr<float>();
-  q.dC = dC.data_ptr<float>();
-  q.dB_batch_stride = dB.stride(0), q.dB_group_stride = dB.stride(1), q.dB_n_stride = dB.stride(2);
-  q.dB_l_stride = dB.stride(3);
-  q.dC_batch_stride = dC.stride(0), q.dC_group_stride = dC.stride(1), q.dC_n_stride = dC.stride(2);
-  q.dC_l_stride = dC.stride(3);
-  q.dD = dD.defined() ? dD.data_ptr<float>() : nullptr;
-  q.ddelta_bias = dbias.defined() ? dbias.data_ptr<float>() : nullptr;
+  auto ptr = [](const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; };
+  auto fptr = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
+  q.du = ptr(du);
+  q.ddelta = ptr(ddelta);
+  q.dz = ptr(dz);
+  q.du_part = fptr(du_part);
+  q.ddelta_part = fptr(ddelta_part);
+  q.dz_part = fptr(dz_part);
+  q.dA = dA_part.data_ptr<float>();
+  q.dB = dB_part.data_ptr<float>();
+  q.dC = dC_part.data_ptr<float>();
+  q.dB_slot_stride = dB_part.stride(0), q.dB_batch_stride = dB_part.stride(1);
+  q.dB_group_stride = dB_part.stride(2), q.dB_n_stride = dB_part.stride(3), q.dB_l_stride = dB_part.stride(4);
+  q.dC_slot_stride = dC_part.stride(0), q.dC_batch_stride = dC_part.stride(1);
+  q.dC_group_stride = dC_part.stride(2), q.dC_n_stride = dC_part.stride(3), q.dC_l_stride = dC_part.stride(4);
+  q.dD = fptr(dD_part);
+  q.ddelta_bias = fptr(dbias_part);
   q.scratch = scratch.data_ptr<float>();
   check_launch(vs::launch_selective_scan_bwd(q, dtype_of(u), dtype_of(B), c10::cuda::getCurrentCUDAStream().stream()),
                "backward");
+  if (grouped) {
+    du = du_part.sum(0).to(u.scalar_type());
+    ddelta = ddelta_part.sum(0).to(u.scalar_type());
+    if (dz_part.defined()) dz = dz_part.sum(0).to(u.scalar_type());
+  }
+  at::Tensor dA = dA_part.view({-1, p.dim, p.dstate}).sum(0);
+  at::Tensor dB = slots > 1 ? dB_part.sum(0) : dB_part[0];
+  at::Tensor dC = slots > 1 ? dC_part.sum(0) : dC_part[0];
+  at::Tensor dD = dD_part.defined() ? dD_part.view({-1, p.dim}).sum(0) : at::Tensor();
+  at::Tensor dbias = dbias_part.defined() ? dbias_part.view({-1, p.dim}).sum(0) : at::Tensor();
   return {du, ddelta, dA, dB, dC, dD, dz, dbias};
 }
 

@@ -1,7 +1,8 @@
 // The per-channel work of the selective-scan kernels, as __host__ __device__ code.
 //
-// One CUDA thread owns one (batch, channel) row and one span of its tiles: it walks the positions
-// (forwards, or backwards for `reverse`) with all d_state states in registers, in float32. A thread's work
+// One CUDA thread owns one (batch, channel) row, one span of its tiles and one group of up to kGroupStates
+// of its states: it walks the positions (forwards, or backwards for `reverse`) with the group's states in
+// registers, in float32 (Vim's 16 states: one group). A thread's work
 // depends on nothing but its (b, e, span) index, so the same functions run on the host for every row: the
 // host harness (selective_scan_cuda_host.cpp) compiles this file with a plain C++ compiler, so the indexing
 // and the math of the kernels are tested on machines without a GPU. The backward's block-level part (the
@@ -67,30 +68,47 @@ VB_HD float sigmoid(float x) {
 #endif
 }
 
-VB_HD void atomic_add(float* p, float v) {
-#if defined(__CUDA_ARCH__)
-  atomicAdd(p, v);
-#else
-  *p += v;  // the host harness runs rows one after another
-#endif
+// Position t's offset along L: 32-bit (one IMAD; the launcher checks seqlen * |stride| < 2^31 for every
+// tensor walked along L), added to the row's 64-bit offset.
+VB_HD int64_t pos(int t, int64_t l_stride) { return (int64_t)(t * (int32_t)l_stride); }
+
+// What pos() needs of a tensor walked along L (checked by the launchers for every such tensor).
+VB_HD bool positions_fit_int32(int seqlen, int64_t l_stride) {
+  const int64_t s = l_stride < 0 ? -l_stride : l_stride;
+  return s < INT32_MAX && (int64_t)(seqlen > 0 ? seqlen - 1 : 0) * s < (int64_t)INT32_MAX;
 }
 
-// Row (b, e) views of the strided inputs.
+// Every tensor the forward walks along L (u, delta, z, out, B, C).
+VB_HD bool forward_positions_fit(const ScanParams& p) {
+  const int L = p.seqlen;
+  return positions_fit_int32(L, p.u_l_stride) && positions_fit_int32(L, p.delta_l_stride) &&
+         positions_fit_int32(L, p.z_l_stride) && positions_fit_int32(L, p.out_l_stride) &&
+         positions_fit_int32(L, p.B_l_stride) && positions_fit_int32(L, p.C_l_stride);
+}
+
+// Row (b, e) views of the strided inputs, for state group `sg` (states [sg * kGroupStates, ...)).
 struct Row {
   int64_t u, delta, z, out;  // offsets of position 0
-  int64_t B, C;              // offsets of (b, group, n=0, l=0)
+  int64_t B, C;              // offsets of (b, group, n = the state group's first, l=0)
   int e;
 };
 
-VB_HD Row row_offsets(const ScanParams& p, int b, int e) {
+VB_HD Row row_offsets(const ScanParams& p, int b, int e, int sg = 0) {
   const int g = e / p.channels_per_group;
+  const int64_t n0 = (int64_t)sg * kGroupStates;
   return Row{b * p.u_batch_stride + e * p.u_dim_stride,
              b * p.delta_batch_stride + e * p.delta_dim_stride,
              b * p.z_batch_stride + e * p.z_dim_stride,
              b * p.out_batch_stride + e * p.out_dim_stride,
-             b * p.B_batch_stride + g * p.B_group_stride,
-             b * p.C_batch_stride + g * p.C_group_stride,
+             b * p.B_batch_stride + g * p.B_group_stride + n0 * p.B_n_stride,
+             b * p.C_batch_stride + g * p.C_group_stride + n0 * p.C_n_stride,
              e};
+}
+
+// States in state group sg (kGroupStates but for the last group).
+VB_HD int group_states(const ScanParams& p, int sg) {
+  const int r = p.dstate - sg * kGroupStates;
+  return r < kGroupStates ? r : kGroupStates;
 }
 
 VB_HD float row_delta(const ScanParams& p, float raw, float bias) {
@@ -180,7 +198,9 @@ VB_UNROLL
 // The forward's three modes (kernels/triton_scan_fwd.py has the same): kFull walks all tiles of a row;
 // kSummary scans one span from a zero state and stores its end state and sum(dt) (no output); kSpan scans
 // one span from its start state (written by combine_state) and stores the output.
-enum FwdMode : int { kFull = 0, kSummary = 1, kSpan = 2 };
+// kPartialOut (or'ed into kFull or kSpan; state groups): the group's float32 partial output instead of out,
+// a compile-time choice so that the time loop carries no branch for it.
+enum FwdMode : int { kFull = 0, kSummary = 1, kSpan = 2, kPartialOut = 4 };
 
 // Positions [first, last) in scan order of tile c.
 VB_HD int tile_first(const ScanParams& p, int c) { return c * p.chunk; }
@@ -199,72 +219,99 @@ VB_HD int64_t tile_state_offset(const ScanParams& p, int b, int e, int c) {
   return (((int64_t)b * p.n_chunks + c) * p.dim + e) * p.dstate;
 }
 
-// Forward for one row and span (see FwdMode): out (with D and the silu(z) gate), every tile's start state,
-// and the last state (kFull; combine_state writes it when chunk-parallel).
-// kExact: the caller checked d_state == kN and that B and C have unit stride over the states: no per-state
-// guards, the states of B_t/C_t at compile-time offsets from one pointer (no pointer walk, no predicates).
+// Forward for one row, span and state group sg (see FwdMode): out (with D and the silu(z) gate; with state
+// groups the group's float32 partial sum_n C h to y_part instead, finish_output adds them up), every tile's
+// start state, and the last state (kFull; combine_state writes it when chunk-parallel).
+// kExact: the caller checked d_state % kN == 0 and that B and C have unit stride over the states: no
+// per-state guards, the states of B_t/C_t at compile-time offsets from one pointer (no pointer walk, no
+// predicates).
 template <typename io_t, typename bc_t, int kN, bool kExact, int kMode>
-VB_HD void scan_row_forward(const ScanParams& p, int b, int e, int par) {
+VB_HD void scan_row_forward(const ScanParams& p, int b, int e, int par, int sg = 0) {
   const io_t* u = static_cast<const io_t*>(p.u);
   const io_t* delta = static_cast<const io_t*>(p.delta);
   const io_t* z = static_cast<const io_t*>(p.z);
   const bc_t* Bp = static_cast<const bc_t*>(p.B);
   const bc_t* Cp = static_cast<const bc_t*>(p.C);
   io_t* out = static_cast<io_t*>(p.out);
-  const Row r = row_offsets(p, b, e);
-  const int N = kExact ? kN : p.dstate;
+  const Row r = row_offsets(p, b, e, sg);
+  const int n0 = sg * kN, N = kExact ? kN : group_states(p, sg);
   const float D = p.D ? p.D[e * p.D_stride] : 0.f;
   const float bias = p.delta_bias ? p.delta_bias[e * p.delta_bias_stride] : 0.f;
-  const int c_lo = kMode == kFull ? 0 : span_lo(p, par);
-  const int c_hi = kMode == kFull ? p.n_chunks : span_hi(p, par);
-  float* H = p.tile_states + tile_state_offset(p, b, e, 0);
-  const int64_t H_tile = (int64_t)p.dim * N;
+  constexpr int kBase = kMode & 3;
+  constexpr bool kPartial = (kMode & kPartialOut) != 0;
+  const int c_lo = kBase == kFull ? 0 : span_lo(p, par);
+  const int c_hi = kBase == kFull ? p.n_chunks : span_hi(p, par);
+  // state groups: this group's partial y row (float32, no D, no gate)
+  float* y_part = kPartial ? p.y_part + ((int64_t)sg * p.batch * p.dim + (int64_t)b * p.dim + e) * p.seqlen
+                                 : nullptr;
 
   float A2[kN], h[kN];
 VB_UNROLL
   for (int n = 0; n < kN; ++n) {
-    A2[n] = n < N ? p.A[e * p.A_dim_stride + n * p.A_n_stride] * kLog2e : 0.f;
+    A2[n] = n < N ? p.A[e * p.A_dim_stride + (n0 + n) * p.A_n_stride] * kLog2e : 0.f;
     h[n] = 0.f;
   }
-  if (kMode == kSpan) load_state<kN, kExact>(H + c_lo * H_tile, h, N);
+  if (kBase == kSpan) load_state<kN, kExact>(p.tile_states + tile_state_offset(p, b, e, c_lo) + n0, h, N);
   float dt_sum = 0.f;
   for (int c = c_lo; c < c_hi; ++c) {
-    if (kMode != kSummary) store_state<kN, kExact>(H + c * H_tile, h, N);
+    // the tile state's address from (b, e, c) each tile (a pointer kept across the loops cost a spill)
+    if (kBase != kSummary) store_state<kN, kExact>(p.tile_states + tile_state_offset(p, b, e, c) + n0, h, N);
     const int s1 = tile_end(p, c);
     for (int s = tile_first(p, c); s < s1; ++s) {
       const int t = p.reverse ? p.seqlen - 1 - s : s;
-      const float ut = to_float(u[r.u + t * p.u_l_stride]);
-      const float dt = row_delta(p, to_float(delta[r.delta + t * p.delta_l_stride]), bias);
+      const float ut = to_float(u[r.u + pos(t, p.u_l_stride)]);
+      const float dt = row_delta(p, to_float(delta[r.delta + pos(t, p.delta_l_stride)]), bias);
       const float du = dt * ut;
       float Bv[kN];
-      load_bc<bc_t, kN, kExact>(Bp + r.B + t * p.B_l_stride, p.B_n_stride, N, Bv);
-      if (kMode == kSummary) {
+      load_bc<bc_t, kN, kExact>(Bp + r.B + pos(t, p.B_l_stride), p.B_n_stride, N, Bv);
+      if (kBase == kSummary) {
 VB_UNROLL
         for (int n = 0; n < kN; ++n) h[n] = fast_exp2(dt * A2[n]) * h[n] + du * Bv[n];
         dt_sum += dt;
         continue;
       }
       float Cv[kN];
-      load_bc<bc_t, kN, kExact>(Cp + r.C + t * p.C_l_stride, p.C_n_stride, N, Cv);
+      load_bc<bc_t, kN, kExact>(Cp + r.C + pos(t, p.C_l_stride), p.C_n_stride, N, Cv);
       float y = 0.f;
 VB_UNROLL
       for (int n = 0; n < kN; ++n) {
         h[n] = fast_exp2(dt * A2[n]) * h[n] + du * Bv[n];
         y += h[n] * Cv[n];
       }
+      if (kPartial) {
+        y_part[t] = y;
+        continue;
+      }
       y += D * ut;
       if (z) {
-        const float zt = to_float(z[r.z + t * p.z_l_stride]);
+        const float zt = to_float(z[r.z + pos(t, p.z_l_stride)]);
         y *= zt * sigmoid(zt);
       }
-      store(&out[r.out + t * p.out_l_stride], y);
+      store(&out[r.out + pos(t, p.out_l_stride)], y);
     }
   }
-  if (kMode == kFull) store_state<kN, false>(p.last_state + ((int64_t)b * p.dim + e) * N, h, N);
-  if (kMode == kSummary) {  // the span's end state from zero, in its first tile's slot (combine_state reads it)
-    store_state<kN, kExact>(H + c_lo * H_tile, h, N);
-    p.dt_sum[((int64_t)b * p.n_par + par) * p.dim + e] = dt_sum;
+  if (kBase == kFull) store_state<kN, false>(p.last_state + ((int64_t)b * p.dim + e) * p.dstate + n0, h, N);
+  if (kBase == kSummary) {  // the span's end state from zero, in its first tile's slot (combine_state reads it)
+    store_state<kN, kExact>(p.tile_states + tile_state_offset(p, b, e, c_lo) + n0, h, N);
+    if (sg == 0) p.dt_sum[((int64_t)b * p.n_par + par) * p.dim + e] = dt_sum;
   }
+}
+
+// State groups: out at (row, position t) from the groups' partials, in group order, + D u, gated by silu(z).
+template <typename io_t>
+VB_HD void finish_output(const ScanParams& p, int64_t row, int t) {
+  const int e = (int)(row % p.dim), b = (int)(row / p.dim);
+  const int64_t rows = (int64_t)p.batch * p.dim;
+  const float* yp = p.y_part + row * p.seqlen + t;
+  float y = 0.f;
+  for (int sg = 0; sg < p.n_groups; ++sg) y += yp[sg * rows * p.seqlen];
+  const Row r = row_offsets(p, b, e);
+  if (p.D) y += p.D[e * p.D_stride] * to_float(static_cast<const io_t*>(p.u)[r.u + t * p.u_l_stride]);
+  if (p.z) {
+    const float zt = to_float(static_cast<const io_t*>(p.z)[r.z + t * p.z_l_stride]);
+    y *= zt * sigmoid(zt);
+  }
+  store(&static_cast<io_t*>(p.out)[r.out + t * p.out_l_stride], y);
 }
 
 // Chains the spans of one row's state n, in place: slot k (at slots + k * slot_stride + n) holds span k's end
@@ -284,14 +331,15 @@ VB_HD void combine_state(const ScanParams& p, int e, int n, float* slots, int64_
   if (last) last[n] = x;
 }
 
-// kExact rows (see scan_row_forward): d_state == kN, unit state strides of B and C, and every row's B_t/C_t
-// 16-byte aligned (base pointers and the batch, group and position strides).
+// kExact rows (see scan_row_forward): d_state a multiple of kN (whole state groups), unit state strides of B
+// and C, and every row's B_t/C_t 16-byte aligned (base pointers and the batch, group and position strides;
+// a group's first state is kN states further: 16-byte aligned too).
 VB_HD bool exact_states(const ScanParams& p, int kN, int elem_bytes) {
   auto aligned = [&](const void* ptr, int64_t s_b, int64_t s_g, int64_t s_l) {
     return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && (s_b * elem_bytes) % 16 == 0 &&
            (s_g * elem_bytes) % 16 == 0 && (s_l * elem_bytes) % 16 == 0;
   };
-  return p.dstate == kN && (kN * elem_bytes) % 16 == 0 && p.B_n_stride == 1 && p.C_n_stride == 1 &&
+  return p.dstate % kN == 0 && (kN * elem_bytes) % 16 == 0 && p.B_n_stride == 1 && p.C_n_stride == 1 &&
          aligned(p.B, p.B_batch_stride, p.B_group_stride, p.B_l_stride) &&
          aligned(p.C, p.C_batch_stride, p.C_group_stride, p.C_l_stride) &&
          reinterpret_cast<uintptr_t>(p.tile_states) % 16 == 0;

@@ -2,7 +2,8 @@
 // (batch, channel) row and span, and the backward's blocks as loops over their kBwdThreads rows with a plain
 // buffer for the block's shared memory (each barrier a boundary between two loops over the rows), exactly
 // in the kernels' order, so tests on a machine without a GPU check the kernels' indexing, strides, reverse
-// order, tiles, spans, the combine and the block reductions.
+// order, tiles, spans, state groups, the combine, the block reductions and the sums over the partials that
+// the torch binding makes (in the same order).
 // Build: g++ -O2 -shared -fPIC selective_scan_cuda_host.cpp -o libscan_host.so; call through ctypes.
 #include <type_traits>
 #include <vector>
@@ -23,6 +24,7 @@ ScanParams make_params(const int* sizes, const int64_t* s, const void* const* pt
   p.channels_per_group = sizes[4];
   p.delta_softplus = sizes[5] != 0;
   p.reverse = sizes[6] != 0;
+  p.n_groups = state_groups(p.dstate);
   p.chunk = sizes[7];
   p.n_chunks = sizes[8];
   p.span = sizes[9];
@@ -57,43 +59,108 @@ void for_each_row(const ScanParams& p, Row&& row) {
 
 bool config_ok(const ScanParams& p) {
   return p.dstate >= 1 && p.dstate <= kMaxDState && p.chunk >= 1 && p.chunk <= kTile && p.span >= 1 &&
-         p.n_par >= 1 && (int64_t)p.n_chunks * p.chunk >= p.seqlen && (int64_t)p.span * p.n_par >= p.n_chunks;
+         p.n_par >= 1 && (int64_t)p.n_chunks * p.chunk >= p.seqlen && (int64_t)p.span * p.n_par >= p.n_chunks &&
+         forward_positions_fit(p);
 }
 
-// launch_fwd's sequence: one full pass, or summary -> combine -> span pass.
+// launch_fwd's sequence: one full pass, or summary -> combine -> span pass; per state group, then the finish
+// pass that sums the groups' partial outputs.
 template <int kN, bool kExact>
 void run_fwd(ScanParams& p) {
+  std::vector<float> y_part(p.n_groups > 1 ? (size_t)p.n_groups * p.batch * p.dim * p.seqlen : 0);
+  p.y_part = y_part.empty() ? nullptr : y_part.data();
+  const bool partial = p.n_groups > 1;
   if (p.n_par == 1) {
-    for_each_row(p, [&](int b, int e) { scan_row_forward<float, float, kN, kExact, kFull>(p, b, e, 0); });
-    return;
+    for (int sg = 0; sg < p.n_groups; ++sg)
+      for_each_row(p, [&](int b, int e) {
+        if (partial) {
+          scan_row_forward<float, float, kN, kExact, kFull | kPartialOut>(p, b, e, 0, sg);
+        } else {
+          scan_row_forward<float, float, kN, kExact, kFull>(p, b, e, 0, sg);
+        }
+      });
+  } else {
+    std::vector<float> dt_sum((size_t)p.batch * p.n_par * p.dim);
+    p.dt_sum = dt_sum.data();
+    for (int sg = 0; sg < p.n_groups; ++sg)
+      for (int par = 0; par < p.n_par; ++par)
+        for_each_row(p, [&](int b, int e) {
+          scan_row_forward<float, float, kN, kExact, kSummary>(p, b, e, par, sg);
+        });
+    for_each_row(p, [&](int b, int e) {
+      for (int n = 0; n < p.dstate; ++n)
+        combine_state(p, e, n, p.tile_states + tile_state_offset(p, b, e, 0), (int64_t)p.span * p.dim * p.dstate,
+                      p.dt_sum + (int64_t)b * p.n_par * p.dim + e,
+                      p.last_state + ((int64_t)b * p.dim + e) * p.dstate, false);
+    });
+    for (int sg = 0; sg < p.n_groups; ++sg)
+      for (int par = 0; par < p.n_par; ++par)
+        for_each_row(p, [&](int b, int e) {
+          if (partial) {
+            scan_row_forward<float, float, kN, kExact, kSpan | kPartialOut>(p, b, e, par, sg);
+          } else {
+            scan_row_forward<float, float, kN, kExact, kSpan>(p, b, e, par, sg);
+          }
+        });
+    p.dt_sum = nullptr;
   }
-  std::vector<float> dt_sum((size_t)p.batch * p.n_par * p.dim);
-  p.dt_sum = dt_sum.data();
-  for (int par = 0; par < p.n_par; ++par)
-    for_each_row(p, [&](int b, int e) { scan_row_forward<float, float, kN, kExact, kSummary>(p, b, e, par); });
-  for_each_row(p, [&](int b, int e) {
-    for (int n = 0; n < p.dstate; ++n)
-      combine_state(p, e, n, p.tile_states + tile_state_offset(p, b, e, 0), (int64_t)p.span * p.dim * p.dstate,
-                    p.dt_sum + (int64_t)b * p.n_par * p.dim + e,
-                    p.last_state + ((int64_t)b * p.dim + e) * p.dstate, false);
-  });
-  for (int par = 0; par < p.n_par; ++par)
-    for_each_row(p, [&](int b, int e) { scan_row_forward<float, float, kN, kExact, kSpan>(p, b, e, par); });
-  p.dt_sum = nullptr;
+  if (p.n_groups > 1) {
+    for (int64_t row = 0; row < (int64_t)p.batch * p.dim; ++row)
+      for (int t = 0; t < p.seqlen; ++t) finish_output<float>(p, row, t);
+  }
+  p.y_part = nullptr;
 }
+
+// out[i] = sum over the partial axis (`parts` slices of `n` floats) in order, as the binding's torch sums.
+void sum_parts(const std::vector<float>& part, int64_t parts, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    float acc = 0.f;
+    for (int64_t k = 0; k < parts; ++k) acc += part[k * n + i];
+    out[i] = acc;
+  }
+}
+
+// The caller's final gradients (ScanBwdParams' pointers on entry) from the partials the kernels write: what
+// the torch binding allocates and sums (dB/dC: B's contiguous logical shape, `bc_elems` floats).
+struct HostBwdOutputs {
+  float *du, *ddelta, *dz, *dA, *dB, *dC, *dD, *dbias;
+};
 
 // launch_bwd's sequence; each block of the backward kernel as loops over its threads between barriers.
 template <int kN, bool kExact>
-void run_bwd(ScanBwdParams& q) {
+void run_bwd(ScanBwdParams& q, int64_t bc_elems) {
   ScanParams& p = q.fwd;
+  const HostBwdOutputs out{static_cast<float*>(q.du), static_cast<float*>(q.ddelta), static_cast<float*>(q.dz),
+                           q.dA, q.dB, q.dC, q.dD, q.ddelta_bias};
+  const int64_t rows = (int64_t)p.batch * p.dim, per_row = rows * p.seqlen, spans = (int64_t)p.batch * p.n_par;
+  const bool grouped = p.n_groups > 1;
+  std::vector<float> du_part(grouped ? p.n_groups * per_row : 0), ddelta_part(du_part.size());
+  std::vector<float> dz_part(grouped && p.z ? p.n_groups * per_row : 0);
+  if (grouped) {
+    q.du = q.ddelta = q.dz = nullptr;
+    q.du_part = du_part.data();
+    q.ddelta_part = ddelta_part.data();
+    q.dz_part = p.z ? dz_part.data() : nullptr;
+  }
+  const int slots = bc_partial_slots(p.channels_per_group);
+  std::vector<float> dA((size_t)spans * p.dim * p.dstate), dB((size_t)slots * bc_elems, 0.f), dC(dB.size(), 0.f);
+  std::vector<float> dD((size_t)spans * p.dim), dbias((size_t)p.n_groups * spans * p.dim);
+  q.dA = dA.data();
+  q.dB = dB.data();
+  q.dC = dC.data();
+  q.dB_slot_stride = q.dC_slot_stride = bc_elems;
+  q.dD = out.dD ? dD.data() : nullptr;
+  q.ddelta_bias = out.dbias ? dbias.data() : nullptr;
+
   std::vector<float> scratch(scan_bwd_scratch_floats(p.batch, p.dim, p.dstate, p.n_par));
-  std::vector<float> carries((size_t)p.batch * p.n_par * p.dim * p.dstate), dt_sum((size_t)p.batch * p.n_par * p.dim);
+  std::vector<float> carries((size_t)p.batch * p.n_par * p.dim * p.dstate), dt_sum((size_t)spans * p.dim);
   q.scratch = scratch.data();
   q.carries = carries.data();
   p.dt_sum = dt_sum.data();
   if (p.n_par > 1) {
-    for (int par = 0; par < p.n_par; ++par)
-      for_each_row(p, [&](int b, int e) { bwd_summary_row<float, float, kN, kExact>(q, b, e, par); });
+    for (int sg = 0; sg < p.n_groups; ++sg)
+      for (int par = 0; par < p.n_par; ++par)
+        for_each_row(p, [&](int b, int e) { bwd_summary_row<float, float, kN, kExact>(q, b, e, par, sg); });
     for_each_row(p, [&](int b, int e) {
       for (int n = 0; n < p.dstate; ++n)
         combine_state(p, e, n, q.carries + carry_offset(p, b, e, 0), (int64_t)p.dim * p.dstate,
@@ -102,36 +169,50 @@ void run_bwd(ScanBwdParams& q) {
   }
   std::vector<float> shared(kBwdSharedFloats);
   std::vector<BwdRow<kN>> threads(kBwdThreads);
-  const int64_t rows = (int64_t)p.batch * p.dim;
-  for (int64_t row0 = 0; row0 < rows; row0 += kBwdThreads) {
-    for (int par = 0; par < p.n_par; ++par) {
-      const BwdBlock blk = bwd_block_init(q, row0);
-      for (int tid = 0; tid < blk.nvalid; ++tid)
-        bwd_row_init<kN>(q, (int)((row0 + tid) / p.dim), (int)((row0 + tid) % p.dim), par, threads[tid]);
-      for (int c = span_hi(p, par) - 1; c >= span_lo(p, par); --c) {
+  for (int sg = 0; sg < p.n_groups; ++sg) {
+    for (int64_t row0 = 0; row0 < rows; row0 += kBwdThreads) {
+      for (int par = 0; par < p.n_par; ++par) {
+        const BwdBlock blk = bwd_block_init(q, row0, sg);
         for (int tid = 0; tid < blk.nvalid; ++tid)
-          bwd_tile_walk<float, float, kN, kExact>(q, threads[tid], c, slab_slot<kN>(q, par, row0 + tid),
-                                                  shared.data(), tid);
-        // __syncthreads()
-        for (int tid = 0; tid < kBwdThreads; ++tid) bwd_tile_reduce<kN>(q, blk, c, par, shared.data(), tid);
-        // __syncthreads()
+          bwd_row_init<kN>(q, (int)((row0 + tid) / p.dim), (int)((row0 + tid) % p.dim), par, sg, threads[tid],
+                           shared.data(), tid);
+        for (int c = span_hi(p, par) - 1; c >= span_lo(p, par); --c) {
+          for (int tid = 0; tid < blk.nvalid; ++tid)
+            if (grouped) {
+              bwd_tile_walk<float, float, kN, kExact, true>(q, threads[tid], c, slab_slot<kN>(q, par, row0 + tid, sg),
+                                                            shared.data(), tid);
+            } else {
+              bwd_tile_walk<float, float, kN, kExact, false>(q, threads[tid], c,
+                                                             slab_slot<kN>(q, par, row0 + tid, sg), shared.data(), tid);
+            }
+          // __syncthreads()
+          for (int tid = 0; tid < kBwdThreads; ++tid) bwd_tile_reduce<kN>(q, blk, c, par, shared.data(), tid);
+          // __syncthreads()
+        }
+        for (int tid = 0; tid < blk.nvalid; ++tid) bwd_row_finish<kN>(q, threads[tid], shared.data(), tid);
       }
-      for (int tid = 0; tid < blk.nvalid; ++tid) bwd_row_finish<kN>(q, threads[tid]);
     }
   }
+  // the binding's sums over the partial axes
+  if (grouped) {
+    sum_parts(du_part, p.n_groups, per_row, out.du);
+    sum_parts(ddelta_part, p.n_groups, per_row, out.ddelta);
+    if (out.dz) sum_parts(dz_part, p.n_groups, per_row, out.dz);
+  }
+  sum_parts(dA, spans, (int64_t)p.dim * p.dstate, out.dA);
+  sum_parts(dB, slots, bc_elems, out.dB);
+  sum_parts(dC, slots, bc_elems, out.dC);
+  if (out.dD) sum_parts(dD, spans, p.dim, out.dD);
+  if (out.dbias) sum_parts(dbias, (int64_t)p.n_groups * spans, p.dim, out.dbias);
   q.scratch = q.carries = p.dt_sum = nullptr;
 }
 
 template <typename Run>
 void dispatch(const ScanParams& p, Run&& run) {
-  if (exact_states(p, 16, (int)sizeof(float))) {
-    run(std::integral_constant<int, 16>{}, std::true_type{});
-  } else if (p.dstate <= 16) {
-    run(std::integral_constant<int, 16>{}, std::false_type{});
-  } else if (exact_states(p, kMaxDState, (int)sizeof(float))) {
-    run(std::integral_constant<int, kMaxDState>{}, std::true_type{});
+  if (exact_states(p, kGroupStates, (int)sizeof(float))) {
+    run(std::integral_constant<int, kGroupStates>{}, std::true_type{});
   } else {
-    run(std::integral_constant<int, kMaxDState>{}, std::false_type{});
+    run(std::integral_constant<int, kGroupStates>{}, std::false_type{});
   }
 }
 
@@ -149,7 +230,8 @@ int vb_scan_fwd_host(const int* sizes, const int64_t* strides, const void* const
 }
 
 // As vb_scan_fwd_host, tile_states being the forward's; bwd_ptrs: dout, du, ddelta, dz, dA, dB, dC, dD,
-// ddelta_bias; bwd_strides: dout (3), dB (4), dC (4).
+// ddelta_bias (float32; du, ddelta, dz contiguous (batch, dim, L), dA (dim, dstate), dB/dC contiguous in B's
+// 4-D logical shape); bwd_strides: dout (3), dB (4), dC (4).
 int vb_scan_bwd_host(const int* sizes, const int64_t* strides, const void* const* ptrs,
                      const int64_t* bwd_strides, const void* const* bwd_ptrs) {
   ScanBwdParams q;
@@ -168,7 +250,9 @@ int vb_scan_bwd_host(const int* sizes, const int64_t* strides, const void* const
   q.dout_batch_stride = s[0], q.dout_dim_stride = s[1], q.dout_l_stride = s[2];
   q.dB_batch_stride = s[3], q.dB_group_stride = s[4], q.dB_n_stride = s[5], q.dB_l_stride = s[6];
   q.dC_batch_stride = s[7], q.dC_group_stride = s[8], q.dC_n_stride = s[9], q.dC_l_stride = s[10];
-  dispatch(q.fwd, [&](auto n, auto exact) { run_bwd<decltype(n)::value, decltype(exact)::value>(q); });
+  const int64_t bc_elems = (int64_t)q.fwd.batch * (q.fwd.dim / q.fwd.channels_per_group) * q.fwd.dstate *
+                           q.fwd.seqlen;
+  dispatch(q.fwd, [&](auto n, auto exact) { run_bwd<decltype(n)::value, decltype(exact)::value>(q, bc_elems); });
   return 0;
 }
 

@@ -25,6 +25,7 @@ _CPP_TYPE = {"fp32": "float", "fp16": "__half", "bf16": "__nv_bfloat16"}
 _RES = re.compile(r"Function (\S+):\s*\n?\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
 BWD_THREADS = 32  # kBwdThreads in selective_scan_cuda.h
 COMBINE_THREADS = 128  # kMaxThreads in selective_scan_cuda.cu
+GROUP_STATES = 16  # kGroupStates in selective_scan_cuda.h: states per thread; more: state groups (grid z)
 
 
 def _demangle(names: list[str]) -> dict[str, str]:
@@ -104,29 +105,39 @@ def _cuda_launches(inputs, batch: int, dtype: str) -> list[Launch]:
     from vimbench.kernels.cuda_scan import launch_config
 
     cfg = launch_config(batch, inputs.d_inner, inputs.length, inputs.d_state)
-    k_n = 16 if inputs.d_state <= 16 else 64
+    k_n = GROUP_STATES
+    groups = -(-inputs.d_state // k_n)
     rows = batch * inputs.d_inner
     t = _CPP_TYPE[dtype]
-    # Vim's B/C are views of x_dbl with contiguous states: with d_state == kN the kernels run their exact path
-    exact = "true" if inputs.d_state == k_n and inputs.fwd.B.stride(-2) == 1 else "false"
+    # Vim's B/C are views of x_dbl with contiguous states: with whole groups of kN states the kernels run
+    # their exact path
+    exact = "true" if inputs.d_state % k_n == 0 and inputs.fwd.B.stride(-2) == 1 else "false"
     threads = cfg.block_e
-    fwd_grid = (-(-rows // threads), cfg.n_par, 1)
-    bwd_grid = (-(-rows // BWD_THREADS), cfg.n_par, 1)
+    fwd_grid = (-(-rows // threads), cfg.n_par, groups)
+    bwd_grid = (-(-rows // BWD_THREADS), cfg.n_par, groups)
     states = rows * inputs.d_state  # the combine: one thread per (row, state)
     combine = ("selective_scan_combine_kernel", (-(-states // COMBINE_THREADS), 1, 1), COMBINE_THREADS, 1, "")
-    label = f"kN{k_n}" + (" exact" if exact == "true" else "")
+    label = f"kN{k_n}" + (f" groups{groups}" if groups > 1 else "") + (" exact" if exact == "true" else "")
     fwd = f"selective_scan_fwd_kernel<{t},{t},{k_n},{exact},"
+    partial = 4 if groups > 1 else 0  # kPartialOut: each group's partial output (FwdMode in the core)
     found = []
     if cfg.parallel:
         found += [("fwd", fwd + "1>", fwd_grid, threads, k_n, f"{label} summary span{cfg.span}"),
                   ("fwd", *combine[:4], f"spans{cfg.n_par}"),
-                  ("fwd", fwd + "2>", fwd_grid, threads, k_n, f"{label} span pass span{cfg.span}"),
+                  ("fwd", fwd + f"{2 | partial}>", fwd_grid, threads, k_n,
+                   f"{label} span pass span{cfg.span}"),
                   ("bwd", f"selective_scan_bwd_summary_kernel<{t},{t},{k_n},{exact}>", bwd_grid, BWD_THREADS,
                    k_n, f"{label} carry summary span{cfg.span}"),
                   ("bwd", *combine[:4], f"spans{cfg.n_par} reverse")]
     else:
-        found.append(("fwd", fwd + "0>", fwd_grid, threads, k_n, label))
-    found.append(("bwd", f"selective_scan_bwd_kernel<{t},{t},{k_n},{exact}>", bwd_grid, BWD_THREADS, k_n,
+        found.append(("fwd", fwd + f"{partial}>", fwd_grid, threads, k_n, label))
+    if groups > 1:  # the groups' partial outputs summed, + D u, gated: one thread per (row, position)
+        finish = (-(-rows * inputs.length // COMBINE_THREADS), 1, 1)
+        at = next((i for i, lc in enumerate(found) if lc[0] == "bwd"), len(found))  # after the forward's
+        found.insert(at, ("fwd", f"selective_scan_finish_kernel<{t}>", finish, COMBINE_THREADS, 1,
+                          f"groups{groups}"))
+    bwd = f"selective_scan_bwd_kernel<{t},{t},{k_n},{exact},{str(groups > 1).lower()}>"  # kPartial: groups
+    found.append(("bwd", bwd, bwd_grid, BWD_THREADS, k_n,
                   label + (f" span{cfg.span}" if cfg.parallel else "")))
     return found
 
