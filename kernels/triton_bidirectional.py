@@ -50,9 +50,9 @@ from .triton_scan_parts import (
     aligned_stride,
     channel_block,
     load_states,
-    softplus_dt,
     state_index,
     state_rows,
+    step_inputs,
     sum_products,
 )
 
@@ -112,10 +112,8 @@ def _bidir_fwd_kernel(
         for i in range(n_pos):
             p = lo + i
             q = hi - 1 - i
-            uf = tl.load(uf_row + p * suf_l).to(tl.float32)
-            dtf = softplus_dt(tl.load(df_row + p * sdf_l).to(tl.float32) + biasf, softplus)
-            ub = tl.load(ub_row + q * sub_l).to(tl.float32)
-            dtb = softplus_dt(tl.load(db_row + q * sdb_l).to(tl.float32) + biasb, softplus)
+            uf, dtf = step_inputs(uf_row, suf_l, df_row, sdf_l, biasf, softplus, p)
+            ub, dtb = step_inputs(ub_row, sub_l, db_row, sdb_l, biasb, softplus, q)
             Bf = load_states(Bf_base + (Bf_off + p * sBf_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
             Bb = load_states(Bb_base + (Bb_off + q * sBb_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
             hf = tl.exp2(dtf[None, :] * A2f) * hf + (dtf * uf)[None, :] * Bf
@@ -174,10 +172,8 @@ def _bidir_fwd_kernel(
             for i in range(a, b):
                 p = lo + i  # the forward direction's position
                 q = hi - 1 - i  # the reverse direction's position
-                uf = tl.load(uf_row + p * suf_l).to(tl.float32)
-                dtf = softplus_dt(tl.load(df_row + p * sdf_l).to(tl.float32) + biasf, softplus)
-                ub = tl.load(ub_row + q * sub_l).to(tl.float32)
-                dtb = softplus_dt(tl.load(db_row + q * sdb_l).to(tl.float32) + biasb, softplus)
+                uf, dtf = step_inputs(uf_row, suf_l, df_row, sdf_l, biasf, softplus, p)
+                ub, dtb = step_inputs(ub_row, sub_l, db_row, sdb_l, biasb, softplus, q)
                 Bf = load_states(Bf_base + (Bf_off + p * sBf_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
                 Cf = load_states(Cf_base + (Cf_off + p * sCf_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)
                 Bb = load_states(Bb_base + (Bb_off + q * sBb_l), N, N_PAD, BLOCK_E, VEC, EVEN_N)

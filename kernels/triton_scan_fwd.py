@@ -35,9 +35,10 @@ from .triton_scan_parts import (
     channel_block,
     group_A2,
     load_states,
-    softplus_dt,
+    state_group,
     state_index,
     state_rows,
+    step_inputs,
     sum_products,
 )
 
@@ -53,15 +54,11 @@ def _scan_fwd_kernel(
     MODE: tl.constexpr, VEC: tl.constexpr, BC_ALIGNED: tl.constexpr, GROUP: tl.constexpr,
     SAVE: tl.constexpr,
 ):
-    pid_e = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     pid_c = tl.program_id(2)
-    n_left = N  # states from the program's first one (all of them unless grouped)
+    # n_left: states from the program's first one (all of them unless grouped)
+    pid_e, sgrp, _, n_left = state_group(tl.program_id(0), N, GROUP, N_PAD)
     if GROUP < N_PAD:  # one group of GROUP states per program: its own states, its own fp32 output plane
-        n_grp = tl.cdiv(N, GROUP)
-        sgrp = pid_e % n_grp
-        pid_e = pid_e // n_grp
-        n_left = N - sgrp * GROUP
         B_ptr += sgrp * GROUP * sB_n
         C_ptr += sgrp * GROUP * sC_n
         H_ptr += sgrp * GROUP
@@ -108,8 +105,7 @@ def _scan_fwd_kernel(
         i_end = tl.minimum(L, (c + 1) * chunk_len)
         for i in range(c * chunk_len, i_end):
             t = t_first + i * step
-            u = tl.load(u_row + t * su_l).to(tl.float32)
-            dt = softplus_dt(tl.load(d_row + t * sd_l).to(tl.float32) + bias, softplus)
+            u, dt = step_inputs(u_row, su_l, d_row, sd_l, bias, softplus, t)
             Bt = load_states(B_base + (B_off + t * sB_l), n_left, GROUP, BLOCK_E, VEC, EVEN_N)
             h = tl.exp2(dt[None, :] * A2) * h + (dt * u)[None, :] * Bt
             if MODE == 1:
