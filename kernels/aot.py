@@ -40,7 +40,7 @@ _FLOAT_SCALARS = {"eps"}
 _INT64_SCALARS = {"off_u", "off_d", "off_A", "off_B", "off_C", "off_D", "off_bias"}
 _SHORT = {"HAS_Z": "z", "BLOCK_E": "E", "N_PAD": "N", "BLOCK_L": "L", "HAS_RESIDUAL": "res",
           "BLOCK_D": "D", "EVEN_N": "even", "MODE": "mode", "DIRS": "dirs", "BLOCK": "B", "VEC": "v",
-          "BC_ALIGNED": "al", "CHUNK": "T", "GROUP": "G"}
+          "BC_ALIGNED": "al", "CHUNK": "T", "GROUP": "G", "SAVE": "save"}
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def scan_jobs(name: str, dtype: str, n_pads: list[int]) -> list[CompileJob]:
     summary 1 warp, one or both directions; fused bidirectional forward 4 or 1 warps (full) and 1 warp
     (summary and span passes), only up to the states it runs fused (triton_common.FUSED_MAX_STATES); with and
     without z; B/C read 4 states at a time (aligned, contiguous states) or not; states per thread (GROUP) as
-    the launchers split them (triton_common.state_groups)."""
+    the launchers split them (triton_common.state_groups); forwards saving tile states (training) or not."""
     from .triton_common import CHUNK, FUSED_MAX_STATES, state_groups
 
     group_kind = {"scan_fwd": "fwd", "scan_bwd": "bwd", "scan_bwd_summary": "bwd_summary"}
@@ -123,14 +123,13 @@ def scan_jobs(name: str, dtype: str, n_pads: list[int]) -> list[CompileJob]:
                         ("BC_ALIGNED", aligned))
                 if name in group_kind:
                     base = (*base, ("GROUP", state_groups(n_pad, group_kind[name])[0]))
-                if name == "scan_fwd":
-                    variants = [(4, (("MODE", 0),)), *((1, (("MODE", m),)) for m in (0, 1, 2))]
-                elif name == "scan_bwd":
+                if name == "scan_bwd":
                     variants = [(1, (("DIRS", d), ("CHUNK", CHUNK))) for d in dirs]
                 elif name == "scan_bwd_summary":
                     variants = [(1, (("DIRS", d),)) for d in dirs]
-                else:  # fused bidirectional: full scan 4 or 1 warps, summary and span passes 1 warp
-                    variants = [(4, (("MODE", 0),)), *((1, (("MODE", m),)) for m in (0, 1, 2))]
+                else:  # forwards: full scan 4 or 1 warps, summary and span passes 1 warp; saving or not
+                    variants = [(w, (("MODE", m), ("SAVE", save))) for save in (True, False)
+                                for w, m in ((4, 0), (1, 0), (1, 1), (1, 2))]
                 for warps, extra in variants:
                     jobs.append(CompileJob(name, dtype, (*base, ("BLOCK_E", 32 * warps), *extra), warps))
     return jobs

@@ -106,6 +106,11 @@ class _Prepared:
         """Tile start states, (batch, n_chunks, E, N_PAD) float32: what the forward hands the backward."""
         return (self.batch, self.cfg.n_chunks, self.dim, self.cfg.n_pad)
 
+    def carry_shape(self) -> tuple[int, int, int, int]:
+        """Span carries, (batch, n_spans, E, N_PAD) float32: all a chunk-parallel forward that does not save
+        (inference) allocates in place of the tile states."""
+        return (self.batch, self.cfg.n_par, self.dim, self.cfg.n_pad)
+
     def constexprs(self, has_z: bool) -> dict:
         return {"HAS_Z": has_z, "BLOCK_E": self.cfg.block_e, "N_PAD": self.cfg.n_pad,
                 "EVEN_N": self.cfg.n_pad == self.d_state, "VEC": self.cfg.vec, "BC_ALIGNED": self.bc_aligned,
@@ -146,19 +151,28 @@ def _combine(p: _Prepared, H: Tensor, dtsum: Tensor, last: Tensor, n_slots: int,
 
 
 def triton_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, save=False):
-    """(out, last_state[, saved]): out in u's dtype, last_state (B, E, N) float32, saved the tile states."""
+    """(out, last_state[, saved]): out in u's dtype, last_state (B, E, N) float32, saved the tile states.
+
+    Without `save` (inference) no tile state is stored nor allocated: a one-launch scan needs none, a
+    chunk-parallel one only its span carries (`carry_shape`)."""
     p = _Prepared(u, delta, A, B, C, D, delta_bias)
     out = torch.empty(u.shape, device=u.device, dtype=u.dtype)
-    H = torch.empty(p.saved_shape(), device=u.device, dtype=torch.float32)
+    f32 = torch.float32
     if not (p.length and p.batch and p.dim):
-        last = torch.zeros(p.batch, p.dim, p.d_state, device=u.device, dtype=torch.float32)
-        return (out, last, H) if save else (out, last)
-    last = torch.empty(p.batch, p.dim, p.d_state, device=u.device, dtype=torch.float32)  # fully written
+        last = torch.zeros(p.batch, p.dim, p.d_state, device=u.device, dtype=f32)
+        return (out, last, torch.empty(p.saved_shape(), device=u.device, dtype=f32)) if save else (out, last)
+    last = torch.empty(p.batch, p.dim, p.d_state, device=u.device, dtype=f32)  # fully written
     cfg = p.cfg
     zz = z if z is not None else u
+    if save:
+        H = torch.empty(p.saved_shape(), device=u.device, dtype=f32)
+    elif cfg.parallel:
+        H = torch.empty(p.carry_shape(), device=u.device, dtype=f32)
+    else:
+        H = last  # never written (SAVE=0): any fp32 pointer will do
     dtsum = H
     if cfg.parallel:
-        dtsum = torch.empty(p.batch, cfg.n_par, p.dim, device=u.device, dtype=torch.float32)
+        dtsum = torch.empty(p.batch, cfg.n_par, p.dim, device=u.device, dtype=f32)
     out_k = out if p.fwd_groups == 1 else p.per_group(out.shape, out, p.fwd_groups)  # fp32 partials
     args = (u, delta, p.A, p.B4, p.C4, p.D, zz, p.bias, out_k, last, H, dtsum,
             p.dim, p.length, p.d_state, max(p.ch_per_group, 1), int(delta_softplus), int(reverse),
@@ -166,12 +180,14 @@ def triton_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, rev
             *u.stride(), *delta.stride(), *p.bc_strides(), *zz.stride(), *out_k.stride()[-3:])
     kernel = scan_fwd_kernel.on(u.device)
     groups = p.fwd_groups
+    consts = {**p.constexprs(z is not None), "SAVE": bool(save)}
     if not cfg.parallel:
-        kernel[p.grid(1, groups)](*args, **p.constexprs(z is not None), MODE=MODE_FULL)
+        kernel[p.grid(1, groups)](*args, **consts, MODE=MODE_FULL)
     else:
-        kernel[p.grid(cfg.n_par, groups)](*args, **p.constexprs(z is not None), MODE=MODE_SUMMARY)
-        _combine(p, H, dtsum, last, cfg.n_chunks, cfg.span, False)
-        kernel[p.grid(cfg.n_par, groups)](*args, **p.constexprs(z is not None), MODE=MODE_CHUNK)
+        kernel[p.grid(cfg.n_par, groups)](*args, **consts, MODE=MODE_SUMMARY)
+        slots, stride = (cfg.n_chunks, cfg.span) if save else (cfg.n_par, 1)
+        _combine(p, H, dtsum, last, slots, stride, False)
+        kernel[p.grid(cfg.n_par, groups)](*args, **consts, MODE=MODE_CHUNK)
     if groups > 1:
         out.copy_(out_k.sum(0))
     return (out, last, H) if save else (out, last)

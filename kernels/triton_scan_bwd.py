@@ -31,6 +31,7 @@ from .triton_scan_parts import (
     load_states,
     softplus_dt,
     softplus_slope,
+    state_group,
     state_index,
     state_rows,
     store_states,
@@ -48,19 +49,14 @@ def _scan_bwd_kernel(
     HAS_Z: tl.constexpr, BLOCK_E: tl.constexpr, N_PAD: tl.constexpr, EVEN_N: tl.constexpr,
     DIRS: tl.constexpr, VEC: tl.constexpr, BC_ALIGNED: tl.constexpr, CHUNK: tl.constexpr, GROUP: tl.constexpr,
 ):
-    pid_e = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
-    n_prog0 = tl.num_programs(0)
-    n_eblk = n_prog0  # channel blocks
     n_batch = tl.num_programs(1)
     par = tl.program_id(2) % n_par
-    n_left = N  # states from the program's first one (all of them unless grouped)
-    if GROUP < N_PAD:  # one group of GROUP states per program (grid axis 0: channel block x group)
-        n_grp = tl.cdiv(N, GROUP)
-        sgrp = pid_e % n_grp
-        pid_e = pid_e // n_grp
-        n_eblk = n_prog0 // n_grp
-        n_left = N - sgrp * GROUP
+    # one group of GROUP states per program (grid axis 0: channel block x group); n_left: states from the
+    # program's first one (all of them unless grouped)
+    pid_e, sgrp, n_grp, n_left = state_group(tl.program_id(0), N, GROUP, N_PAD)
+    n_prog0 = tl.num_programs(0)
+    n_eblk = n_prog0 // n_grp  # channel blocks
     if DIRS == 2:
         # Vim's reverse direction: its inputs sit off_* elements from the forward direction's (same strides),
         # its outputs, partials and scratch in the second half of every stacked buffer
@@ -242,12 +238,8 @@ def _bwd_summary_kernel(
         bias_ptr += d1 * off_bias
         Gs_ptr += d1 * tl.num_programs(1) * n_par * E * N_PAD
         dtsum_ptr += d1 * tl.num_programs(1) * n_par * E
-    n_left = N
-    if GROUP < N_PAD:  # one group of GROUP states per program (grid axis 0: channel block x group)
-        n_grp = tl.cdiv(N, GROUP)
-        sgrp = pid_e % n_grp
-        pid_e = pid_e // n_grp
-        n_left = N - sgrp * GROUP
+    pid_e, sgrp, _, n_left = state_group(pid_e, N, GROUP, N_PAD)  # grid axis 0: channel block x group
+    if GROUP < N_PAD:
         C_ptr += sgrp * GROUP * sC_n
         Gs_ptr += sgrp * GROUP
     sC_l = aligned_stride(sC_l, BC_ALIGNED)

@@ -7,12 +7,15 @@ B/C (views of x_dbl, states contiguous) B_t is N/4 128-bit loads per thread, the
 when B/C are shared (one broadcast transaction). Each update is one exp2(dt * A*log2(e)), the D-skip and the
 silu(z) gate are fused, and a reverse scan is the same loop walking positions backwards.
 
-The sequence is cut into tiles of `chunk_len` positions; every tile's start state is saved (the backward's
-checkpoints, (batch, n_chunks, E, N_PAD)). The same body runs in three modes (constexpr MODE):
+The sequence is cut into tiles of `chunk_len` positions; when the forward saves for a backward (constexpr
+SAVE, training) every tile's start state is stored (the backward's checkpoints, (batch, n_chunks, E, N_PAD)).
+The same body runs in three modes (constexpr MODE):
 - 0 FULL: a program walks all of L;
 - 1 SUMMARY: a program scans one span of `span` tiles from a zero state and stores its end state and sum(dt);
 - 2 CHUNK: a program scans one span from its start state (written by `_combine_kernel`) and stores `out`.
 SUMMARY -> combine -> CHUNK is the chunk-parallel scan used when B*E/BLOCK_E programs cannot fill the GPU.
+Without SAVE (inference) no tile state is stored: FULL needs none (H_ptr is a dummy), and the chunk-parallel
+passes keep only the span carries, one slot per span ((batch, n_spans, E, N_PAD)) instead of one per tile.
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ from .triton_scan_parts import (
     channel_block,
     group_A2,
     load_states,
-    softplus_dt,
+    state_group,
     state_index,
     state_rows,
+    step_inputs,
     sum_products,
 )
 
@@ -48,16 +52,13 @@ def _scan_fwd_kernel(
     sz_b, sz_e, sz_l, so_b, so_e, so_l,
     HAS_Z: tl.constexpr, BLOCK_E: tl.constexpr, N_PAD: tl.constexpr, EVEN_N: tl.constexpr,
     MODE: tl.constexpr, VEC: tl.constexpr, BC_ALIGNED: tl.constexpr, GROUP: tl.constexpr,
+    SAVE: tl.constexpr,
 ):
-    pid_e = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     pid_c = tl.program_id(2)
-    n_left = N  # states from the program's first one (all of them unless grouped)
+    # n_left: states from the program's first one (all of them unless grouped)
+    pid_e, sgrp, _, n_left = state_group(tl.program_id(0), N, GROUP, N_PAD)
     if GROUP < N_PAD:  # one group of GROUP states per program: its own states, its own fp32 output plane
-        n_grp = tl.cdiv(N, GROUP)
-        sgrp = pid_e % n_grp
-        pid_e = pid_e // n_grp
-        n_left = N - sgrp * GROUP
         B_ptr += sgrp * GROUP * sB_n
         C_ptr += sgrp * GROUP * sC_n
         H_ptr += sgrp * GROUP
@@ -79,8 +80,10 @@ def _scan_fwd_kernel(
     o_row = out_ptr + pid_b * so_b + offs_e * so_e
     B_base, B_off = state_rows(B_ptr, pid_b, sB_b, sB_g, sB_n, grp, GROUP, VEC, BC_ALIGNED)
     C_base, C_off = state_rows(C_ptr, pid_b, sC_b, sC_g, sC_n, grp, GROUP, VEC, BC_ALIGNED)
-    # tile start states (batch, n_chunks, E, N_PAD): the backward's checkpoints, one per chunk_len positions
-    H_st = H_ptr + (pid_b * n_chunks * E + offs_e[None, None, :]) * N_PAD + n_idx
+    # SAVE: tile start states (batch, n_chunks, E, N_PAD), the backward's checkpoints, one per chunk_len
+    # positions, a span's carry in its first tile's slot; else only the carries, (batch, n_spans, E, N_PAD)
+    n_slots = n_chunks if SAVE else tl.num_programs(2)
+    H_st = H_ptr + (pid_b * n_slots * E + offs_e[None, None, :]) * N_PAD + n_idx
     H_mask = offs_e[None, None, :] < E
     step = 1 - 2 * reverse
     t_first = reverse * (L - 1)
@@ -90,20 +93,19 @@ def _scan_fwd_kernel(
     else:  # one span of `span` tiles per program
         c_lo = pid_c * span
         c_hi = tl.minimum(n_chunks, c_lo + span)
+    carry = H_st + (c_lo if SAVE else pid_c) * E * N_PAD  # the span's slot (SUMMARY, CHUNK)
     h = tl.zeros((GROUP, BLOCK_E), dtype=tl.float32)
     if MODE == 2:  # the span's start state, written by the combine kernel
         # channels past E read the last channel's state (never stored): no read past the buffer's end
-        h_ld = H_st + ((e_ld - offs_e)[None, None, :] * N_PAD + c_lo * E * N_PAD)
-        h = load_states(h_ld, N, GROUP, BLOCK_E, VEC, True)
+        h = load_states(carry + (e_ld - offs_e)[None, None, :] * N_PAD, N, GROUP, BLOCK_E, VEC, True)
     dt_sum = tl.zeros((BLOCK_E,), dtype=tl.float32)
     for c in range(c_lo, c_hi):
-        if MODE != 1:
+        if MODE != 1 and SAVE:
             tl.store(H_st + c * E * N_PAD, tl.reshape(h, (GROUP // VEC, VEC, BLOCK_E)), mask=H_mask)
         i_end = tl.minimum(L, (c + 1) * chunk_len)
         for i in range(c * chunk_len, i_end):
             t = t_first + i * step
-            u = tl.load(u_row + t * su_l).to(tl.float32)
-            dt = softplus_dt(tl.load(d_row + t * sd_l).to(tl.float32) + bias, softplus)
+            u, dt = step_inputs(u_row, su_l, d_row, sd_l, bias, softplus, t)
             Bt = load_states(B_base + (B_off + t * sB_l), n_left, GROUP, BLOCK_E, VEC, EVEN_N)
             h = tl.exp2(dt[None, :] * A2) * h + (dt * u)[None, :] * Bt
             if MODE == 1:
@@ -118,8 +120,8 @@ def _scan_fwd_kernel(
     if MODE == 0:
         last = last_ptr + pid_b * E * N + offs_e[None, None, :] * N + n_idx
         tl.store(last, tl.reshape(h, (GROUP // VEC, VEC, BLOCK_E)), mask=H_mask & (n_idx < n_left))
-    if MODE == 1:  # the span's end state from zero, in its first tile's slot (the combine reads it there)
-        tl.store(H_st + c_lo * E * N_PAD, tl.reshape(h, (GROUP // VEC, VEC, BLOCK_E)), mask=H_mask)
+    if MODE == 1:  # the span's end state from zero, in the span's slot (the combine reads it there)
+        tl.store(carry, tl.reshape(h, (GROUP // VEC, VEC, BLOCK_E)), mask=H_mask)
         tl.store(dtsum_ptr + (pid_b * tl.num_programs(2) + pid_c) * E + offs_e, dt_sum, mask=first_group)
 
 

@@ -154,3 +154,23 @@ def state_rows(X_ptr, pid_b, s_b, s_g, s_n, grp, N_PAD: tl.constexpr, VEC: tl.co
         base = X_ptr + pid_b * s_b
         offsets = grp[None, None, :] * s_g + n_idx * s_n
     return base, offsets
+
+
+@helper
+def step_inputs(u_row, su_l, d_row, sd_l, bias, softplus, t):
+    """(u_t, dt_t) of one channel per thread at position t, in float32 (dt after its bias and softplus): the
+    per-step scalar loads of the forward passes (the fused ones once per direction)."""
+    u = tl.load(u_row + t * su_l).to(tl.float32)
+    return u, softplus_dt(tl.load(d_row + t * sd_l).to(tl.float32) + bias, softplus)
+
+
+@helper
+def state_group(pid_e, N, GROUP: tl.constexpr, N_PAD: tl.constexpr):
+    """(channel block, state group, groups, states from the group's first one) of a program whose grid axis 0
+    is channel block x state group (`triton_common.state_groups`); (pid_e, 0, 1, N) when not grouped."""
+    if GROUP < N_PAD:
+        n_grp = tl.cdiv(N, GROUP)
+        sgrp = pid_e % n_grp
+        return pid_e // n_grp, sgrp, n_grp, N - sgrp * GROUP
+    else:
+        return pid_e, pid_e * 0, 1, N

@@ -28,8 +28,11 @@ def vim_s_224() -> dict[str, list[kinspect.KernelReport]]:
     return reports
 
 
+PHASES = {"fwd", "fwd infer", "bwd", "bidir fwd", "bidir fwd infer", "bidir bwd"}
+
+
 def test_every_scan_kernel_compiles_without_spills(vim_s_224):
-    assert set(vim_s_224) == {"fwd", "bwd", "bidir fwd", "bidir bwd"}
+    assert set(vim_s_224) == PHASES
     for phase, reports in vim_s_224.items():
         for r in reports:
             assert not r.error, (phase, r.error)
@@ -40,20 +43,21 @@ def test_every_scan_kernel_compiles_without_spills(vim_s_224):
 
 
 def test_forward_time_loop_has_no_barrier_or_shuffle_and_is_lean(vim_s_224):
-    for phase in ("fwd", "bidir fwd"):
+    for phase in ("fwd", "fwd infer", "bidir fwd", "bidir fwd infer"):
         for r in vim_s_224[phase]:
             assert r.per_iteration.get("bar", 0) == 0, (phase, r.kernel)
             assert r.per_iteration.get("shfl", 0) == 0, (phase, r.kernel)
             # one channel per thread, all 16 states (the fused kernel: both directions' channel)
-            assert r.updates_per_iteration == (32 if phase == "bidir fwd" else 16)
+            assert r.updates_per_iteration == (32 if phase.startswith("bidir") else 16)
             assert r.per_update["instructions"] <= FORWARD_MAX_INSTR_PER_UPDATE, r.per_update
             assert 1.0 <= r.per_update["ex2"] < 1.25  # one exp2 per update (+ softplus, sigmoid per channel)
 
 
 def test_fused_bidirectional_costs_no_more_than_one_direction(vim_s_224):
-    single = vim_s_224["fwd"][0].per_update["instructions"]
-    fused = vim_s_224["bidir fwd"][0].per_update["instructions"]
-    assert fused <= single * 1.02
+    for suffix in ("", " infer"):  # training and inference
+        single = vim_s_224["fwd" + suffix][0].per_update["instructions"]
+        fused = vim_s_224["bidir fwd" + suffix][0].per_update["instructions"]
+        assert fused <= single, (suffix, fused, single)
     bwd = vim_s_224["bidir bwd"]
     assert len(bwd) == 1 and bwd[0].grid[2] == 2  # both directions' backward in one launch
 
@@ -130,6 +134,30 @@ def vim_s_1248_b1() -> dict[str, list[kinspect.KernelReport]]:
     return reports
 
 
+@pytest.mark.parametrize("shape", ["vim-s@224:b128", "vim-s@1248:b1"])
+def test_fused_forward_no_costlier_than_one_direction_in_bf16(shape):
+    """Issue 13 item 4 in bf16 too: the fused forward's walk over L (one launch, or the span pass at batch 1)
+    costs no more instructions per update than one direction's, as training and inference launch them (fp32:
+    the tests above), without spills and with at least 8 resident warps per SM."""
+    parsed = Shape.parse(shape)
+    inputs = model_scan_inputs(parsed, "bf16")
+    walks = {}
+    for phase, call in kinspect._triton_phases(inputs):
+        if "fwd" in phase:
+            with Capture() as cap:
+                cap.phase = phase
+                call()
+            walk = cap.launches[-1]  # the one-launch scan, or the span pass after summary and combine
+            walks[phase] = kinspect.inspect_triton_launch(walk, "sm_90", "bf16", parsed)
+    for suffix in ("", " infer"):
+        single, fused = walks["fwd" + suffix], walks["bidir fwd" + suffix]
+        for r in (single, fused):
+            assert not r.error and r.spill_bytes == 0, (r.kernel, r.error, r.spill_bytes)
+            assert r.blocks_per_sm * r.warps_per_block >= 8
+        assert fused.per_update["instructions"] <= single.per_update["instructions"], (
+            suffix, fused.per_update, single.per_update)
+
+
 def test_batch1_1248px_fused_launches_are_lean(vim_s_1248_b1):
     """No spills, no barrier or shuffle in any time loop, and the fused span pass costs no more per update
     than one direction's span pass (its per-tile code runs twice per tile and is counted so)."""
@@ -144,6 +172,37 @@ def test_batch1_1248px_fused_launches_are_lean(vim_s_1248_b1):
     assert fused_span.updates_per_iteration == 32  # both directions' channel, 16 states each, per step
     assert fused_span.per_update["instructions"] <= single_span.per_update["instructions"], (
         fused_span.per_update, single_span.per_update)
+
+
+@pytest.mark.parametrize("shape", ["vim-s@224:b128", "vim-s@1248:b1"])
+def test_inference_forwards_store_no_tile_states(shape, vim_s_224):
+    """Inference (SAVE=0): no tile-state stores and no tile-state buffer: the one-launch forwards get a
+    stand-in pointer (no buffer of their own), the chunk-parallel ones only their span carries, one per span
+    (batch, n_spans, E, N_PAD) per direction; grids as in training. At 224 px the loop figures confirm it:
+    fewer stores per update than the training forward (its per-tile state store is gone)."""
+    for kind, tile_arg in (("fwd", "H_ptr"), ("bidir fwd", "Hf_ptr")):
+        train, infer = _launches(shape, {kind}), _launches(shape, {kind + " infer"})
+        assert [(lc.kernel, lc.grid) for lc in train] == [(lc.kernel, lc.grid) for lc in infer]
+        for lc_t, lc_i in zip(train, infer, strict=True):
+            if lc_i.kernel.__name__ == "_combine_kernel":
+                continue
+            assert lc_t.constexprs["SAVE"] is True and lc_i.constexprs["SAVE"] is False
+            names = lc_i.kernel.compiled.arg_names
+            tiles = lc_t.args[names.index(tile_arg)]
+            stand_in = lc_i.args[names.index(tile_arg)]
+            n_chunks = lc_i.args[names.index("n_chunks")]
+            assert tiles.shape[-3] == n_chunks == (13 if shape.endswith("b128") else 381)
+            if kind == "bidir fwd":  # the span states are S, separate; tile pointers are a stand-in input
+                assert stand_in.dim() == 2 and stand_in.shape == (768, 16)
+                if lc_i.constexprs["MODE"] != 0:
+                    assert lc_i.args[names.index("S_ptr")].shape == (2, 1, 48, 768, 16)
+            elif lc_i.constexprs["MODE"] == 0:
+                assert stand_in.shape == (128, 768, 16)  # the last state, never written by SAVE=0
+            else:
+                assert stand_in.shape == (1, 48, 768, 16)  # one carry per span
+    for kind in ("fwd", "bidir fwd"):
+        (t,), (i,) = vim_s_224[kind], vim_s_224[kind + " infer"]
+        assert i.per_update["stg"] < t.per_update["stg"], (kind, i.per_update, t.per_update)
 
 
 def test_backward_scratch_at_batch128_224px():
@@ -172,7 +231,7 @@ def test_no_scan_kernel_spills_at_wider_states(shapes):
     those of 64 states or smaller); every generic/bf16 build is `vimbench kernels compile`'s."""
     kernels = set()
     for shape in shapes:
-        for r in kinspect.inspect_triton("sm_90", "fp32", Shape.parse(shape)):
+        for r in kinspect.inspect_triton("sm_90", "fp32", Shape.parse(shape), inference=False):
             assert not r.error, (shape, r.phase, r.error)
             assert r.spill_bytes == 0 and r.per_iteration.get("local", 0) == 0, (shape, r.phase, r.config)
             kernels.add(r.kernel)
@@ -210,7 +269,7 @@ def test_cli_json_from_the_compile_cache(cli, vim_s_224):
     res = cli(["kernels", "inspect", "--shape", "vim-s@224", "--backend", "triton", "--format", "json"])
     assert res.code == 0, res.err
     rows = json.loads(res.out)
-    assert {r["phase"] for r in rows} == {"fwd", "bwd", "bidir fwd", "bidir bwd"}
+    assert {r["phase"] for r in rows} == PHASES
     fwd = next(r for r in rows if r["phase"] == "fwd")
     assert fwd["grid"] == [6, 128, 1] and fwd["warps_launched"] == 3072 and fwd["arch"] == "sm_90"
 

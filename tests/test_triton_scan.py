@@ -11,6 +11,8 @@ is slow.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -331,6 +333,160 @@ def check_backward_never_reruns_the_forward():
     finally:
         triton_scan.triton_scan_forward = real
     assert not calls and t["u"].grad is not None
+
+
+class allocations:
+    """Records the shape and dtype of every tensor allocated (aten.empty*) inside the block."""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        shapes = self.shapes = []
+
+        class _Record(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                if func.overloadpacket in (torch.ops.aten.empty, torch.ops.aten.empty_strided):
+                    shapes.append((tuple(out.shape), out.dtype))
+                return out
+
+        self.mode = _Record()
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+    def state_like(self, batch: int, dim: int, n_pad: int, lead: tuple = ()) -> list[tuple]:
+        """The fp32 (*lead, batch, slots, E, N_PAD) tensors allocated: tile states or span carries."""
+        rank = len(lead) + 4
+        return [shape for shape, dtype in self.shapes if dtype == torch.float32 and len(shape) == rank
+                and shape[:len(lead)] == lead and shape[-4] == batch and shape[-2:] == (dim, n_pad)]
+
+
+@contextlib.contextmanager
+def calls_of(module, name: str):
+    """The calls of `module.name` inside the block, each as {"args": args, **kwargs}."""
+    real, seen = getattr(module, name), []
+
+    def spy(*args, **kwargs):
+        seen.append({"args": args, **kwargs})
+        return real(*args, **kwargs)
+
+    setattr(module, name, spy)
+    try:
+        yield seen
+    finally:
+        setattr(module, name, real)
+
+
+@contextlib.contextmanager
+def forward_calls(backend: str):
+    """The keyword arguments of every call of the registered `backend`'s forward inside the block."""
+    import dataclasses
+
+    from vimbench.kernels import registry
+
+    real = registry.get_backend(backend)
+    seen: list[dict] = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real.forward(*args, **kwargs)
+
+    registry.register_backend(dataclasses.replace(real, forward=spy))
+    try:
+        yield seen
+    finally:
+        registry.register_backend(real)
+
+
+def check_inference_saves_no_tile_states(parallel: bool, reverse: bool):
+    """save=False (inference): the same output and last state, bit for bit, as save=True; no tile state
+    allocated (one-launch scan) or only the span carries (chunk-parallel); under no_grad the op runs it so;
+    and a backward without saved states (it re-runs the forward) still matches float64."""
+    if parallel:
+        with parallel_scan():
+            return _inference(True, reverse)
+    return _inference(False, reverse)
+
+
+def _inference(parallel: bool, reverse: bool):
+    from vimbench.kernels import triton_scan
+
+    t = {k: v.float() if v is not None else None for k, v in make_inputs(2, 5, 19, 4, 0, True).items()}
+    args = (*t.values(), True, reverse)
+    p = triton_scan._Prepared(t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["delta_bias"])
+    assert p.cfg.parallel == parallel and p.cfg.n_chunks > p.cfg.n_par
+    out_s, last_s, H = triton_scan.triton_scan_forward(*args, save=True)
+    with allocations() as rec:
+        out_i, last_i = triton_scan.triton_scan_forward(*args, save=False)
+    assert torch.equal(out_i, out_s) and torch.equal(last_i, last_s)
+    assert tuple(H.shape) == p.saved_shape()
+    assert rec.state_like(2, 5, 4) == ([p.carry_shape()] if parallel else []), rec.shapes
+    with torch.no_grad(), forward_calls("triton") as seen:  # the op decides `save`
+        out_op = selective_scan(*t.values(), True, reverse=reverse, backend="triton")
+    assert torch.equal(out_op, out_s) and [c.get("save", False) for c in seen] == [False]
+    # the op asked not to save, then differentiated: its backward re-runs the forward for the tile states
+    leaves = {k: v.clone().requires_grad_(True) if v is not None else None for k, v in t.items()}
+    out, _, saved = torch.ops.vimbench.selective_scan(*leaves.values(), True, reverse, "triton", False)
+    assert saved.numel() == 0
+    dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(7))
+    grads = torch.autograd.grad(out, [v for v in leaves.values() if v is not None], dout)
+    ref_leaves = {k: v.double().requires_grad_(True) if v is not None else None for k, v in t.items()}
+    ref = selective_scan_ref(*ref_leaves.values(), True, reverse=reverse)
+    ref_grads = torch.autograd.grad(ref, [v for v in ref_leaves.values() if v is not None], dout.double())
+    for a, r in zip(grads, ref_grads, strict=True):
+        assert rel_err(a, r) < 1e-3
+
+
+def check_fused_inference_saves_no_tile_states(parallel: bool):
+    """The fused op: save=False gives the same output bit for bit, allocates no tile state (chunk-parallel:
+    only both directions' span states), under no_grad runs so, and its backward without saved states
+    (recomputed) matches the float64 reference."""
+    if parallel:
+        with parallel_scan():
+            return _fused_inference(True)
+    return _fused_inference(False)
+
+
+def _fused_inference(parallel: bool):
+    from vimbench.kernels import triton_bidirectional, triton_scan
+
+    (fwd, bwd), z = _directions(length=19)
+    args = [v.detach() for v in (*vars(fwd).values(), *vars(bwd).values(), z)]
+    p = triton_scan._Prepared(*args[:7])
+    assert p.cfg.parallel == parallel
+    out_s, H = triton_bidirectional._launch_bidirectional(*args, True, True)
+    with allocations() as rec:
+        out_i, H_i = triton_bidirectional._launch_bidirectional(*args, True, False)
+    assert torch.equal(out_i, out_s) and H_i.numel() == 0 and tuple(H.shape) == (2, *p.saved_shape())
+    assert rec.state_like(2, 5, 4, (2,)) == ([(2, *p.carry_shape())] if parallel else []), rec.shapes
+    with torch.no_grad(), calls_of(triton_bidirectional, "_launch_bidirectional") as seen:
+        out_op = bidirectional_selective_scan(fwd, bwd, z, backend="triton")
+    assert torch.equal(out_op, out_s) and [c["args"][-1] for c in seen] == [False]
+    leaves = [v.detach().clone().requires_grad_(True) for v in (*vars(fwd).values(), *vars(bwd).values(), z)]
+    out, saved = torch.ops.vimbench.bidirectional_selective_scan(*leaves, True, False)
+    assert saved.numel() == 0
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
+    grads = torch.autograd.grad(out, leaves, g)
+    ref_dirs = [ScanDirection(*[v.double() for v in leaves[k:k + 7]]) for k in (0, 7)]
+    ref_z = leaves[14].double()
+    ref = bidirectional_selective_scan(*ref_dirs, ref_z, backend="reference", fused=False)
+    ref_grads = torch.autograd.grad(ref, leaves_of(ref_dirs, ref_z), g.double())
+    for k, (a, r) in enumerate(zip(grads, ref_grads, strict=True)):
+        assert rel_err(a, r) < 1e-4, k
+
+
+def leaves_of(dirs, z):
+    return [*vars(dirs[0]).values(), *vars(dirs[1]).values(), z]
+
+
+for _par in (False, True):
+    check(f"inference-saves-no-tile-states-parallel{_par}")(
+        lambda par=_par: check_inference_saves_no_tile_states(par, par))
+    check(f"bidirectional-inference-saves-no-tile-states-parallel{_par}")(
+        lambda par=_par: check_fused_inference_saves_no_tile_states(par))
 
 
 interpreter_results, test_in_triton_interpreter = interpreter_tests(__file__, CHECKS, setup=_chunks_of_8)

@@ -103,14 +103,22 @@ def normalise(loops: list[sass.LoopCounts], elems_per_thread: float, tile: sass.
 
 # ---- Triton ------------------------------------------------------------------------------------------------
 
-def _triton_phases(inputs: ScanInputs) -> Iterator[tuple[str, Callable[[], None]]]:
-    """(phase, call) pairs: each call runs one launcher (forward, backward, fused pair) on the meta inputs."""
+INFERENCE_PHASES = ("fwd infer", "bidir fwd infer")
+
+
+def _triton_phases(inputs: ScanInputs, inference: bool = True) -> Iterator[tuple[str, Callable[[], None]]]:
+    """(phase, call) pairs: each call runs one launcher (forward, backward, fused pair) on the meta inputs.
+
+    The forwards as training launches them (tile states saved for the backward); with `inference`, also as
+    inference does ("... infer": nothing saved, SAVE=0)."""
     from vimbench.kernels import triton_bidirectional as bidir
     from vimbench.kernels import triton_scan
 
     f, b, z = inputs.fwd, inputs.bwd, inputs.z
     fwd_args = (f.u, f.delta, f.A, f.B, f.C, f.D, z, f.delta_bias, True, False)
-    yield "fwd", lambda: triton_scan.triton_scan_forward(*fwd_args)
+    yield "fwd", lambda: triton_scan.triton_scan_forward(*fwd_args, save=True)
+    if inference:
+        yield "fwd infer", lambda: triton_scan.triton_scan_forward(*fwd_args, save=False)
 
     def backward():
         saved = triton_scan.saved_like(f.u, f.A)
@@ -118,15 +126,17 @@ def _triton_phases(inputs: ScanInputs) -> Iterator[tuple[str, Callable[[], None]
 
     yield "bwd", backward
     yield "bidir fwd", lambda: bidir.launch_for_inspect(f, b, z, backward=False)
+    if inference:
+        yield "bidir fwd infer", lambda: bidir.launch_for_inspect(f, b, z, backward=False, save=False)
     yield "bidir bwd", lambda: bidir.launch_for_inspect(f, b, z, backward=True)
 
 
-def _capture_triton(inputs: ScanInputs) -> list[Launch]:
+def _capture_triton(inputs: ScanInputs, inference: bool = True) -> list[Launch]:
     import torch
 
     launches: list[Launch] = []
     with torch.no_grad():
-        for phase, call in _triton_phases(inputs):
+        for phase, call in _triton_phases(inputs, inference):
             with Capture() as cap:
                 cap.phase = phase
                 call()
@@ -214,9 +224,10 @@ def _fill_loops(report: KernelReport, instrs: list[sass.Instr], elems_per_thread
         loops, elems_per_thread, tile, tile_steps)
 
 
-def inspect_triton(arch: str, dtype: str, shape: Shape) -> list[KernelReport]:
+def inspect_triton(arch: str, dtype: str, shape: Shape, inference: bool = True) -> list[KernelReport]:
     inputs = model_scan_inputs(shape, dtype)
-    return [inspect_triton_launch(launch, arch, dtype, shape) for launch in _capture_triton(inputs)]
+    launches = _capture_triton(inputs, inference)
+    return [inspect_triton_launch(launch, arch, dtype, shape) for launch in launches]
 
 
 # ---- everything -------------------------------------------------------------------------------------------

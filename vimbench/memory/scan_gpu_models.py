@@ -101,9 +101,9 @@ def triton_forward(u, delta, A, B, C, D, z, bias, save: bool, reverse: bool = Fa
     p = triton_prepared(u, A, B)
     states = triton_forward_states(p, save)
     out = torch.empty(u.shape, dtype=u.dtype, device=u.device)
+    last = _empty(u, p.batch, p.dim, p.d_state)  # returned by the op, dropped by its callers
     H = _maybe(u, states.tiles)
     carries = _maybe(u, states.carries)
-    last = _empty(u, p.batch, p.dim, p.d_state)  # returned by the op, dropped by its callers
     dtsum = _empty(u, p.batch, p.cfg.n_par, p.dim) if p.cfg.parallel else None
     if p.fwd_groups > 1:
         out_k = p.per_group(out.shape, out, p.fwd_groups)
@@ -170,12 +170,12 @@ def _fused_forward(fwd: tuple, bwd: tuple, z, save: bool):
     u = fwd[0]
     p = triton_prepared(u, fwd[2], fwd[3])
     states = triton_forward_states(p, save, 2)
-    H = _maybe(u, states.tiles)
+    H = _maybe(u, states.tiles) if save else _empty(u, 0)  # not saving: an empty (0,) stands in
     if p.d_state > FUSED_MAX_STATES:
         outs = []
         for k, (d, reverse) in enumerate(((fwd, False), (bwd, True))):
             out_k, H_k = triton_forward(*d[:6], z, d[6], save, reverse)
-            if H is not None:
+            if save:
                 H[k] = H_k
             outs.append(out_k)
             del H_k
