@@ -19,6 +19,11 @@ chunk-parallel with both directions' span states; past FUSED_MAX_STATES two grou
 their backwards (per-group du/ddelta/dz/d(delta_bias) partials; the fused one one launch over (direction,
 span), two single-direction backwards when the strides differ or the states are grouped).
 
+Our CUDA scan, as csrc/selective_scan_cuda_binding.cpp allocates it: every reduction as fp32 partials
+summed by torch (dA per span, dB/dC per 32-row block slot, dD, d(delta_bias) per span and state group; past
+16 states out/du/ddelta/dz per state group), sized by the header's `state_groups`, `bc_partial_slots` and
+`scan_bwd_scratch_floats` from its constants.
+
 Not modelled: allocations inside `mamba_ssm`'s own C++ beyond its documented outputs (read from upstream's
 selective_scan.cpp / selective_scan_interface.py as of mamba-ssm 2.x, not from a copy here), cuBLAS/attention
 workspaces, the CUDA scan's shared memory (not a global allocation).
