@@ -19,6 +19,11 @@ chunk-parallel with both directions' span states; past FUSED_MAX_STATES two grou
 their backwards (per-group du/ddelta/dz/d(delta_bias) partials; the fused one one launch over (direction,
 span), two single-direction backwards when the strides differ or the states are grouped).
 
+Our CUDA scan, as csrc/selective_scan_cuda_binding.cpp allocates it: every reduction as fp32 partials
+summed by torch (dA per span, dB/dC per 32-row block slot, dD, d(delta_bias) per span and state group; past
+16 states out/du/ddelta/dz per state group), sized by the header's `state_groups`, `bc_partial_slots` and
+`scan_bwd_scratch_floats` from its constants.
+
 Not modelled: allocations inside `mamba_ssm`'s own C++ beyond its documented outputs (read from upstream's
 selective_scan.cpp / selective_scan_interface.py as of mamba-ssm 2.x, not from a copy here), cuBLAS/attention
 workspaces, the CUDA scan's shared memory (not a global allocation).
@@ -27,6 +32,7 @@ workspaces, the CUDA scan's shared memory (not a global allocation).
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,14 +243,34 @@ def fused_backward(dout, fwd: tuple, bwd: tuple, z, H):
 
 
 @functools.lru_cache(maxsize=1)
-def cuda_scratch_constants() -> tuple[int, int]:
-    """(kTile, kMaxDState) read from csrc/selective_scan_cuda.h, which sizes the backward's scratch
-    (`scan_bwd_scratch_floats`: batch * dim * n_par * kTile * 2 * (16 if dstate <= 16 else kMaxDState))."""
+def cuda_header_constants() -> dict[str, int]:
+    """kTile, kGroupStates, kBwdThreads, kMaxDState read from csrc/selective_scan_cuda.h: the header's
+    `state_groups`, `scan_bwd_scratch_floats` and `bc_partial_slots` size the binding's buffers from them
+    (no Python twin in cuda_scan), so the model reads the constants, not copies of them."""
     from vimbench.kernels import cuda_scan
 
     text = Path(cuda_scan.CSRC / "selective_scan_cuda.h").read_text()
-    return tuple(int(re.search(rf"constexpr int {name} = (\d+);", text).group(1))  # type: ignore[union-attr]
-                 for name in ("kTile", "kMaxDState"))  # fmt: skip
+    return {name: int(re.search(rf"constexpr int {name} = (\d+);", text).group(1))  # type: ignore[union-attr]
+            for name in ("kTile", "kGroupStates", "kBwdThreads", "kMaxDState")}  # fmt: skip
+
+
+def cuda_state_groups(nstate: int) -> int:
+    """The header's `state_groups`: groups of kGroupStates states, one thread per (row, group)."""
+    per_group = cuda_header_constants()["kGroupStates"]
+    return -(-nstate // per_group)
+
+
+def cuda_scratch_floats(batch: int, dim: int, nstate: int, n_par: int) -> int:
+    """The header's `scan_bwd_scratch_floats`: per (state group, span, row) kTile steps x 2 x kGroupStates."""
+    k = cuda_header_constants()
+    return batch * dim * n_par * cuda_state_groups(nstate) * k["kTile"] * 2 * k["kGroupStates"]
+
+
+def cuda_bc_slots(channels_per_group: int) -> int:
+    """The header's `bc_partial_slots`: the most kBwdThreads-row blocks touching one (batch, B/C group)
+    (Vim-S: 768 channels per group -> 24)."""
+    warp = cuda_header_constants()["kBwdThreads"]
+    return (warp - math.gcd(channels_per_group, warp) + channels_per_group - 1) // warp + 1
 
 
 def _cuda_inputs(u, delta, A, B, C, D, z, bias):
@@ -260,42 +286,65 @@ def _cuda_inputs(u, delta, A, B, C, D, z, bias):
 
 def cuda_forward(u, delta, A, B, C, D, z, bias, save: bool, reverse: bool = False):
     """The binding's `fwd`: out (u's dtype), last state, tile states (batch, n_tiles, E, N) fp32, span
-    sums."""
+    sums; past kGroupStates states fp32 output partials (groups, batch, E, L), summed by the finish kernel
+    into out (no torch op) and freed on return."""
     from vimbench.kernels import cuda_scan
 
     args = _cuda_inputs(u, delta, A, B, C, D, z, bias)
-    cfg = cuda_scan.launch_config(*u.shape, A.shape[1])
+    batch, dim, length = u.shape
+    groups = cuda_state_groups(A.shape[1])
+    cfg = cuda_scan.launch_config(batch, dim, length, A.shape[1])
     out = torch.empty(u.shape, dtype=u.dtype, device=u.device)
-    last = _empty(u, u.shape[0], u.shape[1], A.shape[1])
+    last = _empty(u, batch, dim, A.shape[1])
     tiles = _empty(u, *cuda_scan.saved_shape(u, A))
-    dt_sum = _empty(u, u.shape[0], cfg.n_par, u.shape[1]) if cfg.n_par > 1 else None
-    del args, last, dt_sum
+    dt_sum = _empty(u, batch, cfg.n_par, dim) if cfg.n_par > 1 else None
+    y_part = _empty(u, groups, batch, dim, length) if groups > 1 else None
+    del args, last, dt_sum, y_part
     return out, (tiles if save else None)
 
 
 def cuda_backward(dout, u, delta, A, B, C, D, z, bias, saved, reverse: bool = False):
-    """`cuda_scan._backward` + the binding's `bwd`: fp32 dA/dB/dC/dD/dbias, scratch slab, span carries."""
+    """`cuda_scan._backward` + the binding's `bwd`, in its order: du/ddelta/dz (past kGroupStates states
+    fp32 per-group partials (groups, batch, E, L) instead, summed into the outputs), fp32 partials of dA
+    (batch, n_par, E, N), dB/dC (slots, *B's 4-D shape) each, dD (batch, n_par, E), d(delta_bias)
+    (groups, batch, n_par, E), scratch slab, span carries and sums of dt; then the torch sums (dB/dC a view
+    of slot 0 when there is one slot)."""
     from vimbench.kernels import cuda_scan
 
     if saved is None or tuple(saved.shape) != cuda_scan.saved_shape(u, A):
         saved = cuda_forward(u, delta, A, B, C, D, z, bias, True)[1]
     args = _cuda_inputs(u, delta, A, B, C, D, z, bias)
-    batch, dim, _ = u.shape
+    batch, dim, length = u.shape
     nstate = A.shape[1]
-    cfg = cuda_scan.launch_config(batch, dim, u.shape[2], nstate)
+    n_par = cuda_scan.launch_config(batch, dim, length, nstate).n_par
+    groups = cuda_state_groups(nstate)
     dout = dout.to(u.dtype)
-    du = torch.empty(u.shape, dtype=u.dtype, device=u.device)
-    ddelta = torch.empty(u.shape, dtype=u.dtype, device=u.device)
-    dz = torch.empty(u.shape, dtype=u.dtype, device=u.device) if z is not None else None
-    dA = _empty(u, dim, nstate)
-    dB, dC = _empty(u, *args[3].shape), _empty(u, *args[4].shape)
-    dD = _empty(u, dim) if D is not None else None
-    dbias = _empty(u, dim) if bias is not None else None
-    tile, max_state = cuda_scratch_constants()
-    scratch = _empty(u, batch * dim * cfg.n_par * tile * 2 * (16 if nstate <= 16 else max_state))
-    carries = _empty(u, batch, cfg.n_par, dim, nstate) if cfg.n_par > 1 else None
-    dt_sum = _empty(u, batch, cfg.n_par, dim) if cfg.n_par > 1 else None
-    del scratch, carries, dt_sum, args, saved
+    if groups > 1:
+        du_part, ddelta_part = _empty(u, groups, *u.shape), _empty(u, groups, *u.shape)
+        dz_part = _empty(u, groups, *u.shape) if z is not None else None
+    else:
+        du = torch.empty(u.shape, dtype=u.dtype, device=u.device)
+        ddelta = torch.empty(u.shape, dtype=u.dtype, device=u.device)
+        dz = torch.empty(u.shape, dtype=u.dtype, device=u.device) if z is not None else None
+    dA_part = _empty(u, batch, n_par, dim, nstate)
+    B4 = args[3]
+    slots = cuda_bc_slots(dim // B4.shape[1])
+    dB_part, dC_part = _empty(u, slots, *B4.shape), _empty(u, slots, *B4.shape)
+    dD_part = _empty(u, batch, n_par, dim) if D is not None else None
+    dbias_part = _empty(u, groups, batch, n_par, dim) if bias is not None else None
+    scratch = _empty(u, cuda_scratch_floats(batch, dim, nstate, n_par))
+    carries = _empty(u, batch, n_par, dim, nstate) if n_par > 1 else None
+    dt_sum = _empty(u, batch, n_par, dim) if n_par > 1 else None
+    if groups > 1:
+        du, ddelta = du_part.sum(0).to(u.dtype), ddelta_part.sum(0).to(u.dtype)
+        dz = dz_part.sum(0).to(u.dtype) if dz_part is not None else None
+        del du_part, ddelta_part, dz_part
+    dA = dA_part.view(-1, dim, nstate).sum(0)
+    dB = dB_part.sum(0) if slots > 1 else dB_part[0]
+    dC = dC_part.sum(0) if slots > 1 else dC_part[0]
+    dD = dD_part.view(-1, dim).sum(0) if dD_part is not None else None
+    dbias = dbias_part.view(-1, dim).sum(0) if dbias_part is not None else None
+    del dA_part, dB_part, dC_part, dD_part, dbias_part, scratch, carries, dt_sum, args, saved
     return (
         du, ddelta.to(delta.dtype), dA.to(A.dtype),
         cuda_scan._reduce_like(dB, B), cuda_scan._reduce_like(dC, C),
