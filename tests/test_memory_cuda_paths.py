@@ -7,11 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 from torch._subclasses import FakeTensorMode
-from torch.utils._pytree import tree_flatten
 
 from vimbench.memory import scan_gpu_models
-from vimbench.memory.tracker import StorageTracker
-from vimbench.testing.scan_layouts import vim_scan_direction
+from vimbench.testing.scan_layouts import allocations_of, vim_scan_direction
 
 F32 = 4
 
@@ -26,23 +24,6 @@ CASES = [
     dict(batch=1, dim=128, length=100, nstate=32, tiles=7, n_par=4, groups=2, slots=4),  # both
     dict(batch=128, dim=768, length=197, nstate=16, tiles=13, n_par=1, groups=1, slots=24),  # Vim-S layer
 ]
-
-
-def _allocations(fn, *args) -> tuple[list[int], list[int], object]:
-    """(sizes of the storages `fn` allocates, in order; sizes of those still alive after it; its result)."""
-    tracker = StorageTracker()
-    tracker.register(tree_flatten(args)[0], "inputs")  # storages that exist already are not allocations
-    start = len(tracker.log.events)
-    with tracker:
-        result = fn(*args)
-    events = tracker.log.events[start:]
-    alive: dict[int, int] = {}
-    for kind, handle in events:
-        if kind == "alloc":
-            alive[handle] = tracker.log.sizes[handle]
-        else:
-            alive.pop(handle, None)
-    return [tracker.log.sizes[h] for kind, h in events if kind == "alloc"], sorted(alive.values()), result
 
 
 def _direction(c: dict):
@@ -81,7 +62,7 @@ def _backward_by_hand(c: dict) -> list[int]:
 def test_cuda_forward_allocates_by_hand(c):
     with FakeTensorMode():
         args = _direction(c)
-        allocs, alive, (_out, saved) = _allocations(scan_gpu_models.cuda_forward, *args, True)
+        allocs, alive, (_out, saved) = allocations_of(scan_gpu_models.cuda_forward, *args, True)
         assert tuple(saved.shape) == (c["batch"], c["tiles"], c["dim"], c["nstate"])
     expected = _forward_by_hand(c)
     assert allocs == expected
@@ -94,7 +75,7 @@ def test_cuda_backward_allocates_by_hand(c):
         args = _direction(c)
         _, saved = scan_gpu_models.cuda_forward(*args, True)
         dout = torch.empty(args[0].shape)
-        allocs, alive, grads = _allocations(scan_gpu_models.cuda_backward, dout, *args, saved)
+        allocs, alive, grads = allocations_of(scan_gpu_models.cuda_backward, dout, *args, saved)
         assert [tuple(g.shape) for g in grads] == [tuple(x.shape) for x in args]
     expected = _backward_by_hand(c)
     assert allocs == expected

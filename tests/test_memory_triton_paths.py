@@ -6,11 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 from torch._subclasses import FakeTensorMode
-from torch.utils._pytree import tree_flatten
 
 from vimbench.memory import scan_gpu_models
-from vimbench.memory.tracker import StorageTracker
-from vimbench.testing.scan_layouts import vim_scan_direction
+from vimbench.testing.scan_layouts import allocations_of, vim_scan_direction
 
 F32 = 4
 
@@ -21,24 +19,6 @@ def _layer_inputs(batch: int, dim: int, length: int, nstate: int):
     fwd, bwd = (vim_scan_direction(leaf, a_log, nstate, d_vec) for _ in (0, 1))
     as_tuple = [(d.u, d.delta, d.A, d.B, d.C, d.D, d.delta_bias) for d in (fwd, bwd)]
     return (*as_tuple, leaf * 2.0)
-
-
-def _allocations(fn, *args) -> tuple[list[int], list[int], object]:
-    """(sizes of the storages `fn` allocates, in order; sizes of those still alive after it; its result)."""
-    tracker = StorageTracker()
-    tracker.register(tree_flatten(args)[0], "inputs")  # storages that exist already are not allocations
-    start = len(tracker.log.events)
-    with tracker:
-        result = fn(*args)
-    events = tracker.log.events[start:]
-    alive: dict[int, int] = {}
-    for kind, handle in events:
-        if kind == "alloc":
-            alive[handle] = tracker.log.sizes[handle]
-        else:
-            alive.pop(handle, None)
-    allocs = [tracker.log.sizes[h] for kind, h in events if kind == "alloc"]
-    return allocs, sorted(alive.values()), result
 
 
 # ------------------------------------------------------------------ (a) chunk-parallel fused bidirectional
@@ -69,7 +49,7 @@ def _fused_parallel_forward(c: dict) -> list[int]:
 def test_fused_chunk_parallel_forward_allocates_span_states_beside_the_tile_states(c):
     with FakeTensorMode():
         fwd, bwd, z = _layer_inputs(c["batch"], c["dim"], c["length"], c["nstate"])
-        allocs, alive, (_out, H) = _allocations(scan_gpu_models.fused_forward, fwd, bwd, z, True)
+        allocs, alive, (_out, H) = allocations_of(scan_gpu_models.fused_forward, fwd, bwd, z, True)
         assert tuple(H.shape) == (2, c["batch"], c["tiles"], c["dim"], c["n_pad"])
     expected = _fused_parallel_forward(c)
     assert allocs == expected  # one output: no per-direction outputs, no copies of H
@@ -101,7 +81,7 @@ def test_fused_chunk_parallel_backward_is_one_stacked_launch(c):
         fwd, bwd, z = _layer_inputs(c["batch"], c["dim"], c["length"], c["nstate"])
         _, H = scan_gpu_models.fused_forward(fwd, bwd, z, True)
         dout = torch.empty(fwd[0].shape)
-        allocs, alive, _grads = _allocations(scan_gpu_models.fused_backward, dout, fwd, bwd, z, H)
+        allocs, alive, _grads = allocations_of(scan_gpu_models.fused_backward, dout, fwd, bwd, z, H)
     expected = _fused_parallel_backward(c)
     assert allocs == expected
     assert alive == sorted(expected[:3] + expected[-10:])  # stacked du/ddelta/dz and the grads
@@ -143,7 +123,7 @@ def test_fused_op_past_16_states_runs_two_grouped_directions(c):
     b, e, length, n = c["batch"], c["dim"], c["length"], c["nstate"]
     with FakeTensorMode():
         fwd, bwd, z = _layer_inputs(b, e, length, n)
-        allocs, alive, (_out, H) = _allocations(scan_gpu_models.fused_forward, fwd, bwd, z, True)
+        allocs, alive, (_out, H) = allocations_of(scan_gpu_models.fused_forward, fwd, bwd, z, True)
         assert tuple(H.shape) == (2, b, c["tiles"], e, n)
     direction = _grouped_direction_forward(c)
     H_bytes, plane = 2 * b * c["tiles"] * e * n * F32, b * e * length * F32
@@ -179,7 +159,7 @@ def test_grouped_backward_writes_per_group_partials(c):
         fwd, bwd, z = _layer_inputs(b, e, length, n)
         _, H = scan_gpu_models.fused_forward(fwd, bwd, z, True)
         dout = torch.empty(fwd[0].shape)
-        allocs, alive, _grads = _allocations(scan_gpu_models.fused_backward, dout, fwd, bwd, z, H)
+        allocs, alive, _grads = allocations_of(scan_gpu_models.fused_backward, dout, fwd, bwd, z, H)
     direction = _grouped_direction_backward(c)
     assert allocs == direction * 2
     kept = direction[-8:]  # the summed du, ddelta, dz and the parameter grads
@@ -203,8 +183,8 @@ def _wrapper_and_model_allocations(real, model, args) -> tuple[list[int], list[i
     from vimbench.kernelbench.launches import Capture
 
     with Capture():
-        real_allocs, _, _ = _allocations(lambda *_: real(), *args)  # args: registered as existing
-    model_allocs, _, _ = _allocations(lambda *_: model(), *args)
+        real_allocs, _, _ = allocations_of(lambda *_: real(), *args)  # args: registered as existing
+    model_allocs, _, _ = allocations_of(lambda *_: model(), *args)
     return real_allocs, model_allocs
 
 
