@@ -8,7 +8,8 @@ import torch
 from torch._subclasses import FakeTensorMode
 
 from vimbench.memory import scan_gpu_models
-from vimbench.testing.scan_layouts import allocations_of, vim_scan_direction
+from vimbench.memory.tracker import allocations_of
+from vimbench.testing.scan_layouts import vim_scan_direction
 
 F32 = 4
 

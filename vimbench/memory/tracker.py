@@ -91,3 +91,24 @@ class StorageTracker(TorchDispatchMode):
             if isinstance(t, torch.Tensor):
                 self._track(t.untyped_storage(), self.default_category)
         return out
+
+
+def allocations_of(fn, *args) -> tuple[list[int], list[int], object]:
+    """(sizes of the storages `fn` allocates, in order; sizes of those still alive after it; its result).
+    Storages of `args` exist already, so they are registered first and never count as allocations."""
+    from torch.utils._pytree import tree_flatten
+
+    tracker = StorageTracker()
+    tracker.register(tree_flatten(args)[0], "inputs")
+    start = len(tracker.log.events)
+    with tracker:
+        result = fn(*args)
+    events = tracker.log.events[start:]
+    alive: dict[int, int] = {}
+    for kind, handle in events:
+        if kind == "alloc":
+            alive[handle] = tracker.log.sizes[handle]
+        else:
+            alive.pop(handle, None)
+    allocs = [tracker.log.sizes[h] for kind, h in events if kind == "alloc"]
+    return allocs, sorted(alive.values()), result

@@ -25,26 +25,3 @@ def vim_scan_direction(leaf: Tensor, a_log: Tensor, nstate: int,
 def tile_state_bytes(batch: int, dim: int, length: int, nstate: int) -> int:
     """One direction's saved tile start states by hand: B * ceil(L / 16) * E * N * 4 (N a power of 2)."""
     return batch * -(-length // TILE_POSITIONS) * dim * nstate * F32_BYTES
-
-
-def allocations_of(fn, *args) -> tuple[list[int], list[int], object]:
-    """(sizes of the storages `fn` allocates, in order; sizes of those still alive after it; its result).
-    Storages of `args` exist already, so they are registered first and never count as allocations."""
-    from torch.utils._pytree import tree_flatten
-
-    from vimbench.memory.tracker import StorageTracker
-
-    tracker = StorageTracker()
-    tracker.register(tree_flatten(args)[0], "inputs")
-    start = len(tracker.log.events)
-    with tracker:
-        result = fn(*args)
-    events = tracker.log.events[start:]
-    alive: dict[int, int] = {}
-    for kind, handle in events:
-        if kind == "alloc":
-            alive[handle] = tracker.log.sizes[handle]
-        else:
-            alive.pop(handle, None)
-    allocs = [tracker.log.sizes[h] for kind, h in events if kind == "alloc"]
-    return allocs, sorted(alive.values()), result
