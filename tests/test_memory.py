@@ -84,12 +84,7 @@ def test_parse_memory_size_rejects(text):
 
 
 def _live_sizes(tracker: StorageTracker) -> list[int]:
-    alive: dict[int, int] = {}
-    for kind, handle in tracker.log.events:
-        if kind == "alloc":
-            alive[handle] = tracker.log.sizes[handle]
-        else:
-            alive.pop(handle, None)
+    alive = tracker.log.alive()
     return [size for handle, size in alive.items() if tracker.log.category[handle] == "activations"]
 
 

@@ -22,16 +22,6 @@ SAVING = [("triton-fused", 1), ("triton", 2), ("cuda", 2)]
 SHAPES = [(2, 8, 40, 4), (1, 32, 50, 16), (128, 768, 197, 16), (1, 32, 100, 16), (2, 128, 40, 32)]
 
 
-def _alive(tracker: StorageTracker) -> dict[int, int]:
-    alive: dict[int, int] = {}
-    for kind, handle in tracker.log.events:
-        if kind == "alloc":
-            alive[handle] = tracker.log.sizes[handle]
-        else:
-            alive.pop(handle, None)
-    return alive
-
-
 def _run_layer(kernel: str, batch: int, dim: int, length: int, nstate: int, train: bool):
     """One bidirectional scan with Vim's layouts (B/C strided views of x_dbl) on fake tensors."""
     from vimbench.kernels import bidirectional_selective_scan
@@ -48,7 +38,7 @@ def _run_layer(kernel: str, batch: int, dim: int, length: int, nstate: int, trai
 
             fwd, bwd = (vim_scan_direction(leaf, a_log, nstate, d_vec) for _ in (0, 1))
             y = bidirectional_selective_scan(fwd, bwd, z, backend=TRACE_BACKEND)
-            after_forward = dict(_alive(tracker))
+            after_forward = dict(tracker.log.alive())
             if train:
                 y.sum().backward()
                 assert leaf.grad.shape == leaf.shape and a_log.grad.shape == a_log.shape
@@ -68,7 +58,7 @@ def test_training_forward_keeps_tile_states_until_backward(kernel, tensors, batc
     assert kept.count(2 * tiles // tensors) >= tensors
     # all of them are freed by the end of the backward
     tile_handles = [h for h, size in after_forward.items() if size == 2 * tiles // tensors]
-    assert not set(tile_handles) & set(_alive(tracker))
+    assert not set(tile_handles) & set(tracker.log.alive())
 
 
 def test_vim_s_layer_tile_states_are_82_mb_per_direction():

@@ -34,6 +34,16 @@ class StorageLog:
     category: dict[int, str] = field(default_factory=dict)
     marks: dict[str, int] = field(default_factory=dict)  # name -> index into events (e.g. "step2")
 
+    def alive(self, since: int = 0) -> dict[int, int]:
+        """{handle: bytes} of the storages allocated from event `since` on and not freed by the end."""
+        alive: dict[int, int] = {}
+        for kind, handle in self.events[since:]:
+            if kind == "alloc":
+                alive[handle] = self.sizes[handle]
+            else:
+                alive.pop(handle, None)
+        return alive
+
 
 class StorageTracker(TorchDispatchMode):
     """Log the storages created by every op run under it (and the ones `register`ed), and their frees."""
@@ -103,12 +113,5 @@ def allocations_of(fn, *args) -> tuple[list[int], list[int], object]:
     start = len(tracker.log.events)
     with tracker:
         result = fn(*args)
-    events = tracker.log.events[start:]
-    alive: dict[int, int] = {}
-    for kind, handle in events:
-        if kind == "alloc":
-            alive[handle] = tracker.log.sizes[handle]
-        else:
-            alive.pop(handle, None)
-    allocs = [tracker.log.sizes[h] for kind, h in events if kind == "alloc"]
-    return allocs, sorted(alive.values()), result
+    allocs = [tracker.log.sizes[h] for kind, h in tracker.log.events[start:] if kind == "alloc"]
+    return allocs, sorted(tracker.log.alive(start).values()), result
